@@ -1,0 +1,33 @@
+"""Build script for the compiled core; metadata lives in pyproject.toml."""
+import os
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+# FASTMLP_DEBUG=1 turns bounds and None checks back on inside the kernels, for debugging.
+debug = os.environ.get("FASTMLP_DEBUG", "") == "1"
+
+directives = {
+    "language_level": 3,
+    "boundscheck": debug,
+    "wraparound": False,
+    "cdivision": True,
+    "initializedcheck": debug,
+    "nonecheck": debug,
+    "embedsignature": True,
+}
+
+extra_compile_args = os.environ.get("FASTMLP_CFLAGS", "-O3").split()
+
+extensions = [
+    Extension(
+        "fastmlp._core",
+        ["fastmlp/_core.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=extra_compile_args,
+    )
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))
