@@ -1,0 +1,169 @@
+"""Input checks and conversions, done once in Python before anything reaches the core.
+
+Every failure is a ValueError or TypeError whose message starts with the argument's name.
+The compiled core re-checks only cheap invariants (dtype, shape, layout flags); the
+value checks it does itself (finiteness, label range) run inside the same GIL-free call.
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+LOSSES = ("mse", "softmax_cross_entropy")
+ACTIVATIONS = ("relu",)
+DTYPES = (np.float32, np.float64)
+
+# BLAS takes 32-bit int sizes and leading dimensions.
+MAX_WIDTH = 2**31 - 1
+
+
+def check_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from exc
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+def check_layer_sizes(layer_sizes) -> tuple[int, ...]:
+    if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
+        raise TypeError(f"layer_sizes: expected a sequence of ints, got {layer_sizes!r}")
+    sizes = []
+    for i, s in enumerate(layer_sizes):
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"layer_sizes[{i}]: expected an int, got {s!r}")
+        s = operator.index(s)
+        if not 1 <= s <= MAX_WIDTH:
+            raise ValueError(f"layer_sizes[{i}]: expected an int in [1, {MAX_WIDTH}], got {s}")
+        sizes.append(s)
+    if len(sizes) < 2:
+        raise ValueError(
+            f"layer_sizes: expected at least 2 sizes (inputs and outputs), got {len(sizes)}")
+    if len(sizes) > 65:
+        raise ValueError(f"layer_sizes: at most 64 weight layers are supported, got {len(sizes) - 1}")
+    return tuple(sizes)
+
+
+def check_choice(name: str, value, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_positive_float(name: str, value) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    v = float(value)
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+    return v
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {value!r}")
+    v = operator.index(value)
+    if v < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {v}")
+    return v
+
+
+def _numeric_array(name: str, a) -> np.ndarray:
+    """Array-like → ndarray of a real numeric or bool dtype, without copying if possible."""
+    if isinstance(a, np.ndarray):
+        arr = a
+    else:
+        try:
+            arr = np.asarray(a)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{name}: could not be read as a numeric array ({exc})") from exc
+    kind = arr.dtype.kind
+    if kind not in "biuf":
+        what = {"c": "complex", "O": "object", "U": "string", "S": "bytes"}.get(kind, str(arr.dtype))
+        raise TypeError(f"{name}: expected real numbers, got an array of {what} dtype")
+    return arr
+
+
+def as_matrix(name: str, a, dtype: np.dtype, n_cols: int) -> np.ndarray:
+    """X-like input → C-contiguous, aligned (n, n_cols) array of `dtype`, n >= 1.
+
+    Copies only when the dtype or the memory layout differs.  Finiteness is checked by the
+    core inside the same call that uses the data.
+    """
+    if (type(a) is np.ndarray and a.dtype == dtype and a.ndim == 2
+            and a.flags.c_contiguous and a.flags.aligned):
+        arr = a
+    else:
+        arr = _numeric_array(name, a)
+        if arr.ndim != 2:
+            raise ValueError(
+                f"{name}: expected a 2-D array (n_samples, {n_cols}), got shape {arr.shape}"
+                + ("; use reshape(1, -1) for a single sample" if arr.ndim == 1 else ""))
+        arr = np.require(arr, dtype=dtype, requirements=("C", "A"))
+    if arr.shape[1] != n_cols:
+        raise ValueError(f"{name}: expected {n_cols} columns, got shape {arr.shape}")
+    if arr.shape[0] < 1:
+        raise ValueError(f"{name}: expected at least one row, got shape {arr.shape}")
+    return arr
+
+
+def as_targets(a, loss: str, dtype: np.dtype, n: int, n_out: int):
+    """Targets → (Y, labels): exactly one is an array, the other None.
+
+    mse: Y is (n, n_out) of `dtype`; a 1-D (n,) Y is accepted when n_out == 1.
+    softmax_cross_entropy: 1-D integer labels become int64 `labels` (range checked by the
+    core); a 2-D (n, n_out) Y must hold rows of probabilities.
+    """
+    if loss == "softmax_cross_entropy" and type(a) is np.ndarray and a.dtype == np.int64 \
+            and a.ndim == 1 and a.flags.c_contiguous and a.flags.aligned:
+        if a.shape[0] != n:
+            raise ValueError(f"Y: expected {n} labels to match X, got {a.shape[0]}")
+        return None, a
+    if (loss == "mse" and type(a) is np.ndarray and a.dtype == dtype and a.ndim == 2
+            and a.flags.c_contiguous and a.flags.aligned and a.shape == (n, n_out)):
+        return a, None
+    arr = _numeric_array("Y", a)
+    if arr.ndim == 0 or arr.ndim > 2:
+        raise ValueError(f"Y: expected a 1-D or 2-D array, got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"Y: expected {n} rows to match X, got {arr.shape[0]}")
+    if loss == "mse":
+        if arr.ndim == 1:
+            if n_out != 1:
+                raise ValueError(
+                    f"Y: expected shape ({n}, {n_out}) for {n_out} outputs, got {arr.shape}")
+            arr = arr.reshape(n, 1)
+        if arr.shape[1] != n_out:
+            raise ValueError(f"Y: expected shape ({n}, {n_out}), got {arr.shape}")
+        return np.require(arr, dtype=dtype, requirements=("C", "A")), None
+    # softmax cross-entropy
+    if arr.ndim == 1:
+        if arr.dtype.kind == "b":
+            raise TypeError("Y: expected integer class labels, got bool")
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)):
+                raise ValueError("Y: contains NaN or infinity")
+            if np.any(arr != np.round(arr)):
+                raise ValueError("Y: class labels must be integers, got non-integer values")
+            if arr.size and (arr.min() < 0 or arr.max() >= n_out):
+                raise ValueError(f"Y: class labels must be integers in [0, {n_out})")
+        elif arr.dtype.kind == "u" and arr.size and arr.max() >= n_out:
+            raise ValueError(f"Y: class labels must be integers in [0, {n_out})")
+        return None, np.require(arr, dtype=np.int64, requirements=("C", "A"))
+    if arr.shape[1] != n_out:
+        raise ValueError(f"Y: expected ({n},) labels or ({n}, {n_out}) probabilities, "
+                         f"got shape {arr.shape}")
+    arr = np.require(arr, dtype=dtype, requirements=("C", "A"))
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("Y: contains NaN or infinity")
+    # The core's delta (P·Σy − Y)/n is exact for any row sums, but the loss is only a
+    # cross-entropy for probability rows, so anything else is refused.
+    tol = 1e-3 if dtype == np.float32 else 1e-8
+    if np.any(arr < 0) or np.any(np.abs(arr.sum(axis=1) - 1) > tol * max(n_out, 1)):
+        raise ValueError("Y: rows of a 2-D target must be probabilities "
+                         "(non-negative, summing to 1)")
+    return arr, None

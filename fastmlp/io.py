@@ -1,0 +1,93 @@
+"""Model files: a plain .npz (never pickled), written atomically, checked on load."""
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from fastmlp import _validation as v
+
+FORMAT_VERSION = 1
+# Refuse files declaring more parameters than this before allocating anything for them.
+MAX_PARAMS = 2**31
+
+
+def save(model, path) -> None:
+    """Write ``model`` to ``path`` as .npz: format version, config and the flat parameters.
+
+    The file is written to a temporary name in the same folder, flushed, fsynced and
+    renamed over ``path``, so an interrupted save never leaves a half-written model.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(
+                f,
+                format_version=np.array(FORMAT_VERSION, dtype=np.int64),
+                layer_sizes=np.asarray(model.layer_sizes, dtype=np.int64),
+                activation=np.array(model.activation),
+                loss=np.array(model.loss_name),
+                dtype=np.array(model.dtype.name),
+                params=model.params,
+            )
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _scalar_str(z, key: str) -> str:
+    a = z[key]
+    if a.dtype.kind != "U" or a.shape != ():
+        raise ValueError(f"file: '{key}' must be a string")
+    return str(a[()])
+
+
+def load(path):
+    """Read a model written by ``save``; every field is checked before use."""
+    from fastmlp.model import MLP
+
+    try:
+        z = np.load(os.fspath(path), allow_pickle=False)
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"path: not a readable fastmlp model file ({exc})") from exc
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError("path: not a fastmlp model file (expected .npz)")
+    try:
+        with z:
+            missing = {"format_version", "layer_sizes", "activation", "loss", "dtype",
+                       "params"} - set(z.files)
+            if missing:
+                raise ValueError(f"file: missing fields {sorted(missing)}")
+            ver = z["format_version"]
+            if ver.shape != () or ver.dtype.kind not in "iu" or int(ver) != FORMAT_VERSION:
+                raise ValueError(f"file: unsupported format version {ver!r}")
+            sizes = z["layer_sizes"]
+            if sizes.ndim != 1 or sizes.dtype.kind not in "iu":
+                raise ValueError("file: layer_sizes must be a 1-D integer array")
+            sizes = v.check_layer_sizes([int(s) for s in sizes])
+            n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+            if n_params > MAX_PARAMS:
+                raise ValueError(f"file: declares {n_params} parameters, over the limit")
+            dtype = v.check_dtype(_scalar_str(z, "dtype"))
+            params = z["params"]
+            if params.dtype != dtype or params.shape != (n_params,):
+                raise ValueError(f"file: params must be {n_params} {dtype} values, got "
+                                 f"{params.shape} {params.dtype}")
+            if not np.all(np.isfinite(params)):
+                raise ValueError("file: params contain NaN or infinity")
+            model = MLP(sizes, activation=_scalar_str(z, "activation"),
+                        loss=_scalar_str(z, "loss"), dtype=dtype, seed=0)
+            model.params[...] = params
+    except (zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise ValueError(f"file: corrupted model file ({exc})") from exc
+    return model

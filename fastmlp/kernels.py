@@ -1,0 +1,206 @@
+"""The compiled kernels one by one, for tests and micro-benchmarks.
+
+Each function checks its arguments, then makes one GIL-free call into ``fastmlp._core``.
+Float arguments must share one dtype, float32 or float64 (taken from the first argument);
+non-contiguous inputs are copied to C order, ``out`` arrays must already be C-contiguous
+and writable.  Layout is row-major (seed 003): batches are (n, d), W is (d_in, d_out).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastmlp import _core
+from fastmlp._validation import _numeric_array
+
+__all__ = ["linear_forward", "relu_forward", "relu_backward", "backprop_delta",
+           "linear_backward", "mse_loss_delta", "softmax_cross_entropy_loss_delta",
+           "softmax", "sgd_update"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _float_dtype(name: str, a) -> np.dtype:
+    arr = _numeric_array(name, a)
+    if arr.dtype not in _FLOATS:
+        raise TypeError(f"{name}: expected float32 or float64, got {arr.dtype}")
+    return arr.dtype
+
+
+def _in(name: str, a, dtype: np.dtype, ndim: int) -> np.ndarray:
+    arr = _numeric_array(name, a)
+    if arr.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} like the first argument, got {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
+    return np.require(arr, requirements=("C", "A"))
+
+
+def _out(name: str, out, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}: expected an ndarray, got {type(out).__name__}")
+    if out.dtype != dtype or out.shape != shape:
+        raise ValueError(f"{name}: expected a {shape} {dtype} array, got {out.shape} {out.dtype}")
+    if not (out.flags.c_contiguous and out.flags.aligned and out.flags.writeable):
+        raise ValueError(f"{name}: expected a C-contiguous, aligned, writable array")
+    return out
+
+
+def _shape_check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def linear_forward(A, W, b, out=None) -> np.ndarray:
+    """Z = A·W + 1·bᵀ (seed 003: s(l) = b(l) + Σᵢ wᵢ·xᵢ; seed 001: W·X + b·1ᵀ, transposed).
+
+    A: (n, d_in), W: (d_in, d_out), b: (d_out,), all float32 or all float64.
+    Returns Z: (n, d_out) (written into ``out`` if given).  One BLAS gemm over a
+    bias-filled Z (beta = 1).
+    """
+    dt = _float_dtype("A", A)
+    A, W, b = _in("A", A, dt, 2), _in("W", W, dt, 2), _in("b", b, dt, 1)
+    n, d_in = A.shape
+    _shape_check(W.shape[0] == d_in, f"W: expected {d_in} rows to match A, got shape {W.shape}")
+    _shape_check(b.shape[0] == W.shape[1], f"b: expected shape ({W.shape[1]},), got {b.shape}")
+    _shape_check(min(n, d_in, W.shape[1]) >= 1, "A, W: every dimension must be >= 1")
+    Z = _out("out", out, (n, W.shape[1]), dt)
+    _core.k_linear_forward(A, W, b, Z)
+    return Z
+
+
+def relu_forward(Z, out=None) -> np.ndarray:
+    """A = θ(Z) = max(Z, 0) (seeds 001, 003).  Z: (n, d) float32/float64 → A: (n, d).
+
+    Pass ``out=Z`` to work in place.  The derivative mask θ'(Z) = [Z > 0] is [A > 0], which
+    is how ``relu_backward`` and ``backprop_delta`` read it: no separate mask array.
+    NaN stays NaN.
+    """
+    dt = _float_dtype("Z", Z)
+    Zc = _in("Z", Z, dt, 2)
+    A = _out("out", out, Zc.shape, dt)
+    if A is not Zc:
+        np.copyto(A, Zc)
+    _core.k_relu_forward(A)
+    return A
+
+
+def relu_backward(A, dA, out=None) -> np.ndarray:
+    """Δ = dA ⊙ θ'(S), with θ'(S) = [A > 0] (seed 003 eq. 34; seed 001: V ⊙ D).
+
+    A: (n, d) activations after ReLU, dA: (n, d) gradient w.r.t. A.  Returns Δ (n, d);
+    ``out=dA`` masks in place.
+    """
+    dt = _float_dtype("A", A)
+    A, dAc = _in("A", A, dt, 2), _in("dA", dA, dt, 2)
+    _shape_check(A.shape == dAc.shape, f"dA: expected shape {A.shape}, got {dAc.shape}")
+    D = _out("out", out, A.shape, dt)
+    if D is not dAc:
+        np.copyto(D, dAc)
+    _core.k_relu_mask_delta(A, D)
+    return D
+
+
+def backprop_delta(D_next, W_next, A, out=None) -> np.ndarray:
+    """Δ(l) = θ'(S(l)) ⊙ (Δ(l+1)·W(l+1)ᵀ)  (seed 003 eq. 34 and 42).
+
+    D_next: (n, d_next) = Δ(l+1); W_next: (d, d_next) = W(l+1); A: (n, d) = ReLU output of
+    layer l.  Returns Δ(l): (n, d).  One gemm (beta = 0) and one masking pass.
+    """
+    dt = _float_dtype("D_next", D_next)
+    D_next, W_next, A = (_in("D_next", D_next, dt, 2), _in("W_next", W_next, dt, 2),
+                         _in("A", A, dt, 2))
+    n, d_next = D_next.shape
+    _shape_check(W_next.shape[1] == d_next,
+                 f"W_next: expected {d_next} columns to match D_next, got shape {W_next.shape}")
+    _shape_check(A.shape == (n, W_next.shape[0]),
+                 f"A: expected shape {(n, W_next.shape[0])}, got {A.shape}")
+    _shape_check(min(n, d_next, A.shape[1]) >= 1, "D_next, A: every dimension must be >= 1")
+    D = _out("out", out, A.shape, dt)
+    _core.k_backprop_delta(D_next, W_next, A, D)
+    return D
+
+
+def linear_backward(A_prev, D, dW=None, db=None) -> tuple[np.ndarray, np.ndarray]:
+    """dW = A_prevᵀ·Δ (seed 003 eq. 33) and db = 1ᵀ·Δ (eq. 41); the 1/N lives in Δ.
+
+    A_prev: (n, d_in) input of the layer, D: (n, d_out) its delta.
+    Returns (dW (d_in, d_out), db (d_out,)).
+    """
+    dt = _float_dtype("A_prev", A_prev)
+    A_prev, D = _in("A_prev", A_prev, dt, 2), _in("D", D, dt, 2)
+    _shape_check(D.shape[0] == A_prev.shape[0],
+                 f"D: expected {A_prev.shape[0]} rows to match A_prev, got {D.shape[0]}")
+    _shape_check(min(A_prev.shape[0], A_prev.shape[1], D.shape[1]) >= 1,
+                 "A_prev, D: every dimension must be >= 1")
+    dW = _out("dW", dW, (A_prev.shape[1], D.shape[1]), dt)
+    db = _out("db", db, (D.shape[1],), dt)
+    _core.k_linear_backward(A_prev, D, dW, db)
+    return dW, db
+
+
+def mse_loss_delta(Yhat, Y, out=None) -> tuple[float, np.ndarray]:
+    """L = (1/n)·Σᵢ‖ŷᵢ − yᵢ‖² and Δ(L) = (2/n)·(Ŷ − Y) (seed 000 eq. 10–11; seed 001 §3).
+
+    Yhat, Y: (n, k).  Returns (loss as float, Δ (n, k)).  The loss is summed in float64.
+    """
+    dt = _float_dtype("Yhat", Yhat)
+    Yhat, Y = _in("Yhat", Yhat, dt, 2), _in("Y", Y, dt, 2)
+    _shape_check(Y.shape == Yhat.shape, f"Y: expected shape {Yhat.shape}, got {Y.shape}")
+    _shape_check(min(Y.shape) >= 1, "Yhat: every dimension must be >= 1")
+    D = _out("out", out, Yhat.shape, dt)
+    return _core.k_mse_loss_delta(Yhat, Y, D), D
+
+
+def softmax_cross_entropy_loss_delta(logits, Y, out=None) -> tuple[float, np.ndarray]:
+    """L = −(1/n)·Σᵢ Σₖ yᵢₖ·log softmax(zᵢ)ₖ and Δ(L) = (P − Y)/n (seed 003 eq. 3–4, 10).
+
+    logits: (n, k).  Y: (n,) integer labels in [0, k), or (n, k) rows of probabilities
+    (then Δ = (P·Σₖyᵢₖ − Y)/n, the exact gradient, equal to (P − Y)/n for rows summing
+    to 1).  Log-sum-exp shifted by the row maximum: finite for logits of any size.
+    Returns (loss as float, Δ (n, k)).
+    """
+    dt = _float_dtype("logits", logits)
+    logits = _in("logits", logits, dt, 2)
+    n, k = logits.shape
+    _shape_check(min(n, k) >= 1, "logits: every dimension must be >= 1")
+    Ya = _numeric_array("Y", Y)
+    D = _out("out", out, logits.shape, dt)
+    if Ya.ndim == 1:
+        if Ya.dtype.kind not in "iu":
+            raise TypeError(f"Y: expected integer labels, got {Ya.dtype}")
+        _shape_check(Ya.shape[0] == n, f"Y: expected {n} labels, got {Ya.shape[0]}")
+        if Ya.dtype.kind == "u" and Ya.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"Y: class labels must be integers in [0, {k})")
+        labels = np.require(Ya, dtype=np.int64, requirements=("C", "A"))
+        return _core.k_softmax_xent_labels(logits, labels, D), D
+    Yd = _in("Y", Ya, dt, 2)
+    _shape_check(Yd.shape == logits.shape, f"Y: expected shape {logits.shape}, got {Yd.shape}")
+    return _core.k_softmax_xent_dense(logits, Yd, D), D
+
+
+def softmax(Z, out=None) -> np.ndarray:
+    """P = softmax(Z) row-wise, shifted by the row maximum (seed 003 eq. 3).  Z: (n, k)."""
+    dt = _float_dtype("Z", Z)
+    Zc = _in("Z", Z, dt, 2)
+    P = _out("out", out, Zc.shape, dt)
+    if P is not Zc:
+        np.copyto(P, Zc)
+    _core.k_softmax(P)
+    return P
+
+
+def sgd_update(theta, grad, lr: float) -> np.ndarray:
+    """θ ← θ − lr·∇θ in place (seed 000 eq. 12).  theta, grad: (p,) of one dtype."""
+    if not isinstance(theta, np.ndarray):
+        raise TypeError(f"theta: expected an ndarray, got {type(theta).__name__}")
+    dt = _float_dtype("theta", theta)
+    _out("theta", theta, (theta.size,) if theta.ndim == 1 else (-1,), dt)
+    grad = _in("grad", grad, dt, 1)
+    _shape_check(grad.shape == theta.shape, f"grad: expected shape {theta.shape}, got {grad.shape}")
+    lr = float(lr)
+    if not np.isfinite(lr):
+        raise ValueError(f"lr: expected a finite number, got {lr}")
+    _core.k_sgd_update(theta, grad, lr)
+    return theta
