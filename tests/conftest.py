@@ -1,0 +1,29 @@
+"""Test configuration: make sure the compiled, installed package is what gets tested.
+
+`python -m pytest` puts the working directory on sys.path, where the uncompiled source
+folder `fastmlp/` would shadow the installed package; drop it so that the tests always
+exercise what `pip install` built.  The tests folder itself goes on the path so that
+helpers such as `reference.py` import by name.
+"""
+import os
+import pathlib
+import sys
+
+_TESTS = pathlib.Path(__file__).resolve().parent
+_ROOT = _TESTS.parent
+
+if os.environ.get("FASTMLP_ALLOW_INPLACE") != "1":
+    sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != _ROOT]
+if str(_TESTS) not in sys.path:
+    sys.path.insert(0, str(_TESTS))
+
+import fastmlp  # noqa: E402
+
+if os.environ.get("FASTMLP_ALLOW_INPLACE") != "1" and \
+        pathlib.Path(fastmlp.__file__).resolve().parent == _ROOT / "fastmlp":
+    raise RuntimeError("tests imported fastmlp from the source tree instead of the installed "
+                       "package; run `pip install .` first")
+
+
+def pytest_report_header(config):
+    return f"fastmlp {fastmlp.__version__} from {pathlib.Path(fastmlp.__file__).parent}"
