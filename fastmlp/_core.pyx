@@ -7,10 +7,17 @@ entry points from Python, and they check every size and flag the kernels rely on
 handing pointers down (bounds checking is off in the kernels).
 
 Parameters of a network live in one flat buffer ``theta``: for each layer W(l) (row-major)
-followed by b(l).  Gradients use the same layout in ``grad``.
+followed by b(l).  Gradients use the same layout in ``grad``, optimizer state too.
+
+Two gradient conventions share the kernels:
+- fastmlp's own (``sk_scaling`` off): the 1/n sits in the output delta, as in the seeds;
+- scikit-learn's (``sk_scaling`` on): raw output delta (P − Y)·wᵢ, and the gradients are
+  (AᵀΔ + α·W)/Σw, in scikit-learn's order of operations, so that its estimators can be
+  reproduced closely.
 """
 from cython cimport floating
-from libc.math cimport exp, expf, log, logf
+from libc.float cimport DBL_EPSILON, FLT_EPSILON
+from libc.math cimport exp, expf, log, logf, sqrt, sqrtf, tanh, tanhf, pow
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -31,14 +38,67 @@ cdef enum:
     BAD_LABEL = 3
     DIVERGED = 4
 
-# Codes shared with the Python layer (fastmlp/_validation.py holds the name tables).
-LOSS_MSE = 0
-LOSS_SOFTMAX_XENT = 1
-ACT_RELU = 0
+# Codes shared with the Python layer (fastmlp/_validation.py maps names to them).
+cdef enum:
+    C_ACT_IDENTITY = 0
+    C_ACT_RELU = 1
+    C_ACT_LOGISTIC = 2
+    C_ACT_TANH = 3
+    C_ACT_SOFTMAX = 4   # output layer only
+    C_ACT_EXP = 5       # output layer only (scikit-learn's Poisson regressor)
 
 cdef enum:
-    C_LOSS_MSE = 0
-    C_LOSS_SOFTMAX_XENT = 1
+    C_LOSS_MSE = 0              # (1/n)·Σ‖ŷ − y‖², any element-wise output activation
+    C_LOSS_SOFTMAX_XENT = 1     # −(1/n)·Σ y·log softmax(z), from logits (identity output)
+    C_LOSS_SK_SQUARED = 2       # scikit-learn: ½·mean over outputs of the weighted mean
+    C_LOSS_SK_LOG = 3           # scikit-learn: log-loss of softmax probabilities, clipped
+    C_LOSS_SK_BINARY_LOG = 4    # scikit-learn: binary log-loss of logistic outputs, clipped
+    C_LOSS_SK_POISSON = 5       # scikit-learn: half Poisson deviance of exp outputs
+
+cdef enum:
+    C_OPT_SGD = 0
+    C_OPT_MOMENTUM = 1
+    C_OPT_NESTEROV = 2
+    C_OPT_ADAM = 3
+
+ACT_CODES = {"identity": C_ACT_IDENTITY, "relu": C_ACT_RELU, "logistic": C_ACT_LOGISTIC,
+             "tanh": C_ACT_TANH, "softmax": C_ACT_SOFTMAX, "exp": C_ACT_EXP}
+LOSS_CODES = {"mse": C_LOSS_MSE, "softmax_cross_entropy": C_LOSS_SOFTMAX_XENT,
+              "sk_squared_error": C_LOSS_SK_SQUARED, "sk_log_loss": C_LOSS_SK_LOG,
+              "sk_binary_log_loss": C_LOSS_SK_BINARY_LOG, "sk_poisson": C_LOSS_SK_POISSON}
+OPT_CODES = {"sgd": C_OPT_SGD, "momentum": C_OPT_MOMENTUM, "nesterov": C_OPT_NESTEROV,
+             "adam": C_OPT_ADAM}
+
+
+cdef struct Net:
+    int n_layers             # L, number of weight layers
+    const Py_ssize_t* dims   # L + 1 layer widths
+    const Py_ssize_t* w_off  # offset of W(l) in theta / grad
+    const Py_ssize_t* b_off  # offset of b(l)
+    Py_ssize_t n_params
+    int hidden_act
+    int out_act
+    int loss
+    double l2                # α: penalty α/(2·Σw)·Σ‖W‖², gradient α·W/Σw
+    bint sk_scaling          # scikit-learn's gradient convention (see module docstring)
+
+
+cdef struct Optim:
+    int kind
+    double momentum, beta1, beta2, eps
+    void* s1                 # velocity, or Adam's first moment
+    void* s2                 # Adam's second moment
+    int64_t t                # Adam's step count
+
+
+cdef struct Batch:
+    const void* X            # (n, d0)
+    const void* Y            # (n, dL) or NULL when labels are given
+    const int64_t* labels    # (n,) or NULL
+    const void* sw           # (n,) sample weights or NULL
+    Py_ssize_t n
+    double norm              # Σ sample weights, or n
+
 
 
 # --------------------------------------------------------------------------------------
@@ -73,6 +133,33 @@ cdef inline floating flog(floating x) noexcept nogil:
         return logf(x)
     else:
         return log(x)
+
+
+cdef inline floating ftanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating fsqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline floating feps(floating x) noexcept nogil:
+    # machine epsilon of the dtype, as numpy's finfo(dtype).eps
+    if floating is float:
+        return FLT_EPSILON
+    else:
+        return DBL_EPSILON
+
+
+cdef inline floating xlogy(floating x, floating y) noexcept nogil:
+    # x·log(y) with 0·log(y) = 0, as scipy.special.xlogy
+    return 0 if x == 0 else x * flog(y)
 
 
 cdef bint all_finite(const floating* x, Py_ssize_t size) noexcept nogil:
@@ -126,13 +213,46 @@ cdef void relu_mask_delta(const floating* A, floating* D, Py_ssize_t size) noexc
         D[i] = D[i] if A[i] > 0 else 0
 
 
-cdef void backprop_delta(const floating* D_next, Py_ssize_t n, Py_ssize_t d_next,
+cdef void activation_forward(int kind, floating* Z, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    # A = g(Z) in place, for the element-wise activations and the row-wise softmax.
+    cdef Py_ssize_t i, size = n * k
+    if kind == C_ACT_RELU:
+        relu_forward(Z, size)
+    elif kind == C_ACT_LOGISTIC:
+        for i in range(size):
+            Z[i] = 1 / (1 + fexp(-Z[i]))
+    elif kind == C_ACT_TANH:
+        for i in range(size):
+            Z[i] = ftanh(Z[i])
+    elif kind == C_ACT_EXP:
+        for i in range(size):
+            Z[i] = fexp(Z[i])
+    elif kind == C_ACT_SOFTMAX:
+        softmax_rows(Z, n, k)
+
+
+cdef void activation_backward(int kind, const floating* A, floating* D,
+                              Py_ssize_t size) noexcept nogil:
+    # D ⊙= g'(Z), with g' written through the activation's output A: relu [A > 0],
+    # logistic A·(1 − A), tanh 1 − A² (seed 002: ∇a = g'(a) ⊙ ∇ŷ; seed 003 eq. 34).
+    cdef Py_ssize_t i
+    if kind == C_ACT_RELU:
+        relu_mask_delta(A, D, size)
+    elif kind == C_ACT_LOGISTIC:
+        for i in range(size):
+            D[i] = D[i] * A[i] * (1 - A[i])
+    elif kind == C_ACT_TANH:
+        for i in range(size):
+            D[i] = D[i] * (1 - A[i] * A[i])
+
+
+cdef void backprop_delta(int act, const floating* D_next, Py_ssize_t n, Py_ssize_t d_next,
                          const floating* W_next, const floating* A, Py_ssize_t d,
                          floating* D) noexcept nogil:
     # Δ(l) = θ'(S(l)) ⊙ (Δ(l+1)·W(l+1)ᵀ)   (seed 003 eq. 34/42): (n, d_next)·(d_next, d).
     gemm(False, True, <int>n, <int>d, <int>d_next, <floating>1.0, D_next, <int>d_next,
          W_next, <int>d_next, <floating>0.0, D, <int>d)
-    relu_mask_delta(A, D, n * d)
+    activation_backward(act, A, D, n * d)
 
 
 cdef void linear_backward(const floating* A_prev, Py_ssize_t n, Py_ssize_t d_in,
@@ -153,7 +273,7 @@ cdef void linear_backward(const floating* A_prev, Py_ssize_t n, Py_ssize_t d_in,
 
 cdef double mse_loss_delta(const floating* Yhat, const floating* Y, Py_ssize_t n,
                            Py_ssize_t k, floating* D) noexcept nogil:
-    # L = (1/n)·Σᵢ‖ŷᵢ − yᵢ‖² and Δ(L) = (2/n)·(Ŷ − Y)  (seed 000 eq. 10–11, seed 001 §3:
+    # L = (1/n)·Σᵢ‖ŷᵢ − yᵢ‖² and ∇ŷ = (2/n)·(Ŷ − Y)  (seed 000 eq. 10–11, seed 001 §3:
     # R = f(X) − Y, factor 2 kept).  The loss is accumulated in double for both dtypes.
     cdef Py_ssize_t i
     cdef double total = 0.0
@@ -213,6 +333,39 @@ cdef double softmax_xent_loss_delta(const floating* logits, const floating* Y,
     return total / n
 
 
+cdef double sk_loss_delta(int kind, const floating* P, const floating* Y,
+                          const floating* sw, Py_ssize_t n, Py_ssize_t k, double norm,
+                          floating* D) noexcept nogil:
+    # scikit-learn's output losses over P, the output layer after its activation, with
+    # optional sample weights (NULL: all 1) and norm = Σ weights.  Every one pairs with its
+    # canonical output activation, so the raw delta is (P − Y)·wᵢ, unscaled; scikit-learn
+    # divides the gradients by Σw instead.  Probabilities are clipped to [eps, 1 − eps]
+    # inside the logarithms, as scikit-learn does.
+    cdef Py_ssize_t i, j
+    cdef double total = 0.0, row
+    cdef floating w, p, y, eps = feps(<floating>0), one_m_eps = 1 - feps(<floating>0)
+    for i in range(n):
+        w = 1 if sw == NULL else sw[i]
+        row = 0.0
+        for j in range(k):
+            p = P[i * k + j]
+            y = Y[i * k + j]
+            D[i * k + j] = (p - y) * w
+            if kind == C_LOSS_SK_SQUARED:
+                row += <double>((y - p) * (y - p))
+            elif kind == C_LOSS_SK_POISSON:
+                row += <double>(xlogy(y, y / p) - y + p)
+            else:
+                p = eps if p < eps else (one_m_eps if p > one_m_eps else p)
+                row -= <double>xlogy(y, p)
+                if kind == C_LOSS_SK_BINARY_LOG:
+                    row -= <double>xlogy(1 - y, 1 - p)
+        total += row * w
+    if kind == C_LOSS_SK_SQUARED:
+        return 0.5 * total / norm / k
+    return total / norm
+
+
 cdef void softmax_rows(floating* Z, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     # P = softmax(Z) row by row, in place, shifted by the row maximum (seed 003 eq. 3).
     cdef Py_ssize_t i, j
@@ -228,9 +381,80 @@ cdef void softmax_rows(floating* Z, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
         for j in range(k):
             z[j] = fexp(z[j] - m)
             s += z[j]
-        s = 1 / s
         for j in range(k):
-            z[j] *= s
+            z[j] /= s
+
+
+cdef double l2_penalty(const Net* net, const floating* theta) noexcept nogil:
+    # Σₗ ‖W(l)‖² (biases excluded), accumulated in double.
+    cdef int l
+    cdef Py_ssize_t i, size
+    cdef double total = 0.0
+    cdef const floating* W
+    for l in range(net.n_layers):
+        W = theta + net.w_off[l]
+        size = net.dims[l] * net.dims[l + 1]
+        for i in range(size):
+            total += <double>W[i] * W[i]
+    return total
+
+
+cdef void scale_gradients(floating* dW, const floating* W, Py_ssize_t size, double alpha,
+                          double norm, bint sk_order) noexcept nogil:
+    # fastmlp: dW += (α/n)·W.  scikit-learn: dW = (dW + α·W) / Σw, in that order.
+    cdef Py_ssize_t i
+    cdef floating a = <floating>alpha, c = <floating>(alpha / norm), nrm = <floating>norm
+    if sk_order:
+        if alpha != 0:
+            for i in range(size):
+                dW[i] = (dW[i] + a * W[i]) / nrm
+        else:
+            for i in range(size):
+                dW[i] = dW[i] / nrm
+    elif alpha != 0:
+        for i in range(size):
+            dW[i] += c * W[i]
+
+
+cdef bint update_is_finite(const Optim* opt, const floating* theta, const floating* grad,
+                           Py_ssize_t size, double lr) noexcept nogil:
+    # Evaluates the optimizer's new values without storing them: the step may write only if
+    # every new parameter and state value is finite.  It reproduces the exact arithmetic
+    # of the update kernels below, so "finite here" means "finite there"; a non-finite
+    # gradient always makes a new value non-finite, so this also checks the gradient.
+    cdef Py_ssize_t i
+    cdef int bad = 0
+    cdef floating t, v, g, mm, vv, fl = <floating>lr, mu = <floating>opt.momentum
+    cdef floating b1 = <floating>opt.beta1, c1 = <floating>(1 - opt.beta1)
+    cdef floating b2 = <floating>opt.beta2, c2 = <floating>(1 - opt.beta2)
+    cdef floating e = <floating>opt.eps
+    cdef double lr_t, nt
+    cdef const floating* s1 = <const floating*>opt.s1
+    cdef const floating* s2 = <const floating*>opt.s2
+    if opt.kind == C_OPT_SGD:
+        for i in range(size):
+            t = theta[i] - fl * grad[i]
+            bad |= not (t - t == 0)
+    elif opt.kind == C_OPT_ADAM:
+        lr_t = adam_step_size(lr, opt.beta1, opt.beta2, opt.t + 1)
+        for i in range(size):
+            g = grad[i]
+            mm = b1 * s1[i] + c1 * g
+            vv = b2 * s2[i] + c2 * (g * g)
+            t = <floating>(theta[i] + (-lr_t * mm) / <double>(fsqrt(vv) + e))
+            bad |= not ((t - t == 0) and (mm - mm == 0) and (vv - vv == 0))
+    else:
+        for i in range(size):
+            v = mu * s1[i] - fl * grad[i]
+            t = theta[i] + ((mu * v - fl * grad[i]) if opt.kind == C_OPT_NESTEROV else v)
+            bad |= not ((t - t == 0) and (v - v == 0))
+    return not bad
+
+
+cdef inline double adam_step_size(double lr, double beta1, double beta2,
+                                  int64_t t) noexcept nogil:
+    # η_t = η·√(1 − β2ᵗ)/(1 − β1ᵗ): Adam's bias correction folded into the step size.
+    return lr * sqrt(1 - pow(beta2, <double>t)) / (1 - pow(beta1, <double>t))
 
 
 cdef void sgd_update(floating* theta, const floating* grad, Py_ssize_t size,
@@ -241,77 +465,129 @@ cdef void sgd_update(floating* theta, const floating* grad, Py_ssize_t size,
         theta[i] -= lr * grad[i]
 
 
+cdef void momentum_update(floating* theta, const floating* grad, floating* vel,
+                          Py_ssize_t size, floating lr, floating mu,
+                          bint nesterov) noexcept nogil:
+    # v ← μ·v − η·∇θ; θ ← θ + v, or with Nesterov's correction θ ← θ + μ·v − η·∇θ.
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(size):
+        v = mu * vel[i] - lr * grad[i]
+        vel[i] = v
+        theta[i] += (mu * v - lr * grad[i]) if nesterov else v
+
+
+cdef void adam_update(floating* theta, const floating* grad, floating* m, floating* v,
+                      Py_ssize_t size, double lr, double beta1, double beta2,
+                      double eps, int64_t t) noexcept nogil:
+    # Adam with the bias correction folded into the step size (Kingma & Ba, §2):
+    # m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g², θ ← θ − η_t·m/(√v + ε).  Moments are
+    # kept in the model dtype with the constants rounded to it; the step itself is taken
+    # in double, as numpy's promotion does in scikit-learn's optimizer.
+    cdef Py_ssize_t i
+    cdef double lr_t = adam_step_size(lr, beta1, beta2, t)
+    cdef floating b1 = <floating>beta1, c1 = <floating>(1 - beta1)
+    cdef floating b2 = <floating>beta2, c2 = <floating>(1 - beta2), e = <floating>eps
+    cdef floating g
+    for i in range(size):
+        g = grad[i]
+        m[i] = b1 * m[i] + c1 * g
+        v[i] = b2 * v[i] + c2 * (g * g)
+        theta[i] = <floating>(theta[i] + (-lr_t * m[i]) / <double>(fsqrt(v[i]) + e))
+
+
 # --------------------------------------------------------------------------------------
 # Whole-network passes over the flat parameter buffer
 # --------------------------------------------------------------------------------------
 
-cdef struct Net:
-    int n_layers            # L, number of weight layers
-    const Py_ssize_t* dims  # L + 1 layer widths
-    const Py_ssize_t* w_off  # offset of W(l) in theta / grad
-    const Py_ssize_t* b_off  # offset of b(l)
-    int loss
-    Py_ssize_t n_params
-
-
 cdef void forward_pass(const Net* net, const floating* theta, const floating* X,
                        Py_ssize_t n, floating** acts) noexcept nogil:
-    # acts[l] receives A(l+1), (n, dims[l+1]); the last one holds the raw outputs/logits.
-    cdef int l
+    # acts[l] receives A(l+1), (n, dims[l+1]); the last holds the network's output, after
+    # the output activation (identity for raw outputs and logits).
+    cdef int l, L = net.n_layers
     cdef const floating* A_prev = X
-    for l in range(net.n_layers):
+    for l in range(L):
         linear_forward(A_prev, n, net.dims[l], theta + net.w_off[l], theta + net.b_off[l],
                        net.dims[l + 1], acts[l])
-        if l < net.n_layers - 1:
-            relu_forward(acts[l], n * net.dims[l + 1])
+        activation_forward(net.hidden_act if l < L - 1 else net.out_act, acts[l], n,
+                           net.dims[l + 1])
         A_prev = acts[l]
 
 
-cdef double output_loss_delta(const Net* net, const floating* out, const floating* Y,
-                              const int64_t* labels, Py_ssize_t n,
+cdef double output_loss_delta(const Net* net, const floating* out, const Batch* b,
                               floating* D) noexcept nogil:
     cdef Py_ssize_t k = net.dims[net.n_layers]
+    cdef double loss
     if net.loss == C_LOSS_MSE:
-        return mse_loss_delta(out, Y, n, k, D)
-    return softmax_xent_loss_delta(out, Y, labels, n, k, D)
+        loss = mse_loss_delta(out, <const floating*>b.Y, b.n, k, D)
+        activation_backward(net.out_act, out, D, b.n * k)   # seed 002
+        return loss
+    if net.loss == C_LOSS_SOFTMAX_XENT:
+        return softmax_xent_loss_delta(out, <const floating*>b.Y, b.labels, b.n, k, D)
+    return sk_loss_delta(net.loss, out, <const floating*>b.Y, <const floating*>b.sw,
+                         b.n, k, b.norm, D)
 
 
-cdef int train_step(const Net* net, floating* theta, floating* grad, floating** acts,
-                    floating* D_a, floating* D_b, const floating* X, Py_ssize_t n,
-                    const floating* Y, const int64_t* labels, floating lr, bint update,
-                    bint check_inputs, double* loss_out) noexcept nogil:
-    # Forward, loss, backward (seed 003 eq. 29–42) and, if update, the SGD step — all in
-    # one call.  The parameters are written only after the loss and every gradient are
-    # known to be finite, so a diverging step leaves theta bit-identical.
+cdef void apply_update(const Net* net, Optim* opt, floating* theta, const floating* grad,
+                       double lr) noexcept nogil:
+    if opt.kind == C_OPT_SGD:
+        sgd_update(theta, grad, net.n_params, <floating>lr)
+    elif opt.kind == C_OPT_ADAM:
+        opt.t += 1
+        adam_update(theta, grad, <floating*>opt.s1, <floating*>opt.s2, net.n_params, lr,
+                    opt.beta1, opt.beta2, opt.eps, opt.t)
+    else:
+        momentum_update(theta, grad, <floating*>opt.s1, net.n_params, <floating>lr,
+                        <floating>opt.momentum, opt.kind == C_OPT_NESTEROV)
+
+
+cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
+                    floating** acts, floating* D_a, floating* D_b, const Batch* b,
+                    double lr, bint update, bint check_inputs,
+                    double* loss_out) noexcept nogil:
+    # Forward, loss, backward (seed 003 eq. 29–42) and, if update, the optimizer step — all
+    # in one call.  Parameters and optimizer state are written only after the loss and
+    # every gradient are known to be finite, so a diverging step leaves them bit-identical.
     cdef int l, L = net.n_layers
-    cdef Py_ssize_t k = net.dims[L]
+    cdef Py_ssize_t n = b.n, k = net.dims[L]
+    cdef const floating* X = <const floating*>b.X
     cdef floating* D = D_a
     cdef floating* D_other = D_b
     cdef floating* tmp
     cdef const floating* A_prev
+    cdef double norm = b.norm if net.sk_scaling else <double>n
     if check_inputs:
         if not all_finite(X, n * net.dims[0]):
             return BAD_X
-        if Y != NULL and not all_finite(Y, n * k):
+        if b.Y != NULL and not all_finite(<const floating*>b.Y, n * k):
             return BAD_Y
-        if Y == NULL and not labels_in_range(labels, n, k):
+        if b.Y == NULL and not labels_in_range(b.labels, n, k):
             return BAD_LABEL
     forward_pass(net, theta, X, n, acts)
-    loss_out[0] = output_loss_delta(net, acts[L - 1], Y, labels, n, D)
+    loss_out[0] = output_loss_delta(net, acts[L - 1], b, D)
+    if net.l2 != 0:
+        loss_out[0] += 0.5 * net.l2 * l2_penalty(net, theta) / norm
     for l in range(L - 1, -1, -1):
         A_prev = X if l == 0 else acts[l - 1]
         linear_backward(A_prev, n, net.dims[l], D, net.dims[l + 1],
                         grad + net.w_off[l], grad + net.b_off[l])
+        scale_gradients(grad + net.w_off[l], theta + net.w_off[l],
+                        net.dims[l] * net.dims[l + 1], net.l2, norm, net.sk_scaling)
+        if net.sk_scaling:
+            scale_gradients(grad + net.b_off[l], theta, net.dims[l + 1], 0.0, norm, True)
         if l > 0:
-            backprop_delta(D, n, net.dims[l + 1], theta + net.w_off[l], acts[l - 1],
-                           net.dims[l], D_other)
+            backprop_delta(net.hidden_act, D, n, net.dims[l + 1], theta + net.w_off[l],
+                           acts[l - 1], net.dims[l], D_other)
             tmp = D
             D = D_other
             D_other = tmp
-    if not (loss_out[0] - loss_out[0] == 0) or not all_finite(grad, net.n_params):
+    if not (loss_out[0] - loss_out[0] == 0):
         return DIVERGED
-    if update:
-        sgd_update(theta, grad, net.n_params, lr)
+    if not update:
+        return OK if all_finite(grad, net.n_params) else DIVERGED
+    if not update_is_finite(opt, theta, grad, net.n_params, lr):
+        return DIVERGED
+    apply_update(net, opt, theta, grad, lr)
     return OK
 
 
@@ -335,24 +611,38 @@ cdef inline bint _is_writable_carray(object a, int typenum, int ndim):
 
 
 cdef class Engine:
-    """The compiled half of an ``MLP``: sizes, offsets and workspace, and the passes.
+    """The compiled half of a model: sizes, offsets, workspace, optimizer, and the passes.
 
-    It holds pointers into arrays owned by the model (``theta``, ``grad``), which must not
-    be reallocated while the engine lives.  The methods expect inputs already shaped and
-    converted by the Python layer; they re-check dtype, shape and layout cheaply (C-level
-    flag tests) because the kernels run without bounds checks.
+    It holds pointers into arrays owned by the model (``theta``, ``grad``, optimizer
+    state), which must not be reallocated while the engine lives.  Methods expect inputs
+    already shaped and converted by the Python layer; they re-check dtype, shape and layout
+    cheaply (C-level flag tests) because the kernels run without bounds checks.
+
+    Parameters
+    ----------
+    dims : intp array (L + 1,)       layer widths d0 … dL
+    theta, grad : (n_params,)        float32 or float64, contiguous, writable
+    loss, hidden_act, out_act : str  names from LOSS_CODES / ACT_CODES
+    l2 : float                       α ≥ 0 (penalty α/(2·Σw)·Σ‖W‖²)
+    sk_scaling : bool                scikit-learn's gradient convention
     """
     cdef Net net
+    cdef Optim opt
     cdef cnp.ndarray dims_arr, w_off_arr, b_off_arr
-    cdef cnp.ndarray theta, grad
+    cdef cnp.ndarray theta, grad, opt_state
     cdef cnp.ndarray work        # activations A(1..L) and two delta buffers, for `cap` rows
-    cdef cnp.ndarray gather_x, gather_y, gather_labels
+    cdef cnp.ndarray gather_x, gather_y, gather_labels, gather_sw
     cdef Py_ssize_t cap, gather_cap, max_width
     cdef int typenum
     cdef bint f64
     cdef void* act_ptrs[64]
+    cdef void* theta_ptr
+    cdef void* grad_ptr
+    cdef void* delta_ptrs[2]
 
-    def __cinit__(self, cnp.ndarray dims, cnp.ndarray theta, cnp.ndarray grad, int loss):
+    def __cinit__(self, cnp.ndarray dims, cnp.ndarray theta, cnp.ndarray grad, str loss,
+                  str hidden_act="relu", str out_act="identity", double l2=0.0,
+                  bint sk_scaling=False):
         cdef Py_ssize_t l, off = 0
         cdef Py_ssize_t L = dims.shape[0] - 1
         if not _is_carray(dims, cnp.NPY_INTP, 1) or L < 1 or L > 64:
@@ -384,15 +674,31 @@ cdef class Engine:
             if not _is_writable_carray(buf, self.typenum, 1) or buf.shape[0] != off:
                 raise ValueError(f"{name}: expected a writable contiguous array of "
                                  f"{off} {theta.dtype} values")
-        if loss not in (C_LOSS_MSE, C_LOSS_SOFTMAX_XENT):
-            raise ValueError("loss: unknown loss code")
+        if loss not in LOSS_CODES:
+            raise ValueError(f"loss: unknown loss {loss!r}")
+        if hidden_act not in ACT_CODES or ACT_CODES[hidden_act] >= C_ACT_SOFTMAX:
+            raise ValueError(f"hidden_act: unknown hidden activation {hidden_act!r}")
+        if out_act not in ACT_CODES:
+            raise ValueError(f"out_act: unknown output activation {out_act!r}")
+        if not (l2 >= 0 and l2 < float("inf")):
+            raise ValueError("l2: expected a finite number >= 0")
         self.theta, self.grad = theta, grad
+        self.theta_ptr = cnp.PyArray_DATA(theta)
+        self.grad_ptr = cnp.PyArray_DATA(grad)
         self.net.n_layers = <int>L
         self.net.dims = d
         self.net.w_off = wo
         self.net.b_off = bo
-        self.net.loss = loss
         self.net.n_params = off
+        self.net.loss = LOSS_CODES[loss]
+        self.net.hidden_act = ACT_CODES[hidden_act]
+        self.net.out_act = ACT_CODES[out_act]
+        self.net.l2 = l2
+        self.net.sk_scaling = sk_scaling
+        self.opt.kind = C_OPT_SGD
+        self.opt.s1 = NULL
+        self.opt.s2 = NULL
+        self.opt.t = 0
         self.cap = 0
         self.gather_cap = 0
 
@@ -404,6 +710,37 @@ cdef class Engine:
     def capacity(self):
         """Rows the training workspace holds; grows on demand, never shrinks."""
         return self.cap
+
+    @property
+    def adam_steps(self):
+        """Adam's step count t (the bias correction uses it)."""
+        return self.opt.t
+
+    @adam_steps.setter
+    def adam_steps(self, int64_t t):
+        if t < 0:
+            raise ValueError("adam_steps: expected an int >= 0")
+        self.opt.t = t
+
+    def set_optimizer(self, str kind, cnp.ndarray state, double momentum=0.9,
+                      double beta1=0.9, double beta2=0.999, double eps=1e-8):
+        """Choose the update rule.  state: (0,), (n_params,) or (2·n_params,) array of the
+        model dtype holding velocity or Adam's moments; it is updated in place."""
+        if kind not in OPT_CODES:
+            raise ValueError(f"optimizer: unknown optimizer {kind!r}")
+        need = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}[kind] * self.net.n_params
+        if not _is_writable_carray(state, self.typenum, 1) or state.shape[0] != need:
+            raise ValueError(f"state: expected a writable contiguous array of {need} values")
+        self.opt_state = state
+        self.opt.kind = OPT_CODES[kind]
+        self.opt.momentum = momentum
+        self.opt.beta1 = beta1
+        self.opt.beta2 = beta2
+        self.opt.eps = eps
+        cdef char* base = <char*>cnp.PyArray_DATA(state)
+        cdef Py_ssize_t isz = 8 if self.f64 else 4
+        self.opt.s1 = base if need else NULL
+        self.opt.s2 = base + self.net.n_params * isz if need == 2 * self.net.n_params else NULL
 
     cdef void _reserve(self, Py_ssize_t n) except *:
         # Workspace for a batch of n rows: A(1..L) and two delta buffers of the widest
@@ -422,6 +759,8 @@ cdef class Engine:
         for l in range(L):
             self.act_ptrs[l] = base + off * itemsize
             off += n * self.net.dims[l + 1]
+        self.delta_ptrs[0] = base + off * itemsize
+        self.delta_ptrs[1] = base + (off + n * self.max_width) * itemsize
         self.cap = n
 
     def reserve(self, Py_ssize_t n):
@@ -430,15 +769,8 @@ cdef class Engine:
             raise ValueError("n: expected a positive batch size")
         self._reserve(n)
 
-    cdef void* _delta_ptr(self, int which):
-        cdef char* base = <char*>cnp.PyArray_DATA(self.work)
-        cdef Py_ssize_t itemsize = 8 if self.f64 else 4
-        cdef Py_ssize_t off = 0, l
-        for l in range(1, self.net.n_layers + 1):
-            off += self.cap * self.net.dims[l]
-        return base + (off + which * self.cap * self.max_width) * itemsize
-
-    cdef void _check_batch(self, object X, object Y, object labels) except *:
+    cdef double _check_batch(self, object X, object Y, object labels, object sw) except -1:
+        # Returns the normaliser: Σ sample weights, or n.
         cdef Py_ssize_t n
         cdef int L = self.net.n_layers
         if not _is_carray(X, self.typenum, 2) or X.shape[1] != self.net.dims[0]:
@@ -459,84 +791,97 @@ cdef class Engine:
                 raise ValueError("Y: integer labels need the softmax_cross_entropy loss")
             if not _is_carray(labels, cnp.NPY_INT64, 1) or labels.shape[0] != n:
                 raise ValueError(f"Y: expected {n} int64 labels")
+        if sw is None:
+            return <double>n
+        if not self.net.sk_scaling:
+            raise ValueError("sample_weight: only supported with scikit-learn scaling")
+        if not _is_carray(sw, self.typenum, 1) or sw.shape[0] != n:
+            raise ValueError(f"sample_weight: expected {n} values of the model's dtype")
+        total = float(np.sum(sw, dtype=np.float64))
+        if not (total > 0 and total < float("inf")):
+            raise ValueError("sample_weight: expected finite weights with a positive sum")
+        return total
 
-    cdef int _run_step(self, object X, object Y, object labels, double lr, bint update,
-                       bint check_inputs, double* loss) except -1:
-        cdef Py_ssize_t n = X.shape[0]
-        cdef const void* xp = cnp.PyArray_DATA(<cnp.ndarray>X)
-        cdef const void* yp = NULL
-        cdef const int64_t* lp = NULL
-        cdef void* tp = cnp.PyArray_DATA(self.theta)
-        cdef void* gp = cnp.PyArray_DATA(self.grad)
-        cdef void* da
-        cdef void* db
-        cdef int status
-        if labels is None:
-            yp = cnp.PyArray_DATA(<cnp.ndarray>Y)
-        else:
-            lp = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>labels)
-        self._reserve(n)
-        da = self._delta_ptr(0)
-        db = self._delta_ptr(1)
-        with nogil:
-            if self.f64:
-                status = train_step[double](&self.net, <double*>tp, <double*>gp,
-                                            <double**>self.act_ptrs, <double*>da,
-                                            <double*>db, <const double*>xp, n,
-                                            <const double*>yp, lp, lr, update,
-                                            check_inputs, loss)
-            else:
-                status = train_step[float](&self.net, <float*>tp, <float*>gp,
-                                           <float**>self.act_ptrs, <float*>da,
-                                           <float*>db, <const float*>xp, n,
-                                           <const float*>yp, lp, <float>lr, update,
-                                           check_inputs, loss)
-        return status
+    cdef int _step(self, Batch* b, double lr, bint update, bint check,
+                   double* loss) noexcept nogil:
+        cdef void* tp = self.theta_ptr
+        cdef void* gp = self.grad_ptr
+        cdef void* da = self.delta_ptrs[0]
+        cdef void* db = self.delta_ptrs[1]
+        if self.f64:
+            return train_step[double](&self.net, &self.opt, <double*>tp, <double*>gp,
+                                      <double**>self.act_ptrs, <double*>da, <double*>db,
+                                      b, lr, update, check, loss)
+        return train_step[float](&self.net, &self.opt, <float*>tp, <float*>gp,
+                                 <float**>self.act_ptrs, <float*>da, <float*>db,
+                                 b, lr, update, check, loss)
 
-    def train_step(self, X, Y, labels, double lr, bint update=True):
-        """One step on a batch: forward, loss, gradients into ``grad``, then SGD if ``update``.
+    def train_step(self, X, Y, labels, double lr, bint update=True, sample_weight=None):
+        """One step on a batch: forward, loss, gradients into ``grad``, then the optimizer
+        step if ``update``.
 
         X: (n, d0) C-contiguous, model dtype.  Either Y: (n, dL) model dtype, or labels:
-        (n,) int64 (softmax cross-entropy only).  Returns the loss before the update.
-        Raises ValueError for non-finite inputs or labels out of range, and
-        DivergenceError (parameters untouched) when the loss or a gradient is not finite.
+        (n,) int64 (softmax cross-entropy only).  sample_weight: (n,) or None.  Returns the
+        loss before the update.  Raises ValueError for non-finite inputs or labels out of
+        range, and DivergenceError (parameters untouched) when the loss or a gradient is
+        not finite.
         """
         cdef double loss = 0.0
         cdef int status
-        self._check_batch(X, Y, labels)
-        status = self._run_step(X, Y, labels, lr, update, True, &loss)
+        cdef Batch b
+        b.norm = self._check_batch(X, Y, labels, sample_weight)
+        b.n = X.shape[0]
+        b.X = cnp.PyArray_DATA(<cnp.ndarray>X)
+        b.Y = NULL if Y is None else cnp.PyArray_DATA(<cnp.ndarray>Y)
+        b.labels = NULL if labels is None else <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>labels)
+        b.sw = NULL if sample_weight is None else cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
+        self._reserve(b.n)
+        with nogil:
+            status = self._step(&b, lr, update, True, &loss)
         if status != OK:
             _raise_status(status, loss, self.net.dims[self.net.n_layers])
         return loss
 
-    def fit_epoch(self, X, Y, labels, perm, Py_ssize_t batch_size, double lr):
-        """One epoch of minibatch SGD in a single GIL-free loop.
+    cdef void _reserve_gather(self, Py_ssize_t n, bint labels, bint weights) except *:
+        cdef object dt = np.float64 if self.f64 else np.float32
+        if n > self.gather_cap:
+            self.gather_x = self.gather_y = self.gather_labels = self.gather_sw = None
+            self.gather_cap = n
+        n = self.gather_cap
+        if self.gather_x is None:
+            self.gather_x = np.empty(n * self.net.dims[0], dtype=dt)
+        if labels and self.gather_labels is None:
+            self.gather_labels = np.empty(n, dtype=np.int64)
+        if not labels and self.gather_y is None:
+            self.gather_y = np.empty(n * self.net.dims[self.net.n_layers], dtype=dt)
+        if weights and self.gather_sw is None:
+            self.gather_sw = np.empty(n, dtype=dt)
 
-        X, Y/labels as in ``train_step`` for all n rows, already checked finite and in
-        range by the caller.  perm: None (rows in order) or an (n,) intp permutation; rows
-        are gathered into a preallocated batch buffer.  The last partial batch is used.
-        Returns (sum over batches of loss·batch_rows, status, index of the failing step).
+    def fit_epoch(self, X, Y, labels, perm, Py_ssize_t batch_size, double lr,
+                  sample_weight=None):
+        """One epoch of minibatch training in a single GIL-free loop.
+
+        X, Y/labels, sample_weight as in ``train_step`` for all n rows, already checked
+        finite and in range by the caller.  perm: None (rows in order) or an (n,) intp
+        permutation; rows are gathered into preallocated batch buffers.  The last partial
+        batch is used.  Returns (Σ over batches of loss·rows, status, steps completed).
         """
         cdef Py_ssize_t n, start, rows, i, j, step = 0
         cdef Py_ssize_t d0 = self.net.dims[0], k = self.net.dims[self.net.n_layers]
         cdef Py_ssize_t isz = 8 if self.f64 else 4
-        cdef double loss = 0.0, total = 0.0
+        cdef double loss = 0.0, total = 0.0, w_sum
         cdef int status = OK
         cdef const Py_ssize_t* pp = NULL
         cdef const char* xp
         cdef const char* yp = NULL
         cdef const int64_t* lp = NULL
-        cdef char* bx
+        cdef const char* wp = NULL
+        cdef char* bx = NULL
         cdef char* by = NULL
         cdef int64_t* bl = NULL
-        cdef const char* sx
-        cdef const char* sy
-        cdef const int64_t* sl
-        cdef void* tp = cnp.PyArray_DATA(self.theta)
-        cdef void* gp = cnp.PyArray_DATA(self.grad)
-        cdef void* da
-        cdef void* db
-        self._check_batch(X, Y, labels)
+        cdef char* bw = NULL
+        cdef Batch b
+        self._check_batch(X, Y, labels, sample_weight)
         n = X.shape[0]
         if batch_size < 1:
             raise ValueError("batch_size: expected a positive integer")
@@ -549,29 +894,31 @@ cdef class Engine:
             for i in range(n):
                 if pp[i] < 0 or pp[i] >= n:
                     raise ValueError("perm: index out of range")
-            self._reserve_gather(batch_size, labels is not None)
-        self._reserve(batch_size)
-        da = self._delta_ptr(0)
-        db = self._delta_ptr(1)
-        xp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>X)
-        if labels is None:
-            yp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>Y)
-        else:
-            lp = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>labels)
-        if pp != NULL:
+            self._reserve_gather(batch_size, labels is not None, sample_weight is not None)
             bx = <char*>cnp.PyArray_DATA(self.gather_x)
             if labels is None:
                 by = <char*>cnp.PyArray_DATA(self.gather_y)
             else:
                 bl = <int64_t*>cnp.PyArray_DATA(self.gather_labels)
+            if sample_weight is not None:
+                bw = <char*>cnp.PyArray_DATA(self.gather_sw)
+        self._reserve(batch_size)
+        xp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>X)
+        if labels is None:
+            yp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>Y)
+        else:
+            lp = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>labels)
+        if sample_weight is not None:
+            wp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
         with nogil:
             start = 0
             while start < n:
                 rows = batch_size if start + batch_size <= n else n - start
                 if pp == NULL:
-                    sx = xp + start * d0 * isz
-                    sy = NULL if yp == NULL else yp + start * k * isz
-                    sl = NULL if lp == NULL else lp + start
+                    b.X = xp + start * d0 * isz
+                    b.Y = NULL if yp == NULL else yp + start * k * isz
+                    b.labels = NULL if lp == NULL else lp + start
+                    b.sw = NULL if wp == NULL else wp + start * isz
                 else:
                     for i in range(rows):
                         j = pp[start + i]
@@ -580,21 +927,20 @@ cdef class Engine:
                             memcpy(by + i * k * isz, yp + j * k * isz, k * isz)
                         else:
                             bl[i] = lp[j]
-                    sx = bx
-                    sy = by
-                    sl = bl
-                if self.f64:
-                    status = train_step[double](&self.net, <double*>tp, <double*>gp,
-                                                <double**>self.act_ptrs, <double*>da,
-                                                <double*>db, <const double*>sx, rows,
-                                                <const double*>sy, sl, lr, True, False,
-                                                &loss)
-                else:
-                    status = train_step[float](&self.net, <float*>tp, <float*>gp,
-                                               <float**>self.act_ptrs, <float*>da,
-                                               <float*>db, <const float*>sx, rows,
-                                               <const float*>sy, sl, <float>lr, True,
-                                               False, &loss)
+                        if wp != NULL:
+                            memcpy(bw + i * isz, wp + j * isz, isz)
+                    b.X = bx
+                    b.Y = by
+                    b.labels = bl
+                    b.sw = bw
+                b.n = rows
+                b.norm = rows
+                if wp != NULL:
+                    w_sum = 0.0
+                    for i in range(rows):
+                        w_sum += (<const double*>b.sw)[i] if self.f64 else (<const float*>b.sw)[i]
+                    b.norm = w_sum
+                status = self._step(&b, lr, True, False, &loss)
                 if status != OK:
                     break
                 total += loss * rows
@@ -602,20 +948,9 @@ cdef class Engine:
                 step += 1
         return total, status, step
 
-    cdef void _reserve_gather(self, Py_ssize_t n, bint with_labels) except *:
-        cdef object dt = np.float64 if self.f64 else np.float32
-        if n > self.gather_cap or (with_labels and self.gather_labels is None) or (
-                not with_labels and self.gather_y is None):
-            cap = max(n, self.gather_cap)
-            self.gather_x = np.empty(cap * self.net.dims[0], dtype=dt)
-            if with_labels:
-                self.gather_labels = np.empty(cap, dtype=np.int64)
-            else:
-                self.gather_y = np.empty(cap * self.net.dims[self.net.n_layers], dtype=dt)
-            self.gather_cap = cap
-
     def forward(self, X, out):
-        """Raw outputs/logits of the network for X (n, d0) into ``out`` (n, dL).
+        """Network output for X (n, d0) into ``out`` (n, dL): raw outputs or logits, or
+        probabilities when the output activation is logistic/softmax.
 
         Uses scratch memory of its own, so concurrent calls on one engine are safe while
         no training step changes the parameters.  Raises ValueError if X is not finite.
@@ -681,15 +1016,6 @@ cdef object _raise_status(int status, double loss, Py_ssize_t k):
     raise RuntimeError(f"unknown status {status}")
 
 
-def status_message(int status):
-    """Map a ``fit_epoch`` status code to the exception it stands for (or None)."""
-    if status == OK:
-        return None
-    if status == DIVERGED:
-        return DivergenceError
-    return ValueError
-
-
 # --------------------------------------------------------------------------------------
 # Single-kernel entry points, for fastmlp.kernels (which validates and allocates)
 # --------------------------------------------------------------------------------------
@@ -728,8 +1054,8 @@ def k_backprop_delta(const floating[:, ::1] D_next, const floating[:, ::1] W_nex
             or D.shape[1] != A.shape[1] or min(A.shape[0], A.shape[1], D_next.shape[1]) < 1):
         raise ValueError("backprop_delta: inconsistent shapes")
     with nogil:
-        backprop_delta(&D_next[0, 0], D_next.shape[0], D_next.shape[1], &W_next[0, 0],
-                       &A[0, 0], A.shape[1], &D[0, 0])
+        backprop_delta(C_ACT_RELU, &D_next[0, 0], D_next.shape[0], D_next.shape[1],
+                       &W_next[0, 0], &A[0, 0], A.shape[1], &D[0, 0])
 
 
 def k_linear_backward(const floating[:, ::1] A_prev, const floating[:, ::1] D,
@@ -780,7 +1106,7 @@ def k_softmax_xent_labels(const floating[:, ::1] logits, const int64_t[::1] labe
     with nogil:
         ok = labels_in_range(&labels[0], labels.shape[0], logits.shape[1])
     if not ok:
-        raise ValueError(f"labels: expected integers in [0, {logits.shape[1]})")
+        raise ValueError(f"Y: class labels must be integers in [0, {logits.shape[1]})")
     with nogil:
         loss = softmax_xent_loss_delta(&logits[0, 0], <const floating*>NULL, &labels[0],
                                        logits.shape[0], logits.shape[1], &D[0, 0])
@@ -810,3 +1136,70 @@ def k_all_finite(const floating[::1] x):
     with nogil:
         ok = all_finite(&x[0], x.shape[0])
     return ok
+
+
+def k_activation_forward(str kind, floating[:, ::1] Z):
+    if kind not in ACT_CODES:
+        raise ValueError(f"kind: unknown activation {kind!r}")
+    cdef int code = ACT_CODES[kind]
+    if Z.shape[0] < 1 or Z.shape[1] < 1:
+        return
+    with nogil:
+        activation_forward(code, &Z[0, 0], Z.shape[0], Z.shape[1])
+
+
+def k_activation_backward(str kind, const floating[:, ::1] A, floating[:, ::1] D):
+    if kind not in ACT_CODES or ACT_CODES[kind] >= C_ACT_SOFTMAX:
+        raise ValueError(f"kind: expected an element-wise activation with a derivative, "
+                         f"got {kind!r}")
+    cdef int code = ACT_CODES[kind]
+    if A.shape[0] != D.shape[0] or A.shape[1] != D.shape[1]:
+        raise ValueError("activation_backward: inconsistent shapes")
+    if A.shape[0] < 1 or A.shape[1] < 1:
+        return
+    with nogil:
+        activation_backward(code, &A[0, 0], &D[0, 0], A.shape[0] * A.shape[1])
+
+
+def k_sk_loss_delta(str kind, const floating[:, ::1] P, const floating[:, ::1] Y,
+                    const floating[::1] sw, floating[:, ::1] D):
+    cdef int code
+    cdef double loss, norm
+    if kind not in LOSS_CODES or LOSS_CODES[kind] < C_LOSS_SK_SQUARED:
+        raise ValueError(f"kind: expected a scikit-learn loss, got {kind!r}")
+    code = LOSS_CODES[kind]
+    if (Y.shape[0] != P.shape[0] or Y.shape[1] != P.shape[1] or D.shape[0] != P.shape[0]
+            or D.shape[1] != P.shape[1] or P.shape[0] < 1 or P.shape[1] < 1
+            or (sw is not None and sw.shape[0] != P.shape[0])):
+        raise ValueError("sk_loss_delta: inconsistent shapes")
+    norm = P.shape[0] if sw is None else float(np.sum(sw, dtype=np.float64))
+    with nogil:
+        loss = sk_loss_delta(code, &P[0, 0], &Y[0, 0], NULL if sw is None else &sw[0],
+                             P.shape[0], P.shape[1], norm, &D[0, 0])
+    return loss
+
+
+def k_momentum_update(floating[::1] theta, const floating[::1] grad, floating[::1] vel,
+                      double lr, double momentum, bint nesterov):
+    if theta.shape[0] != grad.shape[0] or vel.shape[0] != theta.shape[0]:
+        raise ValueError("momentum_update: theta, grad and velocity differ in size")
+    if theta.shape[0] < 1:
+        return
+    with nogil:
+        momentum_update(&theta[0], &grad[0], &vel[0], theta.shape[0], <floating>lr,
+                        <floating>momentum, nesterov)
+
+
+def k_adam_update(floating[::1] theta, const floating[::1] grad, floating[::1] m,
+                  floating[::1] v, double lr, double beta1, double beta2, double eps,
+                  int64_t t):
+    if (theta.shape[0] != grad.shape[0] or m.shape[0] != theta.shape[0]
+            or v.shape[0] != theta.shape[0]):
+        raise ValueError("adam_update: theta, grad, m and v differ in size")
+    if t < 1:
+        raise ValueError("t: expected the step count, >= 1")
+    if theta.shape[0] < 1:
+        return
+    with nogil:
+        adam_update(&theta[0], &grad[0], &m[0], &v[0], theta.shape[0], lr, beta1, beta2,
+                    eps, t)

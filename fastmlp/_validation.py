@@ -57,7 +57,10 @@ def check_choice(name: str, value, choices) -> str:
 def check_positive_float(name: str, value) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        v = float("inf")
     if not (np.isfinite(v) and v > 0):
         raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
     return v
@@ -74,9 +77,11 @@ def check_positive_int(name: str, value) -> int:
 
 def _numeric_array(name: str, a) -> np.ndarray:
     """Array-like → ndarray of a real numeric or bool dtype, without copying if possible."""
-    if isinstance(a, np.ndarray):
+    if type(a) is np.ndarray:
         arr = a
     else:
+        # np.asarray also turns ndarray subclasses (np.matrix, masked arrays, memmaps)
+        # into plain arrays, which is what the core accepts.
         try:
             arr = np.asarray(a)
         except (ValueError, TypeError) as exc:

@@ -24,6 +24,7 @@ def save(model, path) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp, _file_mode(path))
         with os.fdopen(fd, "wb") as f:
             np.savez(
                 f,
@@ -45,6 +46,48 @@ def save(model, path) -> None:
         raise
 
 
+def _file_mode(path: str) -> int:
+    """Mode for a new model file: that of the file it replaces, else 0o666 minus umask
+    (mkstemp's 0o600 would make every saved model private)."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+_FIELDS = ("format_version", "layer_sizes", "activation", "loss", "dtype", "params")
+
+
+def _read_member(zf: zipfile.ZipFile, key: str) -> np.ndarray:
+    """Read one .npy member after checking its header against the bytes actually stored,
+    so a hostile header cannot make us allocate more than the file holds."""
+    name = key + ".npy"
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise ValueError(f"file: missing field {key!r}") from None
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"file: field {key!r} has unsupported .npy version {version}")
+        if dtype.hasobject:
+            raise ValueError(f"file: field {key!r} holds Python objects; refusing to unpickle")
+        count = 1
+        for d in shape:
+            count *= d
+        if count * dtype.itemsize > info.file_size:
+            raise ValueError(f"file: field {key!r} declares {count * dtype.itemsize} bytes "
+                             f"but stores {info.file_size}: truncated or corrupted")
+    with zf.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
 def _scalar_str(z, key: str) -> str:
     a = z[key]
     if a.dtype.kind != "U" or a.shape != ():
@@ -57,17 +100,12 @@ def load(path):
     from fastmlp.model import MLP
 
     try:
-        z = np.load(os.fspath(path), allow_pickle=False)
+        zf = zipfile.ZipFile(os.fspath(path))
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"path: not a readable fastmlp model file ({exc})") from exc
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise ValueError("path: not a fastmlp model file (expected .npz)")
     try:
-        with z:
-            missing = {"format_version", "layer_sizes", "activation", "loss", "dtype",
-                       "params"} - set(z.files)
-            if missing:
-                raise ValueError(f"file: missing fields {sorted(missing)}")
+        with zf:
+            z = {key: _read_member(zf, key) for key in _FIELDS if key != "params"}
             ver = z["format_version"]
             if ver.shape != () or ver.dtype.kind not in "iu" or int(ver) != FORMAT_VERSION:
                 raise ValueError(f"file: unsupported format version {ver!r}")
@@ -79,15 +117,16 @@ def load(path):
             if n_params > MAX_PARAMS:
                 raise ValueError(f"file: declares {n_params} parameters, over the limit")
             dtype = v.check_dtype(_scalar_str(z, "dtype"))
-            params = z["params"]
+            activation = _scalar_str(z, "activation")
+            loss = _scalar_str(z, "loss")
+            params = _read_member(zf, "params")
             if params.dtype != dtype or params.shape != (n_params,):
                 raise ValueError(f"file: params must be {n_params} {dtype} values, got "
                                  f"{params.shape} {params.dtype}")
             if not np.all(np.isfinite(params)):
                 raise ValueError("file: params contain NaN or infinity")
-            model = MLP(sizes, activation=_scalar_str(z, "activation"),
-                        loss=_scalar_str(z, "loss"), dtype=dtype, seed=0)
+            model = MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0)
             model.params[...] = params
-    except (zipfile.BadZipFile, EOFError, KeyError) as exc:
+    except (zipfile.BadZipFile, EOFError, KeyError, OSError) as exc:
         raise ValueError(f"file: corrupted model file ({exc})") from exc
     return model

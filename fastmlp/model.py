@@ -10,8 +10,6 @@ from fastmlp import _core
 from fastmlp import _validation as v
 from fastmlp.errors import DivergenceError
 
-_LOSS_CODES = {"mse": _core.LOSS_MSE, "softmax_cross_entropy": _core.LOSS_SOFTMAX_XENT}
-
 
 class MLP:
     """A multilayer perceptron with ReLU hidden layers, trained by minibatch SGD.
@@ -68,7 +66,7 @@ class MLP:
         for W in self.weights:
             W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / W.shape[0])
         self._engine = _core.Engine(np.asarray(sizes, dtype=np.intp), self.params,
-                                    self._grad, _LOSS_CODES[loss])
+                                    self._grad, loss, activation)
         # Training steps share the engine's workspace and the gradient buffer.
         self._lock = threading.Lock()
 
@@ -178,6 +176,7 @@ class MLP:
         lr = v.check_positive_float("lr", lr)
         X, Yd, labels = self._batch(X, Y)
         n = X.shape[0]
+        batch_size = min(batch_size, n)
         if not _core.k_all_finite(X.reshape(-1)):
             raise ValueError("X: contains NaN or infinity")
         if Yd is not None and not _core.k_all_finite(Yd.reshape(-1)):

@@ -1,0 +1,742 @@
+"""Each compiled kernel of ``fastmlp.kernels`` against the numpy reference (tests/reference.py).
+
+Inputs are drawn in float64, cast to the dtype under test, and the reference is computed
+in float64 from those same cast values, so the only difference left is the kernel's own
+rounding, which the tolerances below bound.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from fastmlp import kernels as K
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+import reference as ref  # noqa: E402
+
+DTYPES = [np.float32, np.float64]
+
+# ======================================================================================
+# Tolerances — the one place they are set.
+#
+# u = eps/2 is the unit roundoff (float32 eps = 2**-23 ≈ 1.19e-7, float64 eps = 2**-52).
+#
+# * Element-wise results (relu, masks, mse delta, softmax, sgd) go through a handful of
+#   roundings (≤ 4) plus libm exp/log (≤ 2 ulp), relative to the value itself.  The only
+#   amplification is in softmax: z − max(z) is rounded once, which perturbs exp(z − m) by
+#   a relative |z − m|·u, and |z − m| matters only up to the underflow point (≈ 104 for
+#   float32, ≈ 745 for float64): ≤ 6.2e-6 resp. 8.3e-14.  Hence
+#       RTOL = 1e-5 (float32, ≈ 84 eps)   and   RTOL = 1e-12 (float64, ≈ 4500 eps).
+# * GEMM-type results (linear_forward, backprop_delta, dW, db) are sums of K products that
+#   BLAS may reorder/block/FMA at will; the rigorous bound for ANY summation order is
+#       |fl(Σ) − Σ| ≤ γ_{K+1}·Σ|terms|,   γ_m ≈ m·u,
+#   so the absolute tolerance is scaled element-wise by the magnitude of the terms,
+#   MAG = |A|·|W| + |b|  (computed in float64), with a per-dtype factor:
+#       float64: 1e-12 (≥ (K+1)·u64 for every K < 9000 used here, i.e. still the rigorous
+#                bound, and far below any real indexing/transpose error, which is O(MAG));
+#       float32: max(10·sqrt(K), K)·eps32 — 10·sqrt(K)·eps is the usual statistical
+#                estimate for random-sign sums; K·eps = 2K·u covers the worst case with a
+#                margin of 2.  For K = 65 that is ≈ 9.6e-6 relative to MAG.
+# * Cancellations (softmax cross-entropy delta P·s − Y, its loss lse − z, the sgd
+#   difference θ − lr·g) get an atol of a few eps times the magnitudes of the operands.
+# ======================================================================================
+EPS = {np.float32: float(np.finfo(np.float32).eps), np.float64: float(np.finfo(np.float64).eps)}
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def gemm_atol_factor(dtype, K: int) -> float:
+    """Factor c such that |kernel − exact| ≤ c·(|A|·|W| + |b|) for a K-term dot product."""
+    if dtype == np.float64:
+        return 1e-12
+    return max(10.0 * math.sqrt(K), float(K)) * EPS[np.float32]
+
+
+def cancel_atol_factor(dtype) -> float:
+    """Factor c such that a difference a − b is within c·(|a| + |b|) of exact."""
+    return 8.0 * EPS[dtype]
+
+
+# ======================================================================================
+# helpers
+# ======================================================================================
+SHAPES = [  # (n, d_in, d_out)
+    pytest.param(1, 1, 1, id="1x1x1"),
+    pytest.param(1, 7, 3, id="n1"),
+    pytest.param(5, 3, 8, id="nonsquare"),
+    pytest.param(17, 33, 17, id="w17-33"),
+    pytest.param(33, 17, 33, id="w33-17"),
+    pytest.param(129, 65, 33, id="large129x65"),
+]
+SQUARE_SHAPES = [  # (n, k) for the element-wise / row-wise kernels
+    pytest.param(1, 1, id="1x1"),
+    pytest.param(1, 9, id="n1"),
+    pytest.param(6, 3, id="nonsquare"),
+    pytest.param(17, 33, id="17x33"),
+    pytest.param(33, 17, id="33x17"),
+    pytest.param(129, 65, id="129x65"),
+]
+
+
+def rand(rng, shape, dtype, scale=1.0):
+    """Random array of `dtype`, plus its exact float64 value (the reference input)."""
+    a = (scale * rng.standard_normal(shape)).astype(dtype)
+    return a, a.astype(np.float64)
+
+
+def _stable(key) -> int:
+    """A seed from a test's parameters, stable across runs (unlike hash())."""
+    s = "|".join(map(str, key))
+    h = 0
+    for ch in s:
+        h = (h * 131 + ord(ch)) % (2**32)
+    return h
+
+
+def relu_acts(rng, shape, dtype):
+    """ReLU outputs with plenty of exact zeros (about half) and a few −0.0."""
+    a = rng.standard_normal(shape).astype(dtype)
+    a[a < 0] = 0
+    flat = a.reshape(-1)
+    flat[:: 7] = -0.0
+    return a, a.astype(np.float64)
+
+
+def assert_close(got, want, rtol, atol=0.0, dtype=None):
+    got = np.asarray(got)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    if dtype is not None:
+        assert got.dtype == np.dtype(dtype), got.dtype
+    g = got.astype(np.float64)
+    both_nan = np.isnan(g) & np.isnan(want)
+    err = np.abs(g - want)
+    lim = np.asarray(atol, dtype=np.float64) + rtol * np.abs(want)
+    bad = ~((err <= lim) | both_nan)
+    if bad.any():
+        idx = tuple(np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{int(bad.sum())} of {bad.size} elements out of tolerance; first at {idx}: "
+            f"got {g[idx]!r}, want {want[idx]!r}, |err| {err[idx]:.3g} > {lim[idx] if np.ndim(lim) else lim:.3g}")
+
+
+# ======================================================================================
+# the reference itself: checked against central finite differences (float64), so that
+# the kernel comparisons below compare against something known to be a gradient.
+# ======================================================================================
+@pytest.mark.parametrize("loss", ["mse", "softmax_cross_entropy"])
+def test_reference_gradient_matches_finite_differences(loss):
+    rng = np.random.default_rng(7)
+    sizes = [3, 5, 4, 3]
+    Ws = [rng.standard_normal((a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+    bs = [0.1 * rng.standard_normal(b) for b in sizes[1:]]
+    X = rng.standard_normal((6, 3))
+    Y = rng.integers(0, 3, 6) if loss != "mse" else rng.standard_normal((6, 3))
+    value, grads = ref.loss_and_grad(Ws, bs, X, Y, loss)
+    h = 1e-6
+    for l in range(len(Ws)):
+        for P, G in ((Ws[l], grads[l][0]), (bs[l], grads[l][1])):
+            flatP, flatG = P.reshape(-1), G.reshape(-1)
+            for i in range(flatP.size):
+                old = flatP[i]
+                flatP[i] = old + h
+                up = ref.loss_and_grad(Ws, bs, X, Y, loss)[0]
+                flatP[i] = old - h
+                down = ref.loss_and_grad(Ws, bs, X, Y, loss)[0]
+                flatP[i] = old
+                assert abs((up - down) / (2 * h) - flatG[i]) <= 1e-6 * (1 + abs(flatG[i]))
+    # and the loss is the seed's formula evaluated directly
+    out = ref.forward(Ws, bs, X)
+    if loss == "mse":
+        assert value == pytest.approx(((out - Y) ** 2).sum(axis=1).mean(), rel=1e-14)
+    else:
+        p = np.exp(out) / np.exp(out).sum(axis=1, keepdims=True)
+        assert value == pytest.approx(-np.log(p[np.arange(6), Y]).mean(), rel=1e-12)
+
+
+# ======================================================================================
+# linear_forward: Z = A·W + b
+# ======================================================================================
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,d_in,d_out", SHAPES)
+def test_linear_forward(dtype, n, d_in, d_out):
+    rng = np.random.default_rng(_stable(("lf", n, d_in, d_out, dtype.__name__)))
+    A, A64 = rand(rng, (n, d_in), dtype)
+    W, W64 = rand(rng, (d_in, d_out), dtype)
+    b, b64 = rand(rng, (d_out,), dtype)
+    Z = K.linear_forward(A, W, b)
+    mag = np.abs(A64) @ np.abs(W64) + np.abs(b64)
+    assert_close(Z, ref.linear_forward(A64, W64, b64), RTOL[dtype],
+                 gemm_atol_factor(dtype, d_in) * mag, dtype)
+    # inputs untouched
+    assert np.array_equal(A, A64.astype(dtype)) and np.array_equal(W, W64.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_forward_out(dtype):
+    rng = np.random.default_rng(1)
+    A, A64 = rand(rng, (9, 17), dtype)
+    W, W64 = rand(rng, (17, 5), dtype)
+    b, b64 = rand(rng, (5,), dtype)
+    out = np.full((9, 5), np.nan, dtype=dtype)  # stale content must be overwritten, not added
+    Z = K.linear_forward(A, W, b, out=out)
+    assert Z is out
+    assert np.array_equal(out, K.linear_forward(A, W, b))
+    mag = np.abs(A64) @ np.abs(W64) + np.abs(b64)
+    assert_close(out, ref.linear_forward(A64, W64, b64), RTOL[dtype],
+                 gemm_atol_factor(dtype, 17) * mag)
+
+
+# ======================================================================================
+# relu_forward / relu_backward
+# ======================================================================================
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k", SQUARE_SHAPES)
+def test_relu_forward(dtype, n, k):
+    rng = np.random.default_rng(_stable(("relu", n, k, dtype.__name__)))
+    Z, Z64 = rand(rng, (n, k), dtype)
+    Z.reshape(-1)[::5] = 0.0
+    Z64 = Z.astype(np.float64)
+    A = K.relu_forward(Z)
+    assert A is not Z and A.dtype == dtype
+    assert np.array_equal(A, ref.relu(Z64).astype(dtype))  # exact: max(z, 0) is exact
+    assert np.array_equal(Z, Z64.astype(dtype))  # input untouched without out=
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_forward_in_place(dtype):
+    rng = np.random.default_rng(2)
+    Z, Z64 = rand(rng, (7, 33), dtype)
+    A = K.relu_forward(Z, out=Z)
+    assert A is Z
+    assert np.array_equal(Z, ref.relu(Z64).astype(dtype))
+    out = np.full((7, 33), 5, dtype=dtype)
+    Z2, Z2_64 = rand(rng, (7, 33), dtype)
+    assert K.relu_forward(Z2, out=out) is out
+    assert np.array_equal(out, ref.relu(Z2_64).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_forward_zero_and_nan(dtype):
+    Z = np.array([[np.nan, -0.0, 0.0, -1.0, 2.0, -np.inf, np.inf]], dtype=dtype)
+    A = K.relu_forward(Z)
+    assert np.isnan(A[0, 0]), "relu must keep NaN (a diverging step must stay visible)"
+    assert np.array_equal(A[0, 1:], np.array([0, 0, 0, 2, 0, np.inf], dtype=dtype))
+    assert not np.signbit(A[0, 3])  # a negative input becomes +0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k", SQUARE_SHAPES)
+def test_relu_backward(dtype, n, k):
+    rng = np.random.default_rng(_stable(("relub", n, k, dtype.__name__)))
+    A, A64 = relu_acts(rng, (n, k), dtype)
+    dA, dA64 = rand(rng, (n, k), dtype)
+    D = K.relu_backward(A, dA)
+    assert D.dtype == dtype and D is not dA
+    assert np.array_equal(D, ref.relu_backward(A64, dA64).astype(dtype))  # a mask is exact
+    assert np.array_equal(dA, dA64.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_backward_in_place_and_zero_derivative(dtype):
+    # θ'(0) = 0 (seed 003 eq. 23: 0 for s ≤ 0), also for −0.0; NaN activations are masked.
+    A = np.array([[0.0, -0.0, 1e-30, 3.0, np.nan]], dtype=dtype)
+    dA = np.array([[5.0, 6.0, 7.0, 8.0, 9.0]], dtype=dtype)
+    D = K.relu_backward(A, dA, out=dA)
+    assert D is dA
+    assert np.array_equal(dA, np.array([[0.0, 0.0, 7.0, 8.0, 0.0]], dtype=dtype))
+    assert np.array_equal(dA, ref.relu_backward(A, [[5, 6, 7, 8, 9]]).astype(dtype))
+
+
+# ======================================================================================
+# backprop_delta: Δ(l) = θ'(S(l)) ⊙ (Δ(l+1)·W(l+1)ᵀ)
+# ======================================================================================
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,d,d_next", SHAPES)
+def test_backprop_delta(dtype, n, d, d_next):
+    rng = np.random.default_rng(_stable(("bpd", n, d, d_next, dtype.__name__)))
+    Dn, Dn64 = rand(rng, (n, d_next), dtype)
+    Wn, Wn64 = rand(rng, (d, d_next), dtype)
+    A, A64 = relu_acts(rng, (n, d), dtype)
+    D = K.backprop_delta(Dn, Wn, A)
+    want = ref.backprop_delta(Dn64, Wn64, A64)
+    mag = np.abs(Dn64) @ np.abs(Wn64).T
+    assert_close(D, want, RTOL[dtype], gemm_atol_factor(dtype, d_next) * mag, dtype)
+    # the mask is exact: every entry with A ≤ 0 is exactly zero
+    assert np.all(D[~(A > 0)] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backprop_delta_out(dtype):
+    rng = np.random.default_rng(3)
+    Dn, Dn64 = rand(rng, (4, 17), dtype)
+    Wn, Wn64 = rand(rng, (33, 17), dtype)
+    A, A64 = relu_acts(rng, (4, 33), dtype)
+    out = np.full((4, 33), np.nan, dtype=dtype)
+    assert K.backprop_delta(Dn, Wn, A, out=out) is out
+    assert np.array_equal(out, K.backprop_delta(Dn, Wn, A))
+    assert_close(out, ref.backprop_delta(Dn64, Wn64, A64), RTOL[dtype],
+                 gemm_atol_factor(dtype, 17) * (np.abs(Dn64) @ np.abs(Wn64).T))
+
+
+# ======================================================================================
+# linear_backward: dW = A_prevᵀ·Δ, db = 1ᵀ·Δ
+# ======================================================================================
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,d_in,d_out", SHAPES)
+def test_linear_backward(dtype, n, d_in, d_out):
+    rng = np.random.default_rng(_stable(("lb", n, d_in, d_out, dtype.__name__)))
+    Ap, Ap64 = rand(rng, (n, d_in), dtype)
+    D, D64 = rand(rng, (n, d_out), dtype)
+    dW, db = K.linear_backward(Ap, D)
+    want_dW, want_db = ref.linear_backward(Ap64, D64)
+    assert_close(dW, want_dW, RTOL[dtype],
+                 gemm_atol_factor(dtype, n) * (np.abs(Ap64).T @ np.abs(D64)), dtype)
+    assert_close(db, want_db, RTOL[dtype],
+                 gemm_atol_factor(dtype, n) * np.abs(D64).sum(axis=0), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_backward_out(dtype):
+    rng = np.random.default_rng(4)
+    Ap, Ap64 = rand(rng, (33, 5), dtype)
+    D, D64 = rand(rng, (33, 17), dtype)
+    dW = np.full((5, 17), np.nan, dtype=dtype)
+    db = np.full((17,), np.nan, dtype=dtype)  # must be overwritten, not accumulated into
+    rW, rb = K.linear_backward(Ap, D, dW=dW, db=db)
+    assert rW is dW and rb is db
+    fW, fb = K.linear_backward(Ap, D)
+    assert np.array_equal(dW, fW) and np.array_equal(db, fb)
+    want_dW, want_db = ref.linear_backward(Ap64, D64)
+    assert_close(dW, want_dW, RTOL[dtype],
+                 gemm_atol_factor(dtype, 33) * (np.abs(Ap64).T @ np.abs(D64)))
+    assert_close(db, want_db, RTOL[dtype],
+                 gemm_atol_factor(dtype, 33) * np.abs(D64).sum(axis=0))
+
+
+# ======================================================================================
+# mse_loss_delta
+# ======================================================================================
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k", SQUARE_SHAPES)
+def test_mse_loss_delta(dtype, n, k):
+    rng = np.random.default_rng(_stable(("mse", n, k, dtype.__name__)))
+    Yh, Yh64 = rand(rng, (n, k), dtype, 3.0)
+    Y, Y64 = rand(rng, (n, k), dtype)
+    loss, D = K.mse_loss_delta(Yh, Y)
+    want_loss, want_D = ref.mse_loss_delta(Yh64, Y64)
+    assert isinstance(loss, float)
+    # loss: each residual rounded once (rel. u), squared and summed in float64.
+    assert loss == pytest.approx(want_loss, rel=RTOL[dtype])
+    # delta: fl(fl(2/n)·fl(ŷ − y)): three roundings relative to the value, no atol needed.
+    assert_close(D, want_D, RTOL[dtype], 0.0, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mse_loss_delta_out(dtype):
+    rng = np.random.default_rng(5)
+    Yh, Yh64 = rand(rng, (17, 3), dtype)
+    Y, Y64 = rand(rng, (17, 3), dtype)
+    out = np.full((17, 3), np.nan, dtype=dtype)
+    loss, D = K.mse_loss_delta(Yh, Y, out=out)
+    assert D is out
+    want_loss, want_D = ref.mse_loss_delta(Yh64, Y64)
+    assert loss == pytest.approx(want_loss, rel=RTOL[dtype])
+    assert_close(out, want_D, RTOL[dtype], 0.0)
+
+
+# ======================================================================================
+# softmax cross-entropy (labels and dense) and softmax
+# ======================================================================================
+def _xent_tolerances(dtype, logits64, T):
+    """(loss atol, delta atol) for the cancellations lse − z and P·s − Y (see top)."""
+    n, k = logits64.shape
+    c = cancel_atol_factor(dtype)
+    lse = np.log(np.exp(logits64 - logits64.max(1, keepdims=True)).sum(1)) + logits64.max(1)
+    row_mass = np.abs(T).sum(axis=1)
+    loss_atol = c * float(((np.abs(lse)[:, None] + np.abs(logits64) + math.log(k) + 1)
+                           * np.abs(T)).sum() / n)
+    P = ref.softmax(logits64)
+    delta_atol = c * (P * row_mass[:, None] + np.abs(T)) / n
+    return loss_atol, delta_atol
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k", SQUARE_SHAPES)
+def test_softmax_xent_labels(dtype, n, k):
+    rng = np.random.default_rng(_stable(("xl", n, k, dtype.__name__)))
+    Z, Z64 = rand(rng, (n, k), dtype, 3.0)
+    labels = rng.integers(0, k, n)
+    loss, D = K.softmax_cross_entropy_loss_delta(Z, labels)
+    want_loss, want_D = ref.softmax_xent_loss_delta(Z64, labels)
+    T = np.eye(k)[labels]
+    loss_atol, d_atol = _xent_tolerances(dtype, Z64, T)
+    assert isinstance(loss, float)
+    assert abs(loss - want_loss) <= loss_atol + RTOL[dtype] * abs(want_loss)
+    assert_close(D, want_D, RTOL[dtype], d_atol, dtype)
+    # rows of the delta sum to 0 for one-hot targets: (Σp − 1)/n
+    assert_close(D.astype(np.float64).sum(axis=1), np.zeros(n), 0, 4 * k * EPS[dtype] / n)
+
+
+@pytest.mark.parametrize("label_dtype", [np.int8, np.int32, np.uint16, np.int64])
+def test_softmax_xent_label_integer_dtypes(label_dtype):
+    rng = np.random.default_rng(6)
+    Z = rng.standard_normal((10, 4))
+    labels = rng.integers(0, 4, 10)
+    want = K.softmax_cross_entropy_loss_delta(Z, labels.astype(np.int64))
+    got = K.softmax_cross_entropy_loss_delta(Z, labels.astype(label_dtype))
+    assert got[0] == want[0] and np.array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k", SQUARE_SHAPES)
+def test_softmax_xent_dense(dtype, n, k):
+    rng = np.random.default_rng(_stable(("xd", n, k, dtype.__name__)))
+    Z, Z64 = rand(rng, (n, k), dtype, 3.0)
+    Y = rng.random((n, k))
+    Y = (Y / Y.sum(axis=1, keepdims=True)).astype(dtype)
+    Y64 = Y.astype(np.float64)  # rows sum to 1 only up to float32 rounding: the exact
+    loss, D = K.softmax_cross_entropy_loss_delta(Z, Y)  # delta (P·rowsum − Y)/n covers it
+    want_loss, want_D = ref.softmax_xent_loss_delta(Z64, Y64)
+    loss_atol, d_atol = _xent_tolerances(dtype, Z64, Y64)
+    assert abs(loss - want_loss) <= loss_atol + RTOL[dtype] * abs(want_loss)
+    assert_close(D, want_D, RTOL[dtype], d_atol, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_xent_dense_unnormalised_rows_exact_gradient(dtype):
+    # The docstring promises Δ = (P·Σₖyᵢₖ − Y)/n for any non-negative rows.
+    rng = np.random.default_rng(8)
+    Z, Z64 = rand(rng, (5, 7), dtype)
+    Y = (3 * rng.random((5, 7))).astype(dtype)
+    Y[0] = 0  # an all-zero row contributes nothing
+    loss, D = K.softmax_cross_entropy_loss_delta(Z, Y)
+    want_loss, want_D = ref.softmax_xent_loss_delta(Z64, Y.astype(np.float64))
+    loss_atol, d_atol = _xent_tolerances(dtype, Z64, Y.astype(np.float64))
+    assert abs(loss - want_loss) <= loss_atol + RTOL[dtype] * abs(want_loss)
+    assert_close(D, want_D, RTOL[dtype], d_atol, dtype)
+    assert np.all(D[0] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_xent_out(dtype):
+    rng = np.random.default_rng(9)
+    Z, Z64 = rand(rng, (6, 5), dtype)
+    labels = rng.integers(0, 5, 6)
+    out = np.full((6, 5), np.nan, dtype=dtype)
+    loss, D = K.softmax_cross_entropy_loss_delta(Z, labels, out=out)
+    assert D is out
+    l2, D2 = K.softmax_cross_entropy_loss_delta(Z, labels)
+    assert loss == l2 and np.array_equal(out, D2)
+    Y = np.eye(5, dtype=dtype)[labels]
+    out2 = np.full((6, 5), np.nan, dtype=dtype)
+    loss3, D3 = K.softmax_cross_entropy_loss_delta(Z, Y, out=out2)
+    assert D3 is out2
+    want_loss, want_D = ref.softmax_xent_loss_delta(Z64, labels)
+    loss_atol, d_atol = _xent_tolerances(dtype, Z64, np.eye(5)[labels])
+    for lo, d in ((loss, out), (loss3, out2)):
+        assert abs(lo - want_loss) <= loss_atol + RTOL[dtype] * abs(want_loss)
+        assert_close(d, want_D, RTOL[dtype], d_atol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dense", [False, True], ids=["labels", "dense"])
+def test_softmax_xent_huge_logits_finite(dtype, dense):
+    # ±1e4 overflows exp in both dtypes without the max shift.
+    Z = np.array([[1e4, -1e4, 0.0],
+                  [-1e4, 1e4, 1e4],
+                  [-1e4, -1e4, -1e4],
+                  [1e4, 1e4 - 1, -1e4]], dtype=dtype)
+    labels = np.array([1, 0, 2, 1])
+    Y = np.eye(3, dtype=dtype)[labels] if dense else labels
+    loss, D = K.softmax_cross_entropy_loss_delta(Z, Y)
+    assert np.isfinite(loss) and np.all(np.isfinite(D))
+    Z64 = Z.astype(np.float64)
+    want_loss, want_D = ref.softmax_xent_loss_delta(Z64, labels)
+    assert np.isfinite(want_loss)
+    loss_atol, d_atol = _xent_tolerances(dtype, Z64, np.eye(3)[labels])
+    assert abs(loss - want_loss) <= loss_atol + RTOL[dtype] * abs(want_loss)
+    assert_close(D, want_D, RTOL[dtype], d_atol, dtype)
+    # the loss is large (≈ 2e4·(1+1)/4 + …) — a clipped/NaN-guarded value would not match
+    assert want_loss > 9e3
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k", SQUARE_SHAPES)
+def test_softmax(dtype, n, k):
+    rng = np.random.default_rng(_stable(("sm", n, k, dtype.__name__)))
+    Z, Z64 = rand(rng, (n, k), dtype, 4.0)
+    P = K.softmax(Z)
+    assert P is not Z
+    assert_close(P, ref.softmax(Z64), RTOL[dtype], 0.0, dtype)
+    assert np.array_equal(Z, Z64.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_in_place_and_huge(dtype):
+    Z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [3.0, 1.0, 2.0]], dtype=dtype)
+    Z64 = Z.astype(np.float64)
+    P = K.softmax(Z, out=Z)
+    assert P is Z
+    assert np.all(np.isfinite(Z))
+    assert_close(Z, ref.softmax(Z64), RTOL[dtype], 0.0)
+
+
+# ======================================================================================
+# sgd_update: θ ← θ − lr·∇θ in place
+# ======================================================================================
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [1, 17, 33, 129 * 65])
+def test_sgd_update(dtype, p):
+    rng = np.random.default_rng(_stable(("sgd", p, dtype.__name__)))
+    theta, th64 = rand(rng, (p,), dtype)
+    g, g64 = rand(rng, (p,), dtype)
+    lr = 0.37
+    res = K.sgd_update(theta, g, lr)
+    assert res is theta and theta.dtype == dtype
+    want = th64 - lr * g64
+    assert_close(theta, want, RTOL[dtype], cancel_atol_factor(dtype) * (np.abs(th64) + lr * np.abs(g64)))
+    assert np.array_equal(g, g64.astype(dtype))
+
+
+def test_sgd_update_rejects():
+    th = np.zeros(4)
+    with pytest.raises(ValueError, match="lr"):
+        K.sgd_update(th, np.ones(4), float("nan"))
+    with pytest.raises(ValueError, match="lr"):
+        K.sgd_update(th, np.ones(4), float("inf"))
+    with pytest.raises(TypeError, match="^theta:"):
+        K.sgd_update([0.0, 0.0], np.ones(2), 0.1)
+    with pytest.raises(TypeError, match="^grad:"):
+        K.sgd_update(th, np.ones(4, dtype=np.float32), 0.1)
+    with pytest.raises(ValueError, match="^grad:"):
+        K.sgd_update(th, np.ones(5), 0.1)
+    with pytest.raises(ValueError, match="^theta:"):
+        K.sgd_update(np.zeros(8)[::2], np.ones(4), 0.1)  # strided: cannot update in place
+    assert np.array_equal(th, np.zeros(4))
+
+
+# ======================================================================================
+# layouts: Fortran-ordered and strided inputs give the same result as C-contiguous ones
+# ======================================================================================
+def _layouts(a):
+    f = np.asfortranarray(a)
+    wide = np.zeros((a.shape[0], 2 * a.shape[1]), dtype=a.dtype)
+    wide[:, ::2] = a
+    tall = np.zeros((2 * a.shape[0], a.shape[1]), dtype=a.dtype)
+    tall[::2] = a
+    return {"fortran": f, "cols::2": wide[:, ::2], "rows::2": tall[::2]}
+
+
+def _kernel_cases(dtype, rng):
+    n, d, k = 9, 17, 5
+    A = rng.standard_normal((n, d)).astype(dtype)
+    W = rng.standard_normal((d, k)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    Act = np.maximum(rng.standard_normal((n, d)), 0).astype(dtype)
+    Dk = rng.standard_normal((n, k)).astype(dtype)
+    Dd = rng.standard_normal((n, d)).astype(dtype)
+    Yp = rng.random((n, k)).astype(dtype)
+    Yp /= Yp.sum(axis=1, keepdims=True)
+    labels = rng.integers(0, k, n)
+    return {
+        "linear_forward": (K.linear_forward, [A, W, b]),
+        "relu_forward": (K.relu_forward, [Dd]),
+        "relu_backward": (K.relu_backward, [Act, Dd]),
+        "backprop_delta": (K.backprop_delta, [Dk, W, Act]),
+        "linear_backward": (K.linear_backward, [A, Dk]),
+        "mse_loss_delta": (K.mse_loss_delta, [Dk, Yp]),
+        "xent_labels": (K.softmax_cross_entropy_loss_delta, [Dk, labels]),
+        "xent_dense": (K.softmax_cross_entropy_loss_delta, [Dk, Yp]),
+        "softmax": (K.softmax, [Dk]),
+    }
+
+
+def _flatten(res):
+    if isinstance(res, tuple):
+        return [np.asarray(r) for r in res]
+    return [np.asarray(res)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["linear_forward", "relu_forward", "relu_backward",
+                                  "backprop_delta", "linear_backward", "mse_loss_delta",
+                                  "xent_labels", "xent_dense", "softmax"])
+@pytest.mark.parametrize("layout", ["fortran", "cols::2", "rows::2"])
+def test_noncontiguous_inputs_same_result(dtype, name, layout):
+    rng = np.random.default_rng(10)
+    fn, args = _kernel_cases(dtype, rng)[name]
+    base = _flatten(fn(*args))
+    for i, a in enumerate(args):
+        if a.ndim != 2:
+            continue
+        alt = list(args)
+        alt[i] = _layouts(a)[layout]
+        assert not alt[i].flags.c_contiguous
+        before = alt[i].copy()
+        got = _flatten(fn(*alt))
+        for g, w in zip(got, base):
+            assert np.array_equal(g, w), f"{name}: argument {i} as {layout} changed the result"
+        assert np.array_equal(alt[i], before)  # non-contiguous input was not written to
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_1d_inputs(dtype):
+    rng = np.random.default_rng(11)
+    A = rng.standard_normal((4, 3)).astype(dtype)
+    W = rng.standard_normal((3, 5)).astype(dtype)
+    b2 = np.zeros(10, dtype=dtype)
+    b2[::2] = rng.standard_normal(5)
+    assert np.array_equal(K.linear_forward(A, W, b2[::2]),
+                          K.linear_forward(A, W, np.ascontiguousarray(b2[::2])))
+    th = rng.standard_normal(5).astype(dtype)
+    th2 = th.copy()
+    g2 = np.zeros(10, dtype=dtype)
+    g2[::2] = rng.standard_normal(5)
+    K.sgd_update(th, g2[::2], 0.1)
+    K.sgd_update(th2, np.ascontiguousarray(g2[::2]), 0.1)
+    assert np.array_equal(th, th2)
+
+
+# ======================================================================================
+# argument errors
+# ======================================================================================
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [-1, 3, 2**40])
+@pytest.mark.parametrize("pos", [0, 2])
+def test_xent_labels_out_of_range(dtype, bad, pos):
+    Z = np.zeros((3, 3), dtype=dtype)
+    labels = np.array([0, 1, 2])
+    labels[pos] = bad
+    out = np.full((3, 3), 7, dtype=dtype)
+    # (the message names 'labels', the argument is called Y: accept either)
+    with pytest.raises(ValueError, match=r"^(Y|labels):"):
+        K.softmax_cross_entropy_loss_delta(Z, labels, out=out)
+
+
+def test_xent_labels_rejects_huge_unsigned_and_non_integer():
+    Z = np.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"^(Y|labels):"):
+        K.softmax_cross_entropy_loss_delta(Z, np.array([0, 2**64 - 1], dtype=np.uint64))
+    with pytest.raises(ValueError, match=r"^(Y|labels):"):
+        K.softmax_cross_entropy_loss_delta(Z, np.array([0, 3], dtype=np.uint8))
+    with pytest.raises(TypeError, match="^Y:"):
+        K.softmax_cross_entropy_loss_delta(Z, np.array([0.0, 1.0]))
+    with pytest.raises(TypeError, match="^Y:"):
+        K.softmax_cross_entropy_loss_delta(Z, np.array([True, False]))
+    with pytest.raises(ValueError, match="^Y:"):
+        K.softmax_cross_entropy_loss_delta(Z, np.array([0, 1, 2]))  # 3 labels for 2 rows
+
+
+def _dtype_mismatch_cases():
+    f8 = lambda *s: np.ones(s)  # noqa: E731
+    f4 = lambda *s: np.ones(s, dtype=np.float32)  # noqa: E731
+    return [
+        ("W", K.linear_forward, (f8(2, 3), f4(3, 4), f8(4))),
+        ("b", K.linear_forward, (f8(2, 3), f8(3, 4), f4(4))),
+        ("A", K.linear_forward, (np.ones((2, 3), dtype=np.int64), f8(3, 4), f8(4))),
+        ("A", K.linear_forward, (np.ones((2, 3), dtype=np.float16), f8(3, 4), f8(4))),
+        ("dA", K.relu_backward, (f4(2, 3), f8(2, 3))),
+        ("W_next", K.backprop_delta, (f8(2, 4), f4(3, 4), f8(2, 3))),
+        ("A", K.backprop_delta, (f4(2, 4), f4(3, 4), f8(2, 3))),
+        ("D", K.linear_backward, (f8(2, 3), f4(2, 4))),
+        ("Y", K.mse_loss_delta, (f4(2, 3), f8(2, 3))),
+        ("Y", K.softmax_cross_entropy_loss_delta, (f8(2, 3), f4(2, 3))),
+        ("Z", K.softmax, (np.ones((2, 3), dtype=np.int32),)),
+        ("Z", K.relu_forward, (np.ones((2, 3), dtype=complex),)),
+        ("grad", K.sgd_update, (f8(3), f4(3), 0.1)),
+    ]
+
+
+@pytest.mark.parametrize("name,fn,args", _dtype_mismatch_cases(),
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_dtype_mismatch_raises_typeerror(name, fn, args):
+    snap = [a.copy() for a in args if isinstance(a, np.ndarray)]
+    with pytest.raises(TypeError, match=rf"^{name}:"):
+        fn(*args)
+    for a, s in zip([a for a in args if isinstance(a, np.ndarray)], snap):
+        assert np.array_equal(a, s)
+
+
+def _shape_mismatch_cases():
+    o = np.ones
+    return [
+        ("W", K.linear_forward, (o((2, 3)), o((4, 5)), o(5))),
+        ("b", K.linear_forward, (o((2, 3)), o((3, 5)), o(4))),
+        ("W", K.linear_forward, (o((2, 3)), o(3), o(5))),  # 1-D W
+        ("A", K.linear_forward, (o(3), o((3, 5)), o(5))),  # 1-D A
+        ("b", K.linear_forward, (o((2, 3)), o((3, 5)), o((1, 5)))),  # 2-D b
+        ("A", K.linear_forward, (o((0, 3)), o((3, 5)), o(5))),  # empty batch
+        ("dA", K.relu_backward, (o((2, 3)), o((3, 2)))),
+        ("Z", K.relu_forward, (o((2, 3, 1)),)),
+        ("W_next", K.backprop_delta, (o((2, 4)), o((3, 5)), o((2, 3)))),
+        ("A", K.backprop_delta, (o((2, 4)), o((3, 4)), o((2, 5)))),
+        ("A", K.backprop_delta, (o((2, 4)), o((3, 4)), o((3, 3)))),
+        ("D", K.linear_backward, (o((2, 3)), o((3, 4)))),
+        ("Y", K.mse_loss_delta, (o((2, 3)), o((2, 4)))),
+        ("Y", K.mse_loss_delta, (o((2, 3)), o(6))),
+        ("Y", K.softmax_cross_entropy_loss_delta, (o((2, 3)), o((2, 4)))),
+        ("Y", K.softmax_cross_entropy_loss_delta, (o((2, 3)), np.zeros((2, 3, 1)))),
+        ("logits", K.softmax_cross_entropy_loss_delta, (o(3), np.zeros(3, dtype=int))),
+        ("Z", K.softmax, (o(3),)),
+    ]
+
+
+@pytest.mark.parametrize("name,fn,args", _shape_mismatch_cases(),
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_shape_mismatch_raises_valueerror_naming_argument(name, fn, args):
+    with pytest.raises(ValueError, match=rf"(^|[ ,]){name}[:,]"):
+        fn(*args)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bad_out_arrays(dtype):
+    A = np.ones((2, 3), dtype=dtype)
+    W = np.ones((3, 4), dtype=dtype)
+    b = np.ones(4, dtype=dtype)
+    other = np.float32 if dtype == np.float64 else np.float64
+    with pytest.raises(ValueError, match="^out:"):
+        K.linear_forward(A, W, b, out=np.empty((2, 5), dtype=dtype))
+    with pytest.raises(ValueError, match="^out:"):
+        K.linear_forward(A, W, b, out=np.empty((2, 4), dtype=other))
+    with pytest.raises(ValueError, match="^out:"):
+        K.linear_forward(A, W, b, out=np.empty((4, 2), dtype=dtype).T)  # Fortran
+    ro = np.zeros((2, 4), dtype=dtype)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="^out:"):
+        K.linear_forward(A, W, b, out=ro)
+    assert np.all(ro == 0)
+    with pytest.raises(TypeError, match="^out:"):
+        K.linear_forward(A, W, b, out=[[0.0] * 4] * 2)
+    with pytest.raises(ValueError, match="^out:"):
+        K.relu_forward(np.asfortranarray(np.ones((3, 2), dtype=dtype)),
+                       out=np.asfortranarray(np.ones((3, 2), dtype=dtype)))
+    with pytest.raises(ValueError, match="^dW:"):
+        K.linear_backward(A, np.ones((2, 4), dtype=dtype), dW=np.empty((4, 3), dtype=dtype))
+    with pytest.raises(ValueError, match="^db:"):
+        K.linear_backward(A, np.ones((2, 4), dtype=dtype), db=np.empty(3, dtype=dtype))
+    with pytest.raises(ValueError, match="^out:"):
+        K.softmax_cross_entropy_loss_delta(np.ones((2, 3), dtype=dtype), [0, 1],
+                                           out=np.empty((3, 2), dtype=dtype))
+
+
+def test_non_numeric_inputs_raise_typeerror():
+    with pytest.raises(TypeError, match="^A:"):
+        K.linear_forward(np.array([["a", "b"]]), np.ones((2, 1)), np.ones(1))
+    with pytest.raises(TypeError, match="^Z:"):
+        K.softmax(np.array([[object(), 1.0]], dtype=object))
+    with pytest.raises(ValueError, match="^Z:"):
+        K.softmax([[1.0, 2.0], [3.0]])  # ragged
+
+
+def test_lists_are_accepted_as_float64():
+    A = [[1.0, 2.0], [3.0, 4.0]]
+    W = [[1.0], [-1.0]]
+    Z = K.linear_forward(A, W, [0.5])
+    assert Z.dtype == np.float64
+    assert np.array_equal(Z, np.array([[-0.5], [-0.5]]))
