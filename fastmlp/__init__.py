@@ -7,6 +7,8 @@ from fastmlp.errors import DivergenceError
 from fastmlp.io import load
 from fastmlp.model import MLP
 from fastmlp import kernels
+from fastmlp._core import get_workspace_limit, set_workspace_limit
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "load", "DivergenceError", "kernels", "__version__"]
+__all__ = ["MLP", "load", "DivergenceError", "kernels", "get_workspace_limit",
+           "set_workspace_limit", "__version__"]

@@ -61,6 +61,34 @@ cdef enum:
     C_OPT_NESTEROV = 2
     C_OPT_ADAM = 3
 
+# Workspace larger than this is refused up front, with a clear error, instead of failing
+# (or swapping) deep inside an allocation; see set_workspace_limit.
+_workspace_limit = 8 * 2**30
+
+
+def set_workspace_limit(nbytes):
+    """Set the largest workspace (bytes) one batch may ask for; returns the old limit."""
+    global _workspace_limit
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 1:
+        raise ValueError(f"nbytes: expected a positive int, got {nbytes!r}")
+    old, _workspace_limit = _workspace_limit, nbytes
+    return old
+
+
+def get_workspace_limit():
+    """The largest workspace (bytes) one batch may ask for (default 8 GiB)."""
+    return _workspace_limit
+
+
+cdef object _check_workspace(object n_values, object itemsize, object n_rows):
+    # Python integers: no overflow whatever n·d is.
+    need = n_values * itemsize
+    if need > _workspace_limit:
+        raise ValueError(f"X: a batch of {n_rows} rows needs {need} bytes of workspace, over "
+                         f"the limit of {_workspace_limit} bytes; use smaller batches or "
+                         f"fastmlp.set_workspace_limit")
+
+
 ACT_CODES = {"identity": C_ACT_IDENTITY, "relu": C_ACT_RELU, "logistic": C_ACT_LOGISTIC,
              "tanh": C_ACT_TANH, "softmax": C_ACT_SOFTMAX, "exp": C_ACT_EXP}
 LOSS_CODES = {"mse": C_LOSS_MSE, "softmax_cross_entropy": C_LOSS_SOFTMAX_XENT,
@@ -751,6 +779,8 @@ cdef class Engine:
         cdef Py_ssize_t itemsize = 8 if self.f64 else 4
         if n <= self.cap:
             return
+        _check_workspace(sum([int(n) * int(self.net.dims[l]) for l in range(1, L + 1)])
+                         + 2 * int(n) * int(self.max_width), itemsize, n)
         for l in range(1, L + 1):
             total += n * self.net.dims[l]
         total += 2 * n * self.max_width
@@ -844,6 +874,8 @@ cdef class Engine:
 
     cdef void _reserve_gather(self, Py_ssize_t n, bint labels, bint weights) except *:
         cdef object dt = np.float64 if self.f64 else np.float32
+        _check_workspace(int(n) * (int(self.net.dims[0]) + int(self.net.dims[self.net.n_layers])
+                                   + 2), 8 if self.f64 else 4, n)
         if n > self.gather_cap:
             self.gather_x = self.gather_y = self.gather_labels = self.gather_sw = None
             self.gather_cap = n
@@ -980,6 +1012,7 @@ cdef class Engine:
                 width = self.net.dims[l]
         # hidden activations alternate between two scratch halves; the last layer
         # writes straight into `out`.
+        _check_workspace(2 * int(n) * int(width), isz, n)
         scratch = np.empty(max(2 * n * width, 1), dtype=self.theta.dtype)
         s0 = <char*>cnp.PyArray_DATA(scratch)
         s1 = s0 + n * width * isz

@@ -12,7 +12,9 @@ import operator
 import numpy as np
 
 LOSSES = ("mse", "softmax_cross_entropy")
-ACTIVATIONS = ("relu",)
+ACTIVATIONS = ("relu", "tanh", "logistic", "identity")
+OUTPUT_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 DTYPES = (np.float32, np.float64)
 
 # BLAS takes 32-bit int sizes and leading dimensions.
@@ -63,6 +65,27 @@ def check_positive_float(name: str, value) -> float:
         v = float("inf")
     if not (np.isfinite(v) and v > 0):
         raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+    return v
+
+
+def check_nonnegative_float(name: str, value) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    try:
+        v = float(value)
+    except OverflowError:
+        v = float("inf")
+    if not (np.isfinite(v) and v >= 0):
+        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    return v
+
+
+def check_fraction(name: str, value, closed_low: bool = False) -> float:
+    """A number in [0, 1) (or (0, 1) when not closed_low)."""
+    v = check_nonnegative_float(name, value)
+    if not (v < 1 and (closed_low or v > 0)):
+        low = "[0" if closed_low else "(0"
+        raise ValueError(f"{name}: expected a number in {low}, 1), got {value!r}")
     return v
 
 

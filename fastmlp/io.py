@@ -15,7 +15,8 @@ MAX_PARAMS = 2**31
 
 
 def save(model, path) -> None:
-    """Write ``model`` to ``path`` as .npz: format version, config and the flat parameters.
+    """Write ``model`` to ``path`` as .npz: format version, configuration, the flat
+    parameters and the optimizer state (so training resumes exactly).
 
     The file is written to a temporary name in the same folder, flushed, fsynced and
     renamed over ``path``, so an interrupted save never leaves a half-written model.
@@ -34,6 +35,12 @@ def save(model, path) -> None:
                 loss=np.array(model.loss_name),
                 dtype=np.array(model.dtype.name),
                 params=model.params,
+                output_activation=np.array(model.output_activation),
+                optimizer=np.array(model.optimizer),
+                hyper=np.array([model.l2, model.hyper["momentum"], model.hyper["beta1"],
+                                model.hyper["beta2"], model.hyper["eps"]], dtype=np.float64),
+                optimizer_state=model.optimizer_state,
+                adam_steps=np.array(model.adam_steps, dtype=np.int64),
             )
             f.flush()
             os.fsync(f.fileno())
@@ -57,7 +64,8 @@ def _file_mode(path: str) -> int:
         return 0o666 & ~mask
 
 
-_FIELDS = ("format_version", "layer_sizes", "activation", "loss", "dtype", "params")
+_FIELDS = ("format_version", "layer_sizes", "activation", "loss", "dtype", "params",
+           "output_activation", "optimizer", "hyper", "optimizer_state", "adam_steps")
 
 
 def _read_member(zf: zipfile.ZipFile, key: str) -> np.ndarray:
@@ -105,7 +113,8 @@ def load(path):
         raise ValueError(f"path: not a readable fastmlp model file ({exc})") from exc
     try:
         with zf:
-            z = {key: _read_member(zf, key) for key in _FIELDS if key != "params"}
+            z = {key: _read_member(zf, key) for key in _FIELDS
+                 if key not in ("params", "optimizer_state")}
             ver = z["format_version"]
             if ver.shape != () or ver.dtype.kind not in "iu" or int(ver) != FORMAT_VERSION:
                 raise ValueError(f"file: unsupported format version {ver!r}")
@@ -125,8 +134,25 @@ def load(path):
                                  f"{params.shape} {params.dtype}")
             if not np.all(np.isfinite(params)):
                 raise ValueError("file: params contain NaN or infinity")
-            model = MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0)
-            model.params[...] = params
+            hyper = z["hyper"]
+            if hyper.shape != (5,) or hyper.dtype != np.float64:
+                raise ValueError("file: hyper must be 5 float64 values")
+            steps = z["adam_steps"]
+            if steps.shape != () or steps.dtype.kind not in "iu" or int(steps) < 0:
+                raise ValueError("file: adam_steps must be an integer >= 0")
+            # The constructor validates every name and hyper-parameter.
+            model = MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0,
+                        output_activation=_scalar_str(z, "output_activation"),
+                        optimizer=_scalar_str(z, "optimizer"), l2=float(hyper[0]),
+                        momentum=float(hyper[1]), beta_1=float(hyper[2]),
+                        beta_2=float(hyper[3]), epsilon=float(hyper[4]))
+            state = _read_member(zf, "optimizer_state")
+            if state.dtype != dtype or state.shape != model.optimizer_state.shape:
+                raise ValueError(f"file: optimizer_state must be "
+                                 f"{model.optimizer_state.shape[0]} {dtype} values")
+            if not np.all(np.isfinite(state)):
+                raise ValueError("file: optimizer_state contains NaN or infinity")
+            model._set_state(params, state, int(steps))
     except (zipfile.BadZipFile, EOFError, KeyError, OSError) as exc:
         raise ValueError(f"file: corrupted model file ({exc})") from exc
     return model

@@ -12,17 +12,18 @@ from fastmlp.errors import DivergenceError
 
 
 class MLP:
-    """A multilayer perceptron with ReLU hidden layers, trained by minibatch SGD.
+    """A multilayer perceptron trained by minibatch gradient descent.
 
     Row-major throughout (seed 003): X is (n, d0); ``weights[l]`` is (d(l), d(l+1));
-    Z = A·W + b.  Hidden layers apply ReLU; the last layer is linear (raw outputs for
-    ``loss="mse"``, logits for ``loss="softmax_cross_entropy"``).
+    Z = A·W + b.  Hidden layers apply ``activation``; the last layer applies
+    ``output_activation`` (identity by default: raw outputs for ``loss="mse"``, logits for
+    ``loss="softmax_cross_entropy"``).
 
     Parameters
     ----------
     layer_sizes : sequence of int
         Widths d0, d1, …, dL (inputs first, outputs last); at least two.
-    activation : {"relu"}
+    activation : {"relu", "tanh", "logistic", "identity"}
         Hidden-layer activation.
     loss : {"mse", "softmax_cross_entropy"}
         ``mse``: L = (1/n)·Σᵢ‖f(xᵢ) − yᵢ‖² (summed over outputs, averaged over samples,
@@ -31,8 +32,19 @@ class MLP:
     dtype : float32 or float64
         Dtype of parameters and of every computation.
     seed : int or None
-        Seeds He initialisation: W(l) ~ N(0, 2/d(l-1)), b(l) = 0.  The same seed gives the
-        same weights.
+        Seeds the initial weights; the same seed gives the same weights.  ReLU networks use
+        He initialisation, W(l) ~ N(0, 2/d(l-1)); the other activations Glorot's,
+        W(l) ~ N(0, 2/(d(l-1) + d(l))).  Biases start at 0.
+    output_activation : {"identity", "logistic", "tanh", "relu"}
+        Element-wise g applied to the last layer (``mse`` only; the cross-entropy works on
+        logits).  Its derivative enters the output delta as g'(a) ⊙ ∇ŷ (seed 002).
+    optimizer : {"sgd", "momentum", "nesterov", "adam"}
+        Update rule of ``train_step``/``fit``; ``lr`` is its step size.
+    l2 : float
+        α ≥ 0: adds α/(2n)·Σₗ‖W(l)‖² to the loss of a batch of n rows (biases excluded) —
+        scikit-learn's ``alpha`` convention.
+    momentum, beta_1, beta_2, epsilon : float
+        Hyper-parameters of the momentum and Adam optimizers.
 
     Attributes
     ----------
@@ -43,20 +55,38 @@ class MLP:
     """
 
     def __init__(self, layer_sizes: Sequence[int], *, activation: str = "relu",
-                 loss: str = "mse", dtype=np.float32, seed: int | None = None):
+                 loss: str = "mse", dtype=np.float32, seed: int | None = None,
+                 output_activation: str = "identity", optimizer: str = "sgd",
+                 l2: float = 0.0, momentum: float = 0.9, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-8):
         sizes = v.check_layer_sizes(layer_sizes)
         activation = v.check_choice("activation", activation, v.ACTIVATIONS)
         loss = v.check_choice("loss", loss, v.LOSSES)
+        output_activation = v.check_choice("output_activation", output_activation,
+                                           v.OUTPUT_ACTIVATIONS)
+        optimizer = v.check_choice("optimizer", optimizer, v.OPTIMIZERS)
         dt = v.check_dtype(dtype)
         if loss == "softmax_cross_entropy" and sizes[-1] < 2:
             raise ValueError("layer_sizes: softmax_cross_entropy needs at least 2 outputs, "
                              f"got {sizes[-1]}")
+        if loss == "softmax_cross_entropy" and output_activation != "identity":
+            raise ValueError("output_activation: softmax_cross_entropy works on logits; "
+                             f"expected 'identity', got {output_activation!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed: expected an int or None, got {seed!r}")
+        l2 = v.check_nonnegative_float("l2", l2)
+        momentum = v.check_fraction("momentum", momentum, closed_low=True)
+        beta_1 = v.check_fraction("beta_1", beta_1, closed_low=True)
+        beta_2 = v.check_fraction("beta_2", beta_2, closed_low=True)
+        epsilon = v.check_positive_float("epsilon", epsilon)
         self.layer_sizes = sizes
         self.activation = activation
+        self.output_activation = output_activation
         self.loss_name = loss
         self.dtype = dt
+        self.optimizer = optimizer
+        self.l2 = l2
+        self.hyper = {"momentum": momentum, "beta1": beta_1, "beta2": beta_2, "eps": epsilon}
         n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
         self.params = np.zeros(n_params, dtype=dt)
         self._grad = np.zeros(n_params, dtype=dt)
@@ -64,11 +94,20 @@ class MLP:
         self._grad_weights, self._grad_biases = self._views(self._grad)
         rng = np.random.default_rng(seed)
         for W in self.weights:
-            W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / W.shape[0])
+            fan = W.shape[0] if activation == "relu" else (W.shape[0] + W.shape[1]) / 2
+            W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / fan)
         self._engine = _core.Engine(np.asarray(sizes, dtype=np.intp), self.params,
-                                    self._grad, loss, activation)
+                                    self._grad, loss, activation, output_activation, l2)
+        n_state = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}[optimizer] * n_params
+        self.optimizer_state = np.zeros(n_state, dtype=dt)
+        self._engine.set_optimizer(optimizer, self.optimizer_state, **self.hyper)
         # Training steps share the engine's workspace and the gradient buffer.
         self._lock = threading.Lock()
+
+    @property
+    def adam_steps(self) -> int:
+        """Adam's step count (used by its bias correction); 0 for other optimizers."""
+        return self._engine.adam_steps
 
     def _views(self, flat: np.ndarray):
         weights, biases = [], []
@@ -95,7 +134,9 @@ class MLP:
 
     def __repr__(self) -> str:
         return (f"MLP({list(self.layer_sizes)}, activation={self.activation!r}, "
-                f"loss={self.loss_name!r}, dtype=np.{self.dtype.name})")
+                f"loss={self.loss_name!r}, dtype=np.{self.dtype.name}, "
+                f"output_activation={self.output_activation!r}, "
+                f"optimizer={self.optimizer!r}, l2={self.l2!r})")
 
     # ------------------------------------------------------------------ inference
     def _X(self, X) -> np.ndarray:
@@ -207,14 +248,30 @@ class MLP:
         from fastmlp.io import save
         save(self, path)
 
+    def config(self) -> dict:
+        """Constructor arguments that rebuild this model (without its parameters)."""
+        return {"layer_sizes": list(self.layer_sizes), "activation": self.activation,
+                "loss": self.loss_name, "dtype": self.dtype.name,
+                "output_activation": self.output_activation, "optimizer": self.optimizer,
+                "l2": self.l2, "momentum": self.hyper["momentum"],
+                "beta_1": self.hyper["beta1"], "beta_2": self.hyper["beta2"],
+                "epsilon": self.hyper["eps"]}
+
+    def _set_state(self, params, optimizer_state, adam_steps: int) -> None:
+        params = np.asarray(params)
+        state = np.asarray(optimizer_state)
+        if params.shape != self.params.shape or state.shape != self.optimizer_state.shape:
+            raise ValueError("state: params or optimizer state do not match the model")
+        self.params[...] = params
+        self.optimizer_state[...] = state
+        self._engine.adam_steps = int(adam_steps)
+
     def __getstate__(self):
-        return {"layer_sizes": self.layer_sizes, "activation": self.activation,
-                "loss": self.loss_name, "dtype": self.dtype.name, "params": self.params.copy()}
+        return {"config": self.config(), "params": self.params.copy(),
+                "optimizer_state": self.optimizer_state.copy(),
+                "adam_steps": self.adam_steps}
 
     def __setstate__(self, state):
-        self.__init__(state["layer_sizes"], activation=state["activation"],
-                      loss=state["loss"], dtype=state["dtype"], seed=0)
-        params = np.asarray(state["params"], dtype=self.dtype)
-        if params.shape != self.params.shape:
-            raise ValueError("state: params do not match layer_sizes")
-        self.params[...] = params
+        config = dict(state["config"])
+        self.__init__(config.pop("layer_sizes"), seed=0, **config)
+        self._set_state(state["params"], state["optimizer_state"], state["adam_steps"])

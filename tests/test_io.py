@@ -17,7 +17,8 @@ from fastmlp import io as fio
 
 DTYPES = [np.float32, np.float64]
 LOSSES = ["mse", "softmax_cross_entropy"]
-FIELDS = ["format_version", "layer_sizes", "activation", "loss", "dtype", "params"]
+FIELDS = ["format_version", "layer_sizes", "activation", "loss", "dtype", "params",
+          "output_activation", "optimizer", "hyper", "optimizer_state", "adam_steps"]
 
 
 # --------------------------------------------------------------------------------------
@@ -62,6 +63,11 @@ def good_fields(net=None):
         "loss": np.array(net.loss_name),
         "dtype": np.array(net.dtype.name),
         "params": net.params.copy(),
+        "output_activation": np.array(net.output_activation),
+        "optimizer": np.array(net.optimizer),
+        "hyper": np.array([net.l2, 0.9, 0.9, 0.999, 1e-8]),
+        "optimizer_state": net.optimizer_state.copy(),
+        "adam_steps": np.array(0, dtype=np.int64),
     }
 
 
