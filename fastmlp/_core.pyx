@@ -20,7 +20,7 @@ from libc.float cimport DBL_EPSILON, FLT_EPSILON
 from libc.math cimport exp, expf, log, logf, sqrt, sqrtf, tanh, tanhf, pow
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+from scipy.linalg.cython_blas cimport dgemm, dgemv, dger, sgemm, sgemv, sger
 
 cimport numpy as cnp
 
@@ -149,6 +149,29 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating 
               &beta, c, &ldc)
 
 
+cdef inline void gemv(bint trans, int m, int n, floating alpha, const floating* a, int lda,
+                      const floating* x, floating beta, floating* y) noexcept nogil:
+    # Row-major y = alpha·op(A)·x + beta·y for A (m, n): column-major BLAS on Aᵀ, so the
+    # transpose flag flips.  A batch of one row turns each layer's GEMM into this or ger,
+    # whose call overhead is a fraction of gemm's.
+    cdef char t = b'N' if trans else b'T'
+    cdef int one = 1
+    if floating is float:
+        sgemv(&t, &n, &m, &alpha, <float*>a, &lda, <float*>x, &one, &beta, y, &one)
+    else:
+        dgemv(&t, &n, &m, &alpha, <double*>a, &lda, <double*>x, &one, &beta, y, &one)
+
+
+cdef inline void ger(int m, int n, floating alpha, const floating* x, const floating* y,
+                     floating* a, int lda) noexcept nogil:
+    # Row-major A (m, n) += alpha·x·yᵀ, as the column-major update of Aᵀ.
+    cdef int one = 1
+    if floating is float:
+        sger(&n, &m, &alpha, <float*>y, &one, <float*>x, &one, a, &lda)
+    else:
+        dger(&n, &m, &alpha, <double*>y, &one, <double*>x, &one, a, &lda)
+
+
 cdef inline floating fexp(floating x) noexcept nogil:
     if floating is float:
         return expf(x)
@@ -220,6 +243,9 @@ cdef void linear_forward(const floating* A, Py_ssize_t n, Py_ssize_t d_in,
     cdef Py_ssize_t i
     for i in range(n):
         memcpy(Z + i * d_out, b, d_out * sizeof(floating))
+    if n == 1:
+        gemv(True, <int>d_in, <int>d_out, <floating>1.0, W, <int>d_out, A, <floating>1.0, Z)
+        return
     gemm(False, False, <int>n, <int>d_out, <int>d_in, <floating>1.0, A, <int>d_in,
          W, <int>d_out, <floating>1.0, Z, <int>d_out)
 
@@ -278,8 +304,12 @@ cdef void backprop_delta(int act, const floating* D_next, Py_ssize_t n, Py_ssize
                          const floating* W_next, const floating* A, Py_ssize_t d,
                          floating* D) noexcept nogil:
     # Δ(l) = θ'(S(l)) ⊙ (Δ(l+1)·W(l+1)ᵀ)   (seed 003 eq. 34/42): (n, d_next)·(d_next, d).
-    gemm(False, True, <int>n, <int>d, <int>d_next, <floating>1.0, D_next, <int>d_next,
-         W_next, <int>d_next, <floating>0.0, D, <int>d)
+    if n == 1:
+        gemv(False, <int>d, <int>d_next, <floating>1.0, W_next, <int>d_next, D_next,
+             <floating>0.0, D)
+    else:
+        gemm(False, True, <int>n, <int>d, <int>d_next, <floating>1.0, D_next, <int>d_next,
+             W_next, <int>d_next, <floating>0.0, D, <int>d)
     activation_backward(act, A, D, n * d)
 
 
@@ -290,6 +320,11 @@ cdef void linear_backward(const floating* A_prev, Py_ssize_t n, Py_ssize_t d_in,
     # seed is already inside Δ(L) (see the output deltas), so no scaling here.
     cdef Py_ssize_t i, j
     cdef const floating* row
+    if n == 1:
+        memset(dW, 0, d_in * d_out * sizeof(floating))
+        ger(<int>d_in, <int>d_out, <floating>1.0, A_prev, D, dW, <int>d_out)
+        memcpy(db, D, d_out * sizeof(floating))
+        return
     gemm(True, False, <int>d_in, <int>d_out, <int>n, <floating>1.0, A_prev, <int>d_in,
          D, <int>d_out, <floating>0.0, dW, <int>d_out)
     memset(db, 0, d_out * sizeof(floating))
@@ -624,13 +659,14 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
 # --------------------------------------------------------------------------------------
 
 cdef inline bint _is_carray(object a, int typenum, int ndim):
-    # An ndarray of exactly this dtype, C-contiguous, aligned, of this ndim: what the
-    # kernels may read through a raw pointer.
+    # An ndarray of exactly this dtype in native byte order, C-contiguous, aligned, of
+    # this ndim: what the kernels may read through a raw pointer.
     if type(a) is not cnp.ndarray:
         return False
     return (cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
             and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim
-            and cnp.PyArray_CHKFLAGS(<cnp.ndarray>a, cnp.NPY_ARRAY_CARRAY_RO))
+            and cnp.PyArray_CHKFLAGS(<cnp.ndarray>a, cnp.NPY_ARRAY_CARRAY_RO)
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
 
 
 cdef inline bint _is_writable_carray(object a, int typenum, int ndim):
@@ -870,6 +906,63 @@ cdef class Engine:
             status = self._step(&b, lr, update, True, &loss)
         if status != OK:
             _raise_status(status, loss, self.net.dims[self.net.n_layers])
+        return loss
+
+    def train_step_fast(self, X, Y, lr):
+        """``train_step`` for inputs already in final form, checked in C; returns None when
+        an argument needs the general Python path (conversion, validation, messages).
+
+        Accepts: lr a finite float > 0; X an exact (n, d0) C-contiguous ndarray of the
+        model dtype; Y (n, dL) likewise (mse), or (n,) when dL == 1, or (n,) int64 labels
+        (softmax cross-entropy).  Probability-row targets always take the Python path,
+        which validates them.  Small batches keep the GIL: releasing it costs more than
+        the step.
+        """
+        cdef double flr, loss = 0.0
+        cdef Py_ssize_t n, k = self.net.dims[self.net.n_layers]
+        cdef int status
+        cdef bint release
+        cdef Batch b
+        if type(lr) is not float:
+            return None
+        flr = lr
+        if not (flr > 0 and flr < 1.7976931348623157e308):
+            return None
+        if (not _is_carray(X, self.typenum, 2) or cnp.PyArray_DIM(<cnp.ndarray>X, 1) != self.net.dims[0]):
+            return None
+        n = cnp.PyArray_DIM(<cnp.ndarray>X, 0)
+        if n < 1:
+            return None
+        b.labels = NULL
+        b.Y = NULL
+        if self.net.loss == C_LOSS_SOFTMAX_XENT:
+            if not _is_carray(Y, cnp.NPY_INT64, 1) or cnp.PyArray_DIM(<cnp.ndarray>Y, 0) != n:
+                return None
+            b.labels = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>Y)
+        elif self.net.loss == C_LOSS_MSE:
+            if _is_carray(Y, self.typenum, 2):
+                if (cnp.PyArray_DIM(<cnp.ndarray>Y, 0) != n
+                        or cnp.PyArray_DIM(<cnp.ndarray>Y, 1) != k):
+                    return None
+            elif not (k == 1 and _is_carray(Y, self.typenum, 1)
+                      and cnp.PyArray_DIM(<cnp.ndarray>Y, 0) == n):
+                return None
+            b.Y = cnp.PyArray_DATA(<cnp.ndarray>Y)
+        else:
+            return None
+        b.X = cnp.PyArray_DATA(<cnp.ndarray>X)
+        b.sw = NULL
+        b.n = n
+        b.norm = <double>n
+        if n > self.cap:
+            self._reserve(n)
+        if n * self.net.n_params > 200000:
+            with nogil:
+                status = self._step(&b, flr, True, True, &loss)
+        else:
+            status = self._step(&b, flr, True, True, &loss)
+        if status != OK:
+            _raise_status(status, loss, k)
         return loss
 
     cdef void _reserve_gather(self, Py_ssize_t n, bint labels, bint weights) except *:

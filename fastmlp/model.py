@@ -195,10 +195,11 @@ class MLP:
         If the loss or a gradient is not finite, raises DivergenceError and leaves the
         parameters exactly as they were.
         """
-        if type(lr) is not float:
-            lr = v.check_positive_float("lr", lr)
-        elif not (0.0 < lr < float("inf")):
-            raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
+        with self._lock:
+            loss = self._engine.train_step_fast(X, Y, lr)
+        if loss is not None:
+            return loss
+        lr = v.check_positive_float("lr", lr)
         X, Yd, labels = self._batch(X, Y)
         with self._lock:
             return self._engine.train_step(X, Yd, labels, lr, True)
