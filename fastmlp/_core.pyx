@@ -17,7 +17,7 @@ Two gradient conventions share the kernels:
 """
 from cython cimport floating
 from libc.float cimport DBL_EPSILON, FLT_EPSILON
-from libc.math cimport exp, expf, log, logf, sqrt, sqrtf, tanh, tanhf, pow
+from libc.math cimport INFINITY, exp, expf, log, logf, pow, sqrt, sqrtf, tanh, tanhf
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, dgemv, dger, sgemm, sgemv, sger
@@ -318,8 +318,6 @@ cdef void linear_backward(const floating* A_prev, Py_ssize_t n, Py_ssize_t d_in,
                           floating* dW, floating* db) noexcept nogil:
     # dW(l) = X(l-1)ᵀ·Δ(l) (seed 003 eq. 33), db(l) = 1ᵀ·Δ(l) (eq. 41).  The 1/N of the
     # seed is already inside Δ(L) (see the output deltas), so no scaling here.
-    cdef Py_ssize_t i, j
-    cdef const floating* row
     if n == 1:
         memset(dW, 0, d_in * d_out * sizeof(floating))
         ger(<int>d_in, <int>d_out, <floating>1.0, A_prev, D, dW, <int>d_out)
@@ -327,11 +325,19 @@ cdef void linear_backward(const floating* A_prev, Py_ssize_t n, Py_ssize_t d_in,
         return
     gemm(True, False, <int>d_in, <int>d_out, <int>n, <floating>1.0, A_prev, <int>d_in,
          D, <int>d_out, <floating>0.0, dW, <int>d_out)
-    memset(db, 0, d_out * sizeof(floating))
+    column_sums(D, n, d_out, db)
+
+
+cdef void column_sums(const floating* D, Py_ssize_t n, Py_ssize_t d,
+                      floating* out) noexcept nogil:
+    # out = 1ᵀ·D for D (n, d), row by row so the inner loop runs over contiguous memory.
+    cdef Py_ssize_t i, j
+    cdef const floating* row
+    memset(out, 0, d * sizeof(floating))
     for i in range(n):
-        row = D + i * d_out
-        for j in range(d_out):
-            db[j] += row[j]
+        row = D + i * d
+        for j in range(d):
+            out[j] += row[j]
 
 
 cdef double mse_loss_delta(const floating* Yhat, const floating* Y, Py_ssize_t n,
@@ -604,13 +610,94 @@ cdef void apply_update(const Net* net, Optim* opt, floating* theta, const floati
                         <floating>opt.momentum, opt.kind == C_OPT_NESTEROV)
 
 
+cdef double max_abs(const floating* x, Py_ssize_t size) noexcept nogil:
+    # max |x|, or +inf if any x is NaN (a NaN must never pass a bound test).
+    cdef Py_ssize_t i
+    cdef floating m = 0, a
+    cdef int nan = 0
+    for i in range(size):
+        a = x[i] if x[i] >= 0 else -x[i]
+        m = a if a > m else m
+        nan |= x[i] != x[i]
+    return INFINITY if nan else <double>m
+
+
+cdef bint fused_sgd_is_safe(const Net* net, const floating* theta, floating** acts,
+                            const floating* X, Py_ssize_t n, const floating* D_out,
+                            double lr) noexcept nogil:
+    # The fused SGD step writes W(l) ← β·W(l) − η·A(l-1)ᵀ·Δ(l) straight from the GEMM, so
+    # it cannot look at a gradient before applying it.  It is taken only when a priori
+    # bounds prove every new value finite: |η·AᵀΔ| ≤ η·n·max|A|·max|Δ|, and the deltas
+    # below the output obey max|Δ(l-1)| ≤ d(l)·max|Δ(l)|·max|W(l)|·max|g'|.  The bounds
+    # are loose by orders of magnitude in practice; if one fails, the exact-check path
+    # runs instead, so divergence is still caught with the parameters untouched.
+    cdef int l, L = net.n_layers
+    cdef double big = 1e30 if floating is float else 1e300
+    cdef double d_max = max_abs(D_out, n * net.dims[L])
+    cdef double a_max, w_max, b_max, beta = 1 - lr * net.l2 / n
+    cdef double g_max = 0.25 if net.hidden_act == C_ACT_LOGISTIC else 1.0
+    if beta < 0:
+        beta = -beta
+    for l in range(L - 1, -1, -1):
+        a_max = max_abs(X if l == 0 else acts[l - 1], n * net.dims[l])
+        w_max = max_abs(theta + net.w_off[l], net.dims[l] * net.dims[l + 1])
+        b_max = max_abs(theta + net.b_off[l], net.dims[l + 1])
+        if not (beta * w_max + lr * n * a_max * d_max < big):
+            return False
+        if not (b_max + lr * n * d_max < big):
+            return False
+        d_max = net.dims[l + 1] * d_max * w_max * g_max
+        if not (d_max < big):
+            return False
+    return True
+
+
+cdef void fused_sgd_backward(const Net* net, floating* theta, floating* grad,
+                             floating** acts, floating* D, floating* D_other,
+                             const floating* X, Py_ssize_t n, double lr) noexcept nogil:
+    # Backpropagation with the SGD update folded into the weight GEMM (seed 003 eq. 33
+    # and 000 eq. 12 in one BLAS call): W(l) ← β·W(l) − η·A(l-1)ᵀ·Δ(l), β = 1 − η·α/n.
+    # Δ(l-1) is computed from W(l) before W(l) changes.  No gradient buffer is written for
+    # the weights and no separate update pass runs.
+    cdef int l, L = net.n_layers
+    cdef Py_ssize_t j, d_in, d_out
+    cdef floating* tmp
+    cdef floating* W
+    cdef floating* bias
+    cdef floating* db
+    cdef const floating* A_prev
+    cdef floating flr = <floating>lr
+    cdef floating beta = <floating>(1 - lr * net.l2 / n)
+    for l in range(L - 1, -1, -1):
+        d_in = net.dims[l]
+        d_out = net.dims[l + 1]
+        A_prev = X if l == 0 else acts[l - 1]
+        W = theta + net.w_off[l]
+        if l > 0:
+            backprop_delta(net.hidden_act, D, n, d_out, W, acts[l - 1], d_in, D_other)
+        bias = theta + net.b_off[l]
+        db = grad + net.b_off[l]
+        column_sums(D, n, d_out, db)
+        for j in range(d_out):
+            bias[j] -= flr * db[j]
+        if n == 1 and beta == 1:
+            ger(<int>d_in, <int>d_out, -flr, A_prev, D, W, <int>d_out)
+        else:
+            gemm(True, False, <int>d_in, <int>d_out, <int>n, -flr, A_prev, <int>d_in,
+                 D, <int>d_out, beta, W, <int>d_out)
+        tmp = D
+        D = D_other
+        D_other = tmp
+
+
 cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
                     floating** acts, floating* D_a, floating* D_b, const Batch* b,
                     double lr, bint update, bint check_inputs,
                     double* loss_out) noexcept nogil:
     # Forward, loss, backward (seed 003 eq. 29–42) and, if update, the optimizer step — all
-    # in one call.  Parameters and optimizer state are written only after the loss and
-    # every gradient are known to be finite, so a diverging step leaves them bit-identical.
+    # in one call.  Parameters and optimizer state are written only once the loss and
+    # every new value are known to be finite, so a diverging step leaves them
+    # bit-identical.
     cdef int l, L = net.n_layers
     cdef Py_ssize_t n = b.n, k = net.dims[L]
     cdef const floating* X = <const floating*>b.X
@@ -630,6 +717,12 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
     loss_out[0] = output_loss_delta(net, acts[L - 1], b, D)
     if net.l2 != 0:
         loss_out[0] += 0.5 * net.l2 * l2_penalty(net, theta) / norm
+    if not (loss_out[0] - loss_out[0] == 0):
+        return DIVERGED
+    if (update and opt.kind == C_OPT_SGD and not net.sk_scaling
+            and fused_sgd_is_safe(net, theta, acts, X, n, D, lr)):
+        fused_sgd_backward(net, theta, grad, acts, D, D_other, X, n, lr)
+        return OK
     for l in range(L - 1, -1, -1):
         A_prev = X if l == 0 else acts[l - 1]
         linear_backward(A_prev, n, net.dims[l], D, net.dims[l + 1],
@@ -644,8 +737,6 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
             tmp = D
             D = D_other
             D_other = tmp
-    if not (loss_out[0] - loss_out[0] == 0):
-        return DIVERGED
     if not update:
         return OK if all_finite(grad, net.n_params) else DIVERGED
     if not update_is_finite(opt, theta, grad, net.n_params, lr):

@@ -172,3 +172,19 @@ def test_invalid_options_are_rejected():
         fastmlp.MLP([2, 3], optimizer="adam", beta_2=1.0)
     with pytest.raises(TypeError, match="^momentum"):
         fastmlp.MLP([2, 3], momentum="0.9")
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("l2", [0.0, 0.3])
+@pytest.mark.parametrize("n", [1, 7])
+def test_sgd_step_equals_gradient_update_for_every_activation(act, l2, n):
+    """train_step's fused path (weights updated inside the GEMM) against θ − lr·∇L(θ)
+    from loss_and_grad, which takes the unfused path."""
+    net, X, Y = setup(act, l2=l2, seed=8)
+    X, Y = X[:n], Y[:n]
+    before = net.params.copy()
+    loss, grads = net.loss_and_grad(X, Y)
+    assert net.train_step(X, Y, lr=0.1) == loss
+    # float64; the fused GEMM may round α·AᵀΔ + β·W once where the unfused path rounds
+    # twice: a few ulps of the parameters.
+    np.testing.assert_allclose(net.params, before - 0.1 * flat(grads), rtol=1e-13, atol=1e-15)
