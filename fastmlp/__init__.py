@@ -1,7 +1,9 @@
 """fastmlp: multilayer-perceptron training on the CPU, exact and fast.
 
 ``MLP`` is the model; ``load`` reads a saved one; ``fastmlp.kernels`` exposes each compiled
-kernel for testing and micro-benchmarks.
+kernel for testing and micro-benchmarks.  ``MLPClassifier`` and ``MLPRegressor`` (from
+``fastmlp.sklearn``, loaded on first use) are scikit-learn drop-in estimators; they need
+scikit-learn (``pip install fastmlp[sklearn]``), ``import fastmlp`` does not.
 """
 from fastmlp.errors import DivergenceError
 from fastmlp.io import load
@@ -12,3 +14,16 @@ from fastmlp._core import get_workspace_limit, set_workspace_limit
 __version__ = "0.1.0"
 __all__ = ["MLP", "load", "DivergenceError", "kernels", "get_workspace_limit",
            "set_workspace_limit", "__version__"]
+
+
+_SKLEARN_NAMES = ("MLPClassifier", "MLPRegressor")
+
+
+def __getattr__(name):
+    # Lazy: scikit-learn is optional, so fastmlp.sklearn is imported on first use only.
+    # Without scikit-learn this raises ImportError naming `pip install fastmlp[sklearn]`.
+    if name in _SKLEARN_NAMES or name == "sklearn":
+        import importlib
+        module = importlib.import_module("fastmlp.sklearn")
+        return module if name == "sklearn" else getattr(module, name)
+    raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")

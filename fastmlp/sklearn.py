@@ -1,0 +1,1013 @@
+"""scikit-learn drop-in estimators: ``MLPClassifier`` and ``MLPRegressor``.
+
+They take the same parameters as scikit-learn's estimators of the same names (1.9), set the
+same fitted attributes, draw from ``random_state`` in the same order (initial weights,
+early-stopping split, minibatch shuffling) and follow the same arithmetic, so a model fitted
+here equals scikit-learn's to rounding (see tests/test_sklearn_equivalence.py for the measured
+agreement).  The training work runs in fastmlp's compiled ``Engine``: one GIL-free call per
+epoch of minibatch steps, one call per loss-and-gradient evaluation for L-BFGS.  Python does
+validation, the bookkeeping between epochs (learning-rate schedules, stopping, early
+stopping, verbose output) and the scikit-learn glue.
+
+scikit-learn's quirks reproduced on purpose
+-------------------------------------------
+- Regressor, squared error (scikit-learn #8349): ``loss_``/``loss_curve_`` report
+  ½·mean over outputs of the mean squared error, while the gradient is that of the loss
+  *summed* over outputs (the output delta is Ŷ − Y, not (Ŷ − Y)/n_outputs).
+- ``partial_fit`` always reports ``n_iter_ == 1``; the optimizer (and its learning rate,
+  momentum, …) is frozen at its creation by the first ``partial_fit``, and ``fit`` with
+  ``warm_start`` creates a new one (Adam's step count and the velocities restart).
+- With ``early_stopping``, only binary classification stratifies the validation split.
+- After a fit with ``early_stopping`` the best parameters *are* the live ones, so a later
+  ``warm_start`` fit that never improves the validation score keeps its last parameters.
+- ``MLPRegressor.partial_fit`` exists for every solver; with ``solver="lbfgs"`` it runs a
+  whole L-BFGS fit from the current parameters (``MLPClassifier`` hides it for lbfgs).
+- ``solver="lbfgs"``: scipy evaluates the loss and gradient in the parameters' dtype
+  (float32 for float32 data) but returns its iterate in float64, so ``coefs_`` are
+  float64 after an lbfgs fit, as in scikit-learn.
+
+Where fastmlp differs
+---------------------
+- A training step whose loss or gradient is not finite is not taken (the core checks before
+  it writes).  Without early stopping, ``fit``/``partial_fit`` then raise at once the
+  ValueError scikit-learn raises at the end of such a fit ("Solver produced non-finite
+  parameter weights…"), here a ``SolverDivergedError`` (also a ``fastmlp.DivergenceError``),
+  with the parameters of the last good step.  With early stopping, training stops, the
+  parameters of the best validation score are restored (as scikit-learn ends up doing) and a
+  ConvergenceWarning says so.  For lbfgs a non-finite evaluation is reported to L-BFGS-B as
+  an infinite loss, so its line search backs off.
+- ``loss="poisson"`` refuses negative targets (scikit-learn trains on them with a NaN loss).
+- A regressor given float32 ``X`` and float64 ``y`` trains fully in float32 (``y`` is
+  rounded to float32); scikit-learn then mixes float64 gradients into float32 parameters.
+- Sparse ``X`` is accepted and densified (memory n_samples × n_features) before training;
+  ``predict`` densifies in blocks of rows.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+import scipy
+import scipy.optimize
+import scipy.sparse as sp
+
+try:
+    import sklearn
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import LabelBinarizer
+    from sklearn.utils import check_array, check_random_state
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import type_of_target, unique_labels
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "fastmlp.MLPClassifier and fastmlp.MLPRegressor need scikit-learn (>= 1.6): "
+        "pip install fastmlp[sklearn]") from exc
+
+from fastmlp import _core
+from fastmlp.errors import DivergenceError
+
+__all__ = ["MLPClassifier", "MLPRegressor", "SolverDivergedError", "InvalidParameterError"]
+
+_STOCHASTIC = ("sgd", "adam")
+_SCIPY_BEFORE_1_15 = tuple(int(p) for p in scipy.__version__.split(".")[:2]) < (1, 15)
+_NON_FINITE_MSG = ("Solver produced non-finite parameter weights. The input data may contain "
+                   "large values and need to be preprocessed.")
+# Sparse input is densified this many rows at a time for prediction.
+_PREDICT_BLOCK = 4096
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """A constructor parameter has a value scikit-learn refuses (raised by ``fit``)."""
+
+
+class SolverDivergedError(DivergenceError, ValueError):
+    """Training produced a non-finite loss or gradient.
+
+    A ValueError, as scikit-learn raises for non-finite weights, and a
+    ``fastmlp.DivergenceError``.  The parameters are those of the last good step.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Parameter validation (scikit-learn's constraints for its MLPs, checked at fit time)
+# --------------------------------------------------------------------------------------
+
+def _interval(kind, lo, hi, closed):
+    """(predicate, description) for a number in an interval; lo/hi None = unbounded."""
+    integral = kind == "int"
+
+    def ok(v):
+        if not isinstance(v, numbers.Integral if integral else numbers.Real):
+            return False
+        if not isinstance(v, numbers.Integral) and math.isnan(v):
+            return False
+        low = -math.inf if lo is None else lo
+        high = math.inf if hi is None else hi
+        if (v < low) if closed in ("left", "both") else (v <= low):
+            return False
+        if (v > high) if closed in ("right", "both") else (v >= high):
+            return False
+        return True
+
+    fmt = (lambda b, d: d if b is None else (str(b) if integral else str(float(b))))
+    desc = (f"{'an int' if integral else 'a float'} in the range "
+            f"{'[' if closed in ('left', 'both') else '('}{fmt(lo, '-inf')}, "
+            f"{fmt(hi, 'inf')}{']' if closed in ('right', 'both') else ')'}")
+    return ok, desc
+
+
+def _options(*values):
+    return (lambda v: isinstance(v, str) and v in values,
+            "a str among {" + ", ".join(map(repr, sorted(values))) + "}")
+
+
+def _is_bool(v):
+    return isinstance(v, (bool, np.bool_))
+
+
+_BOOL = (_is_bool, "an instance of 'bool' or 'numpy.bool_'")
+
+
+def _is_array_like(v):
+    return (not sp.issparse(v) and not np.isscalar(v)
+            and (hasattr(v, "__len__") or hasattr(v, "shape") or hasattr(v, "__array__")))
+
+
+_CONSTRAINTS = {
+    "hidden_layer_sizes": [(_is_array_like, "an array-like"), _interval("int", 1, None, "left")],
+    "activation": [_options("identity", "logistic", "tanh", "relu")],
+    "solver": [_options("lbfgs", "sgd", "adam")],
+    "alpha": [_interval("real", 0, None, "left")],
+    "batch_size": [_options("auto"), _interval("int", 1, None, "left")],
+    "learning_rate": [_options("constant", "invscaling", "adaptive")],
+    "learning_rate_init": [_interval("real", 0, None, "neither")],
+    "power_t": [_interval("real", 0, None, "left")],
+    "max_iter": [_interval("int", 1, None, "left")],
+    "shuffle": [_BOOL],
+    "random_state": [_interval("int", 0, 2**32 - 1, "both"),
+                     (lambda v: isinstance(v, np.random.RandomState),
+                      "an instance of 'numpy.random.mtrand.RandomState'"),
+                     (lambda v: v is None, "None")],
+    "tol": [_interval("real", 0, None, "left")],
+    "verbose": [_interval("int", 0, None, "left"), _BOOL],
+    "warm_start": [_BOOL],
+    "momentum": [_interval("real", 0, 1, "both")],
+    "nesterovs_momentum": [_BOOL],
+    "early_stopping": [_BOOL],
+    "validation_fraction": [_interval("real", 0, 1, "left")],
+    "beta_1": [_interval("real", 0, 1, "left")],
+    "beta_2": [_interval("real", 0, 1, "left")],
+    "epsilon": [_interval("real", 0, None, "neither")],
+    "n_iter_no_change": [_interval("int", 1, None, "left"),
+                         (lambda v: isinstance(v, numbers.Real)
+                          and not isinstance(v, numbers.Integral) and v == math.inf,
+                          "inf")],
+    "max_fun": [_interval("int", 1, None, "left")],
+}
+
+
+# --------------------------------------------------------------------------------------
+# Flat parameter layout shared with the core: W(1), b(1), W(2), b(2), …
+# --------------------------------------------------------------------------------------
+
+def _n_params(units):
+    return sum(a * b + b for a, b in zip(units[:-1], units[1:]))
+
+
+def _views(theta, units):
+    """coefs_/intercepts_ as views into the flat buffer ``theta``."""
+    coefs, intercepts = [], []
+    off = 0
+    for d_in, d_out in zip(units[:-1], units[1:]):
+        coefs.append(theta[off:off + d_in * d_out].reshape(d_in, d_out))
+        off += d_in * d_out
+        intercepts.append(theta[off:off + d_out])
+        off += d_out
+    return coefs, intercepts
+
+
+def _sklearn_order(units):
+    """Engine positions of scikit-learn's packed vector [W1, W2, …, b1, b2, …]."""
+    w_parts, b_parts = [], []
+    off = 0
+    for d_in, d_out in zip(units[:-1], units[1:]):
+        w_parts.append(np.arange(off, off + d_in * d_out))
+        off += d_in * d_out
+        b_parts.append(np.arange(off, off + d_out))
+        off += d_out
+    sk_to_engine = np.concatenate(w_parts + b_parts).astype(np.intp)
+    engine_to_sk = np.empty_like(sk_to_engine)
+    engine_to_sk[sk_to_engine] = np.arange(sk_to_engine.size, dtype=np.intp)
+    return sk_to_engine, engine_to_sk
+
+
+def _shuffled(sample_idx, random_state):
+    """``sklearn.utils.shuffle(sample_idx, random_state=…)``: the same draw (one
+    RandomState.permutation of n), without its per-call validation overhead."""
+    return sample_idx[random_state.permutation(sample_idx.shape[0])]
+
+
+def _dense(X, dtype):
+    """C-contiguous ndarray of ``dtype`` (no copy when X already is one)."""
+    if sp.issparse(X):
+        return np.ascontiguousarray(X.toarray(), dtype=dtype)
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+def _check_sample_weight(sample_weight, X):
+    """scikit-learn's rules: a scalar or a finite 1-D (n_samples,) array, not all zero."""
+    n = X.shape[0]
+    if isinstance(sample_weight, numbers.Number):
+        sample_weight = np.full(n, sample_weight, dtype=np.float64)
+    else:
+        sample_weight = check_array(sample_weight, accept_sparse=False, ensure_2d=False,
+                                    dtype=[np.float64, np.float32], order="C",
+                                    input_name="sample_weight")
+        if sample_weight.ndim != 1:
+            raise ValueError(
+                f"Sample weights must be 1D array or scalar, got {sample_weight.ndim}D array. "
+                f"Expected either a scalar value or a 1D array of length {n}.")
+        if sample_weight.shape != (n,):
+            raise ValueError(f"sample_weight.shape == {sample_weight.shape}, expected {(n,)}!")
+    if np.all(sample_weight == 0):
+        raise ValueError("Sample weights must contain at least one non-zero number.")
+    return sample_weight
+
+
+class _Optimizer:
+    """scikit-learn's SGD / Adam optimizer: hyper-parameters frozen at creation, the
+    current learning rate, and the state the core updates in place (velocity, or Adam's
+    two moments, in one flat array) with Adam's step count ``t``."""
+
+    def __init__(self, est, n_params, dtype):
+        self.solver = est.solver
+        self.learning_rate_init = est.learning_rate_init
+        self.learning_rate = float(est.learning_rate_init)
+        self.lr_schedule = est.learning_rate
+        self.momentum = float(est.momentum)
+        self.power_t = est.power_t
+        self.beta_1, self.beta_2 = float(est.beta_1), float(est.beta_2)
+        self.epsilon = float(est.epsilon)
+        self.t = 0
+        if self.solver == "adam":
+            self.kind, n_state = "adam", 2 * n_params
+        elif self.momentum == 0:
+            # v = 0·v − η·g, θ + v: bit for bit θ − η·g, so plain SGD without a velocity.
+            self.kind, n_state = "sgd", 0
+        else:
+            self.kind = "nesterov" if est.nesterovs_momentum else "momentum"
+            n_state = n_params
+        self.state = np.zeros(n_state, dtype=dtype)
+
+    def step_size(self):
+        """Learning rate handed to the core: η for SGD, η_init for Adam (the core applies
+        Adam's bias correction)."""
+        return self.learning_rate_init if self.kind == "adam" else self.learning_rate
+
+    def attach(self, engine):
+        engine.set_optimizer(self.kind, self.state, momentum=self.momentum,
+                             beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon)
+        engine.adam_steps = self.t
+
+    def read_back(self, engine):
+        if self.kind == "adam":
+            self.t = engine.adam_steps
+            if self.t:
+                self.learning_rate = (self.learning_rate_init
+                                      * math.sqrt(1 - self.beta_2 ** self.t)
+                                      / (1 - self.beta_1 ** self.t))
+
+    def iteration_ends(self, time_step):
+        if self.solver == "sgd" and self.lr_schedule == "invscaling":
+            self.learning_rate = float(self.learning_rate_init) / (time_step + 1) ** self.power_t
+
+    def trigger_stopping(self, msg, verbose):
+        if self.solver != "sgd" or self.lr_schedule != "adaptive":
+            if verbose:
+                print(msg + " Stopping.")
+            return True
+        if self.learning_rate <= 1e-6:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self.learning_rate /= 5.0
+        if verbose:
+            print(msg + " Setting learning rate to %f" % self.learning_rate)
+        return False
+
+
+# --------------------------------------------------------------------------------------
+# The shared estimator
+# --------------------------------------------------------------------------------------
+
+class _BaseMLP(BaseEstimator):
+    """Training, prediction and state shared by both estimators."""
+
+    # --------------------------------------------------------------- parameters
+    def _check_params(self):
+        constraints = dict(_CONSTRAINTS, **self._extra_constraints)
+        for name, options in constraints.items():
+            value = getattr(self, name)
+            if not any(ok(value) for ok, _ in options):
+                descs = [d for _, d in options]
+                desc = descs[0] if len(descs) == 1 else ", ".join(descs[:-1]) + " or " + descs[-1]
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be {desc}. "
+                    f"Got {value!r} instead.")
+
+    def _hidden_sizes(self):
+        sizes = self.hidden_layer_sizes
+        sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+        if np.any(np.array(sizes) <= 0):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
+        for s in sizes:
+            if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+                raise ValueError(f"hidden_layer_sizes must be integers, got {sizes}.")
+        return [int(s) for s in sizes]
+
+    # --------------------------------------------------------------- parameter buffer
+    def _set_theta(self, theta, units):
+        """Make ``theta`` the parameters: coefs_/intercepts_ become views into it."""
+        self._theta = theta
+        self._layer_units = tuple(int(u) for u in units)
+        self.coefs_, self.intercepts_ = _views(theta, self._layer_units)
+        self._views_ref = (tuple(self.coefs_), tuple(self.intercepts_))
+        self._engine_cache = None
+
+    def _views_current(self):
+        ref = getattr(self, "_views_ref", None)
+        if ref is None or getattr(self, "_theta", None) is None:
+            return False
+        coefs, intercepts = getattr(self, "coefs_", None), getattr(self, "intercepts_", None)
+        return (isinstance(coefs, list) and isinstance(intercepts, list)
+                and len(coefs) == len(ref[0]) and len(intercepts) == len(ref[1])
+                and all(a is b for a, b in zip(coefs, ref[0]))
+                and all(a is b for a, b in zip(intercepts, ref[1])))
+
+    def _packed_from_attributes(self):
+        """(theta, units) packed from coefs_/intercepts_ as they are now (user-assigned,
+        say), in the dtype scikit-learn's arithmetic on them would use."""
+        coefs = [np.asarray(c) for c in self.coefs_]
+        intercepts = [np.asarray(b) for b in self.intercepts_]
+        units = [c.shape[0] for c in coefs] + [coefs[-1].shape[1]]
+        dtype = np.result_type(np.float32, *coefs, *intercepts)
+        if dtype not in (np.float32, np.float64):
+            dtype = np.dtype(np.float64)
+        theta = np.empty(_n_params(units), dtype=dtype)
+        for (W, b), c, i in zip(zip(*_views(theta, units)), coefs, intercepts):
+            W[...] = c
+            b[...] = i
+        return theta, units
+
+    def _sync_theta(self):
+        """Keep the flat buffer authoritative: if coefs_/intercepts_ were replaced (by the
+        user, or by unpickling), pack them into a fresh buffer and re-view them."""
+        if not self._views_current():
+            best_alias = (getattr(self, "_best_theta", None) is not None
+                          and getattr(self, "_best_theta", None) is getattr(self, "_theta", None))
+            theta, units = self._packed_from_attributes()
+            self._set_theta(theta, units)
+            if best_alias:
+                self._best_theta = theta
+        return self._theta
+
+    def _promote(self, dtype):
+        """Switch the parameters (and optimizer state, best parameters) to ``dtype``."""
+        old = self._theta
+        new = old.astype(dtype)
+        best = getattr(self, "_best_theta", None)
+        self._set_theta(new, self._layer_units)
+        if best is old:
+            self._best_theta = new
+        elif best is not None:
+            self._best_theta = best.astype(dtype)
+        opt = getattr(self, "_optimizer", None)
+        if opt is not None:
+            opt.state = opt.state.astype(dtype)
+
+    def _engine(self):
+        """The training engine over ``_theta`` (built once per buffer and settings)."""
+        key = (self.activation, self.out_activation_, self._engine_loss(), float(self.alpha))
+        cache = getattr(self, "_engine_cache", None)
+        if cache is not None and cache[0] is self._theta and cache[1] == key:
+            return cache[2], cache[3]
+        grad = np.zeros_like(self._theta)
+        engine = _core.Engine(np.asarray(self._layer_units, dtype=np.intp), self._theta, grad,
+                              key[2], key[0], key[1], key[3], True)
+        self._engine_cache = (self._theta, key, engine, grad)
+        return engine, grad
+
+    def __getstate__(self):
+        if hasattr(self, "coefs_"):
+            self._sync_theta()
+        state = super().__getstate__()
+        state = dict(state)
+        for name in ("_engine_cache", "_views_ref", "coefs_", "intercepts_"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        theta = getattr(self, "_theta", None)
+        if theta is not None:
+            best = getattr(self, "_best_theta", None)
+            # The core trains in place: a read-only or memory-mapped buffer (joblib's
+            # mmap_mode) is copied into a plain writable array.
+            if type(theta) is not np.ndarray or not theta.flags.writeable:
+                theta = np.array(theta, order="C")
+            self._set_theta(theta, self._layer_units)
+            self._best_theta = theta if best is state.get("_theta") else best
+            opt = getattr(self, "_optimizer", None)
+            if opt is not None and (type(opt.state) is not np.ndarray
+                                    or not opt.state.flags.writeable):
+                opt.state = np.array(opt.state, order="C")
+
+    # --------------------------------------------------------------- fitting
+    def _initialize(self, y, layer_units, dtype):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = y.shape[1]
+        self.n_layers_ = len(layer_units)
+        self.out_activation_ = self._output_activation()
+        theta = np.empty(_n_params(layer_units), dtype=dtype)
+        # Glorot-style uniform bounds, √(6/(fan_in + fan_out)) (√2 for logistic); each
+        # layer draws its weights then its biases from random_state, in float64.
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        for W, b in zip(*_views(theta, layer_units)):
+            bound = np.sqrt(factor / (W.shape[0] + W.shape[1]))
+            W[...] = self._random_state.uniform(-bound, bound, W.shape)
+            b[...] = self._random_state.uniform(-bound, bound, W.shape[1])
+        self._set_theta(theta, layer_units)
+        self._best_theta = theta.copy()
+        if self.solver in _STOCHASTIC:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        self._check_params()
+        hidden = self._hidden_sizes()
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+        if y.ndim == 1:
+            y = y.reshape((-1, 1))
+        self.n_outputs_ = y.shape[1]
+        layer_units = [X.shape[1]] + hidden + [self.n_outputs_]
+        self._random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(y, layer_units, X.dtype)
+        else:
+            self._sync_theta()
+            if tuple(layer_units) != self._layer_units:
+                raise ValueError(
+                    f"warm_start/partial_fit: the data and hidden_layer_sizes give layer sizes "
+                    f"{tuple(layer_units)}, but the fitted network has {self._layer_units}; "
+                    "refit without warm_start")
+        with sklearn.config_context(skip_parameter_validation=True):
+            if self.solver in _STOCHASTIC:
+                self._fit_stochastic(X, y, sample_weight, incremental)
+            else:
+                self._fit_lbfgs(X, y, sample_weight)
+        if not np.all(np.isfinite(self._theta)):
+            raise ValueError(_NON_FINITE_MSG)
+        return self
+
+    def _fit_lbfgs(self, X, y, sample_weight):
+        units = self._layer_units
+        # scipy sees the parameters as scikit-learn packs them, [W1, W2, …, b1, b2, …], in
+        # their dtype, so that its arithmetic runs in the same order.  scipy (>= 1.x)
+        # evaluates the objective at x cast to x0's dtype — float32 parameters for float32
+        # data — but returns its iterate in float64, so coefs_ end up float64, as in
+        # scikit-learn.  The objective is computed in the dtype numpy's promotion of x and X
+        # gives, like scikit-learn's forward pass, by one engine per dtype met.
+        sk_to_engine, engine_to_sk = _sklearn_order(units)
+        engines = {}
+
+        def setup(dtype):
+            if dtype not in engines:
+                theta = np.empty(_n_params(units), dtype=dtype)
+                grad = np.empty_like(theta)
+                engine = _core.Engine(np.asarray(units, dtype=np.intp), theta, grad,
+                                      self._engine_loss(), self.activation,
+                                      self.out_activation_, float(self.alpha), True)
+                sw = (None if sample_weight is None
+                      else np.ascontiguousarray(sample_weight, dtype=dtype))
+                engines[dtype] = (engine, theta, grad, _dense(X, dtype),
+                                  np.ascontiguousarray(y, dtype=dtype), sw)
+            return engines[dtype]
+
+        def loss_grad(x):
+            dtype = np.result_type(x.dtype, X.dtype)
+            if dtype not in (np.float32, np.float64):
+                dtype = np.dtype(np.float64)
+            engine, theta, grad, Xd, Yd, sw = setup(dtype)
+            theta[...] = x[engine_to_sk]
+            try:
+                loss = engine.train_step(Xd, Yd, None, 1.0, False, sw)
+            except DivergenceError:
+                return math.inf, np.zeros_like(x)
+            return loss, grad[sk_to_engine]
+
+        options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol}
+        if _SCIPY_BEFORE_1_15:
+            options["iprint"] = 1 if (self.verbose is True or self.verbose >= 1) else -1
+        result = scipy.optimize.minimize(loss_grad, self._theta[sk_to_engine],
+                                         method="L-BFGS-B", jac=True, options=options)
+        self.n_iter_ = min(result.nit, self.max_iter)
+        if result.status != 0:
+            msg = (f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                   f"(status={result.status}):\n{result.message}\n")
+            if self.n_iter_ == self.max_iter:
+                msg += ("\nIncrease the number of iterations to improve the convergence "
+                        f"(max_iter={self.max_iter}).")
+            msg += ("\nYou might also want to scale the data as shown in:\n"
+                    "    https://scikit-learn.org/stable/modules/preprocessing.html")
+            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        self.loss_ = result.fun
+        x = np.asarray(result.x)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float64)
+        best_alias = getattr(self, "_best_theta", None) is self._theta
+        self._set_theta(np.ascontiguousarray(x[engine_to_sk]), units)
+        if best_alias:
+            self._best_theta = self._theta
+
+    def _fit_stochastic(self, X, y, sample_weight, incremental):
+        dtype = np.result_type(X.dtype, self._theta.dtype)
+        if self._theta.dtype != dtype:
+            self._promote(dtype)
+        if not incremental or getattr(self, "_optimizer", None) is None:
+            self._optimizer = _Optimizer(self, self._theta.size, dtype)
+        opt = self._optimizer
+        if opt.state.dtype != dtype:
+            opt.state = opt.state.astype(dtype)
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        X = _dense(X, X.dtype)
+        if early_stopping:
+            # Only binary classification is stratified (n_outputs_ == 1), as in scikit-learn.
+            stratify = y if (is_classifier(self) and self.n_outputs_ == 1) else None
+            if sample_weight is None:
+                X_train, X_val, y_train, y_val = train_test_split(
+                    X, y, random_state=self._random_state,
+                    test_size=self.validation_fraction, stratify=stratify)
+                sw_train = sw_val = None
+            else:
+                X_train, X_val, y_train, y_val, sw_train, sw_val = train_test_split(
+                    X, y, sample_weight, random_state=self._random_state,
+                    test_size=self.validation_fraction, stratify=stratify)
+            if X_val.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase "
+                                 "'validation_fraction' or the size of your dataset.")
+            if is_classifier(self):
+                y_val = self._label_binarizer.inverse_transform(y_val)
+            X_val = _dense(X_val, dtype)
+            if getattr(self, "validation_scores_", None) is None:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+        else:
+            X_train, y_train, sw_train = X, y, sample_weight
+            X_val = y_val = sw_val = None
+        if getattr(self, "loss_curve_", None) is None:
+            self.loss_curve_ = []
+        if getattr(self, "best_loss_", None) is None and not early_stopping:
+            self.best_loss_ = np.inf
+        if not hasattr(self, "_no_improvement_count"):
+            self._no_improvement_count = 0
+        X_train = _dense(X_train, dtype)
+        Y_train = np.ascontiguousarray(y_train, dtype=dtype)
+        if sw_train is not None:
+            sw_train = np.ascontiguousarray(sw_train, dtype=dtype)
+
+        n_samples = X_train.shape[0]
+        sample_idx = np.arange(n_samples, dtype=np.intp)
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
+                              "going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+
+        engine, _ = self._engine()
+        opt.attach(engine)
+        try:
+            self.n_iter_ = 0
+            for _ in range(self.max_iter):
+                if self.shuffle:
+                    sample_idx = _shuffled(sample_idx, self._random_state)
+                # One GIL-free call: every minibatch step of the epoch.
+                total, status, steps = engine.fit_epoch(
+                    X_train, Y_train, None, sample_idx if self.shuffle else None, batch_size,
+                    opt.step_size(), sw_train)
+                opt.read_back(engine)
+                if status != 0:
+                    where = (f"epoch {self.n_iter_ + 1}, minibatch step {steps + 1} of "
+                             f"{-(-n_samples // batch_size)}")
+                    if early_stopping:
+                        warnings.warn(
+                            f"Stochastic Optimizer: non-finite loss or gradient at {where}; "
+                            "training stopped and the parameters with the best validation "
+                            "score were restored. Lower learning_rate_init or scale the data.",
+                            ConvergenceWarning)
+                        break
+                    raise SolverDivergedError(
+                        f"{_NON_FINITE_MSG} (fastmlp: non-finite loss or gradient at {where}; "
+                        "the step was not taken and the parameters are those of the last good "
+                        "step — lower learning_rate_init or scale the data.)")
+                self.n_iter_ += 1
+                self.loss_ = total / n_samples
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
+                opt.iteration_ends(self.t_)
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if early_stopping:
+                        msg = ("Validation score did not improve more than tol=%f for %d "
+                               "consecutive epochs." % (self.tol, self.n_iter_no_change))
+                    else:
+                        msg = ("Training loss did not improve more than tol=%f for %d "
+                               "consecutive epochs." % (self.tol, self.n_iter_no_change))
+                    if opt.trigger_stopping(msg, self.verbose):
+                        break
+                    self._no_improvement_count = 0
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        "Stochastic Optimizer: Maximum iterations (%d) reached and the "
+                        "optimization hasn't converged yet." % self.max_iter,
+                        ConvergenceWarning)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        if early_stopping:
+            # Restore the best parameters; from here on they are the live ones (as in
+            # scikit-learn, where coefs_ becomes the very list of best coefficients).
+            self._theta[...] = self._best_theta
+            self._best_theta = self._theta
+
+    def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val):
+        if early_stopping:
+            score = self._score_prepared(X_val, y_val, sw_val)
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print("Validation score: %f" % self.validation_scores_[-1])
+            last = self.validation_scores_[-1]
+            if last < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if last > self.best_validation_score_:
+                self.best_validation_score_ = last
+                self._best_theta = self._theta.copy()
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    def _score_prepared(self, X, y, sample_weight):
+        """Validation score on already-validated data, NaN for non-finite predictions."""
+        y_pred = self._predict_from_output(self._forward_prepared(X))
+        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
+            return np.nan
+        return self._score_function(y, y_pred, sample_weight=sample_weight)
+
+    # --------------------------------------------------------------- prediction
+    def _forward_prepared(self, X):
+        """Output layer for a validated X (dense or sparse), in the dtype numpy's
+        promotion of X and the parameters gives, as scikit-learn's forward pass."""
+        if self._views_current():
+            theta, units = self._theta, self._layer_units
+        else:
+            theta, units = self._packed_from_attributes()
+        dtype = np.result_type(X.dtype, theta.dtype)
+        if dtype not in (np.float32, np.float64):
+            dtype = np.dtype(np.float64)
+        cache = getattr(self, "_engine_cache", None)
+        if (cache is not None and cache[0] is theta and theta.dtype == dtype
+                and cache[1][:2] == (self.activation, self.out_activation_)):
+            engine = cache[2]
+        else:
+            if (theta.dtype != dtype or type(theta) is not np.ndarray
+                    or not theta.flags.writeable):
+                theta = np.array(theta, dtype=dtype, order="C")
+            engine = _core.Engine(np.asarray(units, dtype=np.intp), theta, np.empty_like(theta),
+                                  "sk_squared_error", self.activation, self.out_activation_,
+                                  0.0, True)
+        n = X.shape[0]
+        out = np.empty((n, units[-1]), dtype=dtype)
+        if sp.issparse(X):
+            X = X.tocsr()
+            for start in range(0, n, _PREDICT_BLOCK):
+                stop = min(n, start + _PREDICT_BLOCK)
+                engine.forward(_dense(X[start:stop], dtype), out[start:stop])
+        else:
+            engine.forward(_dense(X, dtype), out)
+        return out
+
+    def _forward(self, X):
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        return self._forward_prepared(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+_DOC_PARAMS = """
+    The parameters, their defaults and meanings are scikit-learn's (1.9); see
+    :class:`sklearn.neural_network.{name}`.  In brief:
+
+    hidden_layer_sizes : array-like of int, default=(100,)
+    activation : {{'identity', 'logistic', 'tanh', 'relu'}}, default='relu'
+        Hidden-layer activation.
+    solver : {{'lbfgs', 'sgd', 'adam'}}, default='adam'
+    alpha : float, default=1e-4
+        L2 penalty: alpha/(2·Σw)·Σ‖W‖² is added to each batch's loss.
+    batch_size : int or 'auto', default='auto' (min(200, n_samples))
+    learning_rate : {{'constant', 'invscaling', 'adaptive'}}, default='constant'
+        Schedule of the sgd solver.
+    learning_rate_init, power_t : float, defaults 0.001, 0.5
+    max_iter : int, default=200
+        Epochs for sgd/adam, iterations for lbfgs.
+    shuffle : bool, default=True
+    random_state : int, RandomState instance or None
+        Drives the initial weights, the early-stopping split and the shuffling, in
+        scikit-learn's order: the same value gives scikit-learn's model.
+    tol : float, default=1e-4
+    verbose : bool, default=False
+    warm_start : bool, default=False
+    momentum : float, default=0.9
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+    validation_fraction : float, default=0.1
+    beta_1, beta_2, epsilon : float, defaults 0.9, 0.999, 1e-8
+        Adam's hyper-parameters.
+    n_iter_no_change : int, default=10
+    max_fun : int, default=15000
+        lbfgs: maximum number of loss evaluations.
+"""
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    __doc__ = """Multi-layer perceptron classifier: scikit-learn's, trained by fastmlp's core.
+
+    Log-loss with a softmax output for multiclass targets and logistic outputs for binary
+    and multilabel ones.  A drop-in for :class:`sklearn.neural_network.MLPClassifier`:
+    same parameters, attributes, methods and, for the same ``random_state``, the same model
+    (to rounding).
+
+    Parameters
+    ----------""" + _DOC_PARAMS.format(name="MLPClassifier") + """
+    Attributes
+    ----------
+    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_,
+    t_, coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_,
+    n_outputs_, out_activation_ : as in scikit-learn.  ``coefs_[i]`` and ``intercepts_[i]``
+    are views into one flat parameter buffer that the core trains in place.
+    """
+
+    _extra_constraints: dict = {}
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+
+    # scikit-learn's loss naming: log-loss, binary for logistic outputs.
+    def _output_activation(self):
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _engine_loss(self):
+        return "sk_log_loss" if self.out_activation_ == "softmax" else "sk_binary_log_loss"
+
+    def _score_function(self, y, y_pred, sample_weight=None):
+        return accuracy_score(y, y_pred, sample_weight=sample_weight)
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in "
+                        f"the previous call to fit. Previously got {self.classes_}, `y` has "
+                        f"{classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {classes}.")
+        # bool, not int: keeps float32 training in float32
+        y = self._label_binarizer.transform(y).astype(bool)
+        return X, y
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to X (n_samples, n_features) and labels y; returns self."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC:
+            raise AttributeError("partial_fit is only available for stochastic optimizers. "
+                                 f"{self.solver} is not stochastic.")
+        return True
+
+    def _partial_fit_first_call(self, classes):
+        if getattr(self, "classes_", None) is None and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        if classes is not None:
+            if getattr(self, "classes_", None) is not None:
+                if not np.array_equal(self.classes_, unique_labels(classes)):
+                    raise ValueError(f"`classes={classes!r}` is not the same as on last call "
+                                     f"to partial_fit, was: {self.classes_!r}")
+            else:
+                self.classes_ = unique_labels(classes)
+                return True
+        return False
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y); ``classes`` is required on the first call."""
+        self._check_params()
+        if self._partial_fit_first_call(classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def _predict_from_output(self, y_pred):
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        return self._label_binarizer.inverse_transform(y_pred)
+
+    def predict(self, X):
+        """Class labels for X."""
+        check_is_fitted(self)
+        return self._predict_from_output(self._forward(X))
+
+    def predict_proba(self, X):
+        """Class probabilities for X, columns ordered as ``classes_``."""
+        check_is_fitted(self)
+        y_pred = self._forward(X)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        if y_pred.ndim == 1:
+            return np.vstack([1 - y_pred, y_pred]).T
+        return y_pred
+
+    def predict_log_proba(self, X):
+        """log(predict_proba(X))."""
+        y_prob = self.predict_proba(X)
+        return np.log(y_prob, out=y_prob)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    __doc__ = """Multi-layer perceptron regressor: scikit-learn's, trained by fastmlp's core.
+
+    A drop-in for :class:`sklearn.neural_network.MLPRegressor`: same parameters,
+    attributes, methods and, for the same ``random_state``, the same model (to rounding).
+
+    Parameters
+    ----------
+    loss : {'squared_error', 'poisson'}, default='squared_error'
+        Half squared error with identity outputs, or half Poisson deviance with exp
+        outputs (targets must be >= 0).  The squared error reproduces scikit-learn #8349:
+        ``loss_`` is averaged over outputs while the gradient is that of the sum over
+        outputs.""" + _DOC_PARAMS.format(name="MLPRegressor") + """
+    Attributes
+    ----------
+    loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_,
+    coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_,
+    n_outputs_, out_activation_ : as in scikit-learn.  ``coefs_[i]`` and ``intercepts_[i]``
+    are views into one flat parameter buffer that the core trains in place.
+    """
+
+    _extra_constraints = {"loss": [_options("squared_error", "poisson")]}
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+
+    def _output_activation(self):
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def _engine_loss(self):
+        return "sk_poisson" if self.out_activation_ == "exp" else "sk_squared_error"
+
+    def _score_function(self, y, y_pred, sample_weight=None):
+        return r2_score(y, y_pred, sample_weight=sample_weight)
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("Some value(s) of y are negative which is not allowed for "
+                             "Poisson regression (loss='poisson').")
+        return X, y
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to X (n_samples, n_features) and targets y; returns self."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y) (with solver='lbfgs': a whole fit from the current
+        parameters, as in scikit-learn)."""
+        self._check_params()
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def _predict_from_output(self, y_pred):
+        return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
+
+    def predict(self, X):
+        """Predicted targets: (n_samples,) for one output, else (n_samples, n_outputs)."""
+        check_is_fitted(self)
+        return self._predict_from_output(self._forward(X))
