@@ -936,6 +936,8 @@ cdef class Engine:
         n = X.shape[0]
         if n < 1:
             raise ValueError("X: expected at least one row")
+        if n > 2147483647:
+            raise ValueError("X: a batch of more than 2**31 - 1 rows exceeds BLAS's sizes")
         if labels is None:
             if Y is None:
                 raise ValueError("Y: expected targets")
@@ -1022,7 +1024,7 @@ cdef class Engine:
         if (not _is_carray(X, self.typenum, 2) or cnp.PyArray_DIM(<cnp.ndarray>X, 1) != self.net.dims[0]):
             return None
         n = cnp.PyArray_DIM(<cnp.ndarray>X, 0)
-        if n < 1:
+        if n < 1 or n > 2147483647:   # BLAS sizes are 32-bit: the Python path explains
             return None
         b.labels = NULL
         b.Y = NULL
