@@ -1187,6 +1187,8 @@ cdef class Engine:
             raise ValueError(f"X: expected a C-contiguous ({self.net.dims[0]}-column) "
                              f"array of the model's dtype")
         n = X.shape[0]
+        if n > 2147483647:
+            raise ValueError("X: more than 2**31 - 1 rows exceeds BLAS's sizes; predict in chunks")
         if (not _is_writable_carray(out, self.typenum, 2) or out.shape[0] != n
                 or out.shape[1] != self.net.dims[L]):
             raise ValueError(f"out: expected a writable ({n}, {self.net.dims[L]}) array")
