@@ -69,8 +69,9 @@ _workspace_limit = 8 * 2**30
 def set_workspace_limit(nbytes):
     """Set the largest workspace (bytes) one batch may ask for; returns the old limit."""
     global _workspace_limit
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 1:
-        raise ValueError(f"nbytes: expected a positive int, got {nbytes!r}")
+    # The core's own size arithmetic is Py_ssize_t: keep every checked size far below 2**63.
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not 1 <= nbytes <= 2**62:
+        raise ValueError(f"nbytes: expected an int in [1, 2**62], got {nbytes!r}")
     old, _workspace_limit = _workspace_limit, nbytes
     return old
 
@@ -365,7 +366,7 @@ cdef double softmax_xent_loss_delta(const floating* logits, const floating* Y,
     cdef Py_ssize_t i, j
     cdef double total = 0.0
     cdef double row_loss, y_sum
-    cdef floating m, s, lse, scale
+    cdef floating m, s, scale
     cdef const floating* z
     cdef const floating* y
     cdef floating* d
@@ -381,9 +382,9 @@ cdef double softmax_xent_loss_delta(const floating* logits, const floating* Y,
         for j in range(k):
             d[j] = fexp(z[j] - m)
             s += d[j]
-        lse = m + flog(s)
         if Y == NULL:
-            total += lse - z[labels[i]]
+            # (m − z) first: for huge logits m + log s would round log s away.
+            total += (<double>m - z[labels[i]]) + log(<double>s)
             scale = inv_n / s
             for j in range(k):
                 d[j] *= scale
@@ -393,7 +394,7 @@ cdef double softmax_xent_loss_delta(const floating* logits, const floating* Y,
             row_loss = 0.0
             y_sum = 0.0
             for j in range(k):
-                row_loss += <double>y[j] * (lse - z[j])
+                row_loss += <double>y[j] * ((<double>m - z[j]) + log(<double>s))
                 y_sum += y[j]
             total += row_loss
             scale = <floating>(y_sum / s) * inv_n

@@ -11,14 +11,20 @@ import operator
 
 import numpy as np
 
+from fastmlp import _core
+
 LOSSES = ("mse", "softmax_cross_entropy")
 ACTIVATIONS = ("relu", "tanh", "logistic", "identity")
 OUTPUT_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 DTYPES = (np.float32, np.float64)
 
-# BLAS takes 32-bit int sizes and leading dimensions.
+# BLAS takes 32-bit int sizes and leading dimensions: layer widths, and the rows of one
+# forward pass or training step, must fit.
 MAX_WIDTH = 2**31 - 1
+MAX_ROWS = 2**31 - 1
+# Largest model (parameters) the constructor builds and ``load`` reads.
+MAX_PARAMS = 2**31
 
 
 def check_dtype(dtype) -> np.dtype:
@@ -87,6 +93,27 @@ def check_fraction(name: str, value, closed_low: bool = False) -> float:
         low = "[0" if closed_low else "(0"
         raise ValueError(f"{name}: expected a number in {low}, 1), got {value!r}")
     return v
+
+
+def make_rng(name: str, seed) -> np.random.Generator:
+    """np.random.default_rng(seed), with numpy's errors re-raised naming the argument."""
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name}: not a valid seed, {seed!r} ({exc})") from None
+
+
+def check_workspace(name: str, n_bytes: int, rows: int) -> None:
+    """Refuse, before anything is allocated, a call needing more than the workspace limit
+    (fastmlp.set_workspace_limit) or more rows than one BLAS call takes."""
+    if rows > MAX_ROWS:
+        raise ValueError(f"{name}: a batch of {rows} rows is more than one BLAS call takes "
+                         f"({MAX_ROWS}, 32-bit sizes); use smaller batches")
+    limit = _core.get_workspace_limit()
+    if n_bytes > limit:
+        raise ValueError(f"{name}: a batch of {rows} rows needs {n_bytes} bytes of workspace, "
+                         f"over the limit of {limit} bytes; use smaller batches or "
+                         "fastmlp.set_workspace_limit")
 
 
 def check_positive_int(name: str, value) -> int:

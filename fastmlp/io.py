@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -11,7 +12,23 @@ from fastmlp import _validation as v
 
 FORMAT_VERSION = 1
 # Refuse files declaring more parameters than this before allocating anything for them.
-MAX_PARAMS = 2**31
+MAX_PARAMS = v.MAX_PARAMS
+# The configuration fields (version, sizes, names, hyper-parameters) are tiny; a member
+# declaring more than this is refused before it is read, whatever its (compressed) size.
+_MAX_SMALL_FIELD = 2**16
+# What reading a zip member can raise for a damaged or hostile archive besides ValueError:
+# bad deflate data (zlib.error), an encrypted member (RuntimeError), an unknown
+# compression method (NotImplementedError), cut-off data (EOFError, OSError).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError,
+               NotImplementedError, RuntimeError)
+
+
+def _fspath(path) -> str:
+    try:
+        return os.fspath(path)
+    except TypeError:
+        raise TypeError(f"path: expected a str, bytes or os.PathLike, got "
+                        f"{type(path).__name__}") from None
 
 
 def save(model, path) -> None:
@@ -21,7 +38,7 @@ def save(model, path) -> None:
     The file is written to a temporary name in the same folder, flushed, fsynced and
     renamed over ``path``, so an interrupted save never leaves a half-written model.
     """
-    path = os.fspath(path)
+    path = _fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
     try:
@@ -68,14 +85,33 @@ _FIELDS = ("format_version", "layer_sizes", "activation", "loss", "dtype", "para
            "output_activation", "optimizer", "hyper", "optimizer_state", "adam_steps")
 
 
-def _read_member(zf: zipfile.ZipFile, key: str) -> np.ndarray:
-    """Read one .npy member after checking its header against the bytes actually stored,
-    so a hostile header cannot make us allocate more than the file holds."""
+def _read_member(zf: zipfile.ZipFile, key: str, expect=None) -> np.ndarray:
+    """Read one .npy member after checking its header: a configuration field may declare
+    at most _MAX_SMALL_FIELD bytes; ``expect`` = (shape, dtype) must match exactly (the
+    parameter buffers, whose size the layer sizes fix); and never more bytes than the
+    archive says it stores.  So a hostile header — or a small, highly compressed member
+    declaring a huge array — cannot make us allocate more than the model needs."""
     name = key + ".npy"
     try:
         info = zf.getinfo(name)
     except KeyError:
         raise ValueError(f"file: missing field {key!r}") from None
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        # np.savez stores, np.savez_compressed deflates.  The other methods are refused
+        # unread: an LZMA member declares its own dictionary size (up to 4 GiB), which the
+        # decompressor allocates before reading a byte.
+        raise ValueError(f"file: field {key!r} uses zip compression method "
+                         f"{info.compress_type}; only stored or deflated members are read")
+    try:
+        return _read_checked(zf, info, key, expect)
+    except ValueError as exc:
+        if str(exc).startswith("file:"):
+            raise
+        # numpy's own complaints about a damaged .npy member (magic string, header)
+        raise ValueError(f"file: field {key!r} is not a valid .npy array ({exc})") from exc
+
+
+def _read_checked(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, expect):
     with zf.open(info) as f:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -86,9 +122,15 @@ def _read_member(zf: zipfile.ZipFile, key: str) -> np.ndarray:
             raise ValueError(f"file: field {key!r} has unsupported .npy version {version}")
         if dtype.hasobject:
             raise ValueError(f"file: field {key!r} holds Python objects; refusing to unpickle")
+        if expect is not None and (tuple(shape) != expect[0] or dtype != expect[1]):
+            raise ValueError(f"file: field {key!r} must be {expect[0]} {expect[1]}, got "
+                             f"{tuple(shape)} {dtype}")
         count = 1
         for d in shape:
             count *= d
+        if expect is None and count * dtype.itemsize > _MAX_SMALL_FIELD:
+            raise ValueError(f"file: field {key!r} declares {count * dtype.itemsize} bytes, "
+                             "far more than a configuration field holds")
         if count * dtype.itemsize > info.file_size:
             raise ValueError(f"file: field {key!r} declares {count * dtype.itemsize} bytes "
                              f"but stores {info.file_size}: truncated or corrupted")
@@ -107,9 +149,10 @@ def load(path):
     """Read a model written by ``save``; every field is checked before use."""
     from fastmlp.model import MLP
 
+    path = _fspath(path)
     try:
-        zf = zipfile.ZipFile(os.fspath(path))
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        zf = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as exc:
         raise ValueError(f"path: not a readable fastmlp model file ({exc})") from exc
     try:
         with zf:
@@ -128,31 +171,26 @@ def load(path):
             dtype = v.check_dtype(_scalar_str(z, "dtype"))
             activation = _scalar_str(z, "activation")
             loss = _scalar_str(z, "loss")
-            params = _read_member(zf, "params")
-            if params.dtype != dtype or params.shape != (n_params,):
-                raise ValueError(f"file: params must be {n_params} {dtype} values, got "
-                                 f"{params.shape} {params.dtype}")
+            params = _read_member(zf, "params", ((n_params,), dtype))
             if not np.all(np.isfinite(params)):
                 raise ValueError("file: params contain NaN or infinity")
             hyper = z["hyper"]
             if hyper.shape != (5,) or hyper.dtype != np.float64:
                 raise ValueError("file: hyper must be 5 float64 values")
             steps = z["adam_steps"]
-            if steps.shape != () or steps.dtype.kind not in "iu" or int(steps) < 0:
-                raise ValueError("file: adam_steps must be an integer >= 0")
+            if (steps.shape != () or steps.dtype.kind not in "iu"
+                    or not 0 <= int(steps) < 2**63):
+                raise ValueError("file: adam_steps must be an integer in [0, 2**63)")
             # The constructor validates every name and hyper-parameter.
             model = MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0,
                         output_activation=_scalar_str(z, "output_activation"),
                         optimizer=_scalar_str(z, "optimizer"), l2=float(hyper[0]),
                         momentum=float(hyper[1]), beta_1=float(hyper[2]),
                         beta_2=float(hyper[3]), epsilon=float(hyper[4]))
-            state = _read_member(zf, "optimizer_state")
-            if state.dtype != dtype or state.shape != model.optimizer_state.shape:
-                raise ValueError(f"file: optimizer_state must be "
-                                 f"{model.optimizer_state.shape[0]} {dtype} values")
+            state = _read_member(zf, "optimizer_state", (model.optimizer_state.shape, dtype))
             if not np.all(np.isfinite(state)):
                 raise ValueError("file: optimizer_state contains NaN or infinity")
             model._set_state(params, state, int(steps))
-    except (zipfile.BadZipFile, EOFError, KeyError, OSError) as exc:
-        raise ValueError(f"file: corrupted model file ({exc})") from exc
+    except _ZIP_ERRORS as exc:
+        raise ValueError(f"file: corrupted model file ({type(exc).__name__}: {exc})") from exc
     return model

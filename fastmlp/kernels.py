@@ -3,14 +3,18 @@
 Each function checks its arguments, then makes one GIL-free call into ``fastmlp._core``.
 Float arguments must share one dtype, float32 or float64 (taken from the first argument);
 non-contiguous inputs are copied to C order, ``out`` arrays must already be C-contiguous
-and writable.  Layout is row-major (seed 003): batches are (n, d), W is (d_in, d_out).
+and writable and must not overlap an input (except exactly, where a docstring says the
+kernel works in place).  Dimensions must fit BLAS's 32-bit sizes, and a result allocated
+here must fit the workspace limit (``fastmlp.set_workspace_limit``).  Layout is row-major (seed 003): batches are (n, d), W is (d_in, d_out).
 """
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 
 from fastmlp import _core
-from fastmlp._validation import _numeric_array
+from fastmlp._validation import MAX_WIDTH, _numeric_array
 
 __all__ = ["linear_forward", "relu_forward", "relu_backward", "backprop_delta",
            "linear_backward", "mse_loss_delta", "softmax_cross_entropy_loss_delta",
@@ -37,6 +41,13 @@ def _in(name: str, a, dtype: np.dtype, ndim: int) -> np.ndarray:
 
 def _out(name: str, out, shape: tuple, dtype: np.dtype) -> np.ndarray:
     if out is None:
+        need = dtype.itemsize
+        for d in shape:
+            need *= d
+        limit = _core.get_workspace_limit()
+        if need > limit:
+            raise ValueError(f"{name}: a {shape} result needs {need} bytes, over the workspace "
+                             f"limit of {limit} bytes; see fastmlp.set_workspace_limit")
         return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name}: expected an ndarray, got {type(out).__name__}")
@@ -45,6 +56,31 @@ def _out(name: str, out, shape: tuple, dtype: np.dtype) -> np.ndarray:
     if not (out.flags.c_contiguous and out.flags.aligned and out.flags.writeable):
         raise ValueError(f"{name}: expected a C-contiguous, aligned, writable array")
     return out
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+
+
+def _no_overlap(name: str, out: np.ndarray, inputs: dict, same_ok=()) -> None:
+    """``out`` must not share memory with an input the kernel still reads after writing
+    ``out`` (BLAS and the fused loops assume distinct buffers); an element-wise kernel may
+    work exactly in place on the inputs named in ``same_ok``."""
+    for in_name, a in inputs.items():
+        if a is None or not np.may_share_memory(out, a):
+            continue
+        if in_name in same_ok and _same_memory(out, a):
+            continue
+        raise ValueError(f"{name}: must not overlap the input {in_name}"
+                         + (" (except exactly, for in-place use)" if in_name in same_ok else ""))
+
+
+def _blas_sizes(names: str, *dims: int) -> None:
+    """BLAS takes 32-bit sizes: a larger dimension would be truncated by the core's casts."""
+    if max(dims) > MAX_WIDTH:
+        raise ValueError(f"{names}: a dimension of {max(dims)} is more than BLAS's 32-bit "
+                         f"sizes take ({MAX_WIDTH})")
 
 
 def _shape_check(cond: bool, msg: str) -> None:
@@ -65,7 +101,9 @@ def linear_forward(A, W, b, out=None) -> np.ndarray:
     _shape_check(W.shape[0] == d_in, f"W: expected {d_in} rows to match A, got shape {W.shape}")
     _shape_check(b.shape[0] == W.shape[1], f"b: expected shape ({W.shape[1]},), got {b.shape}")
     _shape_check(min(n, d_in, W.shape[1]) >= 1, "A, W: every dimension must be >= 1")
+    _blas_sizes("A, W", n, d_in, W.shape[1])
     Z = _out("out", out, (n, W.shape[1]), dt)
+    _no_overlap("out", Z, {"A": A, "W": W, "b": b})
     _core.k_linear_forward(A, W, b, Z)
     return Z
 
@@ -96,6 +134,7 @@ def relu_backward(A, dA, out=None) -> np.ndarray:
     A, dAc = _in("A", A, dt, 2), _in("dA", dA, dt, 2)
     _shape_check(A.shape == dAc.shape, f"dA: expected shape {A.shape}, got {dAc.shape}")
     D = _out("out", out, A.shape, dt)
+    _no_overlap("out", D, {"A": A})
     if D is not dAc:
         np.copyto(D, dAc)
     _core.k_relu_mask_delta(A, D)
@@ -117,7 +156,9 @@ def backprop_delta(D_next, W_next, A, out=None) -> np.ndarray:
     _shape_check(A.shape == (n, W_next.shape[0]),
                  f"A: expected shape {(n, W_next.shape[0])}, got {A.shape}")
     _shape_check(min(n, d_next, A.shape[1]) >= 1, "D_next, A: every dimension must be >= 1")
+    _blas_sizes("D_next, A", n, d_next, A.shape[1])
     D = _out("out", out, A.shape, dt)
+    _no_overlap("out", D, {"D_next": D_next, "W_next": W_next, "A": A})
     _core.k_backprop_delta(D_next, W_next, A, D)
     return D
 
@@ -134,8 +175,11 @@ def linear_backward(A_prev, D, dW=None, db=None) -> tuple[np.ndarray, np.ndarray
                  f"D: expected {A_prev.shape[0]} rows to match A_prev, got {D.shape[0]}")
     _shape_check(min(A_prev.shape[0], A_prev.shape[1], D.shape[1]) >= 1,
                  "A_prev, D: every dimension must be >= 1")
+    _blas_sizes("A_prev, D", A_prev.shape[0], A_prev.shape[1], D.shape[1])
     dW = _out("dW", dW, (A_prev.shape[1], D.shape[1]), dt)
     db = _out("db", db, (D.shape[1],), dt)
+    _no_overlap("dW", dW, {"A_prev": A_prev, "D": D, "db": db})
+    _no_overlap("db", db, {"A_prev": A_prev, "D": D})
     _core.k_linear_backward(A_prev, D, dW, db)
     return dW, db
 
@@ -150,6 +194,7 @@ def mse_loss_delta(Yhat, Y, out=None) -> tuple[float, np.ndarray]:
     _shape_check(Y.shape == Yhat.shape, f"Y: expected shape {Yhat.shape}, got {Y.shape}")
     _shape_check(min(Y.shape) >= 1, "Yhat: every dimension must be >= 1")
     D = _out("out", out, Yhat.shape, dt)
+    _no_overlap("out", D, {"Yhat": Yhat, "Y": Y}, same_ok=("Yhat", "Y"))
     return _core.k_mse_loss_delta(Yhat, Y, D), D
 
 
@@ -174,9 +219,11 @@ def softmax_cross_entropy_loss_delta(logits, Y, out=None) -> tuple[float, np.nda
         if Ya.dtype.kind == "u" and Ya.max() > np.iinfo(np.int64).max:
             raise ValueError(f"Y: class labels must be integers in [0, {k})")
         labels = np.require(Ya, dtype=np.int64, requirements=("C", "A"))
+        _no_overlap("out", D, {"logits": logits, "Y": labels})
         return _core.k_softmax_xent_labels(logits, labels, D), D
     Yd = _in("Y", Ya, dt, 2)
     _shape_check(Yd.shape == logits.shape, f"Y: expected shape {logits.shape}, got {Yd.shape}")
+    _no_overlap("out", D, {"logits": logits, "Y": Yd})
     return _core.k_softmax_xent_dense(logits, Yd, D), D
 
 
@@ -196,11 +243,20 @@ def sgd_update(theta, grad, lr: float) -> np.ndarray:
     if not isinstance(theta, np.ndarray):
         raise TypeError(f"theta: expected an ndarray, got {type(theta).__name__}")
     dt = _float_dtype("theta", theta)
-    _out("theta", theta, (theta.size,) if theta.ndim == 1 else (-1,), dt)
+    _shape_check(theta.ndim == 1, f"theta: expected a 1-D array, got shape {theta.shape}")
+    _out("theta", theta, theta.shape, dt)
     grad = _in("grad", grad, dt, 1)
     _shape_check(grad.shape == theta.shape, f"grad: expected shape {theta.shape}, got {grad.shape}")
-    lr = float(lr)
-    if not np.isfinite(lr):
-        raise ValueError(f"lr: expected a finite number, got {lr}")
+    _no_overlap("theta", theta, {"grad": grad}, same_ok=("grad",))
+    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"lr: expected a real number, got {lr!r}")
+    try:
+        lr = float(lr)
+    except OverflowError:
+        lr = float("inf")
+    with np.errstate(over="ignore"):
+        lr_in_dtype = dt.type(lr)
+    if not np.isfinite(lr) or not np.isfinite(lr_in_dtype):
+        raise ValueError(f"lr: expected a number finite in {dt}, got {lr}")
     _core.k_sgd_update(theta, grad, lr)
     return theta

@@ -22,7 +22,10 @@ class MLP:
     Parameters
     ----------
     layer_sizes : sequence of int
-        Widths d0, d1, …, dL (inputs first, outputs last); at least two.
+        Widths d0, d1, …, dL (inputs first, outputs last); at least two.  A model of more
+        than 2**31 parameters, or whose parameters, gradient and optimizer state would
+        exceed the workspace limit (``fastmlp.set_workspace_limit``, default 8 GiB), is
+        refused with a ValueError before anything is allocated.
     activation : {"relu", "tanh", "logistic", "identity"}
         Hidden-layer activation.
     loss : {"mse", "softmax_cross_entropy"}
@@ -74,6 +77,7 @@ class MLP:
                              f"expected 'identity', got {output_activation!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed: expected an int or None, got {seed!r}")
+        rng = v.make_rng("seed", seed)
         l2 = v.check_nonnegative_float("l2", l2)
         momentum = v.check_fraction("momentum", momentum, closed_low=True)
         beta_1 = v.check_fraction("beta_1", beta_1, closed_low=True)
@@ -88,19 +92,36 @@ class MLP:
         self.l2 = l2
         self.hyper = {"momentum": momentum, "beta1": beta_1, "beta2": beta_2, "eps": epsilon}
         n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        n_state = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}[optimizer] * n_params
+        # Refused before anything is allocated: parameters, gradient, optimizer state and
+        # the float64 draw of the largest initial weight matrix.
+        if n_params > v.MAX_PARAMS:
+            raise ValueError(f"layer_sizes: {n_params} parameters, over the limit of "
+                             f"{v.MAX_PARAMS}")
+        need = (2 * n_params + n_state) * dt.itemsize + 8 * max(
+            a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        limit = _core.get_workspace_limit()
+        if need > limit:
+            raise ValueError(f"layer_sizes: a model of {n_params} parameters needs {need} "
+                             f"bytes, over the workspace limit of {limit} bytes; see "
+                             "fastmlp.set_workspace_limit")
         self.params = np.zeros(n_params, dtype=dt)
         self._grad = np.zeros(n_params, dtype=dt)
         self.weights, self.biases = self._views(self.params)
         self._grad_weights, self._grad_biases = self._views(self._grad)
-        rng = np.random.default_rng(seed)
         for W in self.weights:
             fan = W.shape[0] if activation == "relu" else (W.shape[0] + W.shape[1]) / 2
             W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / fan)
         self._engine = _core.Engine(np.asarray(sizes, dtype=np.intp), self.params,
                                     self._grad, loss, activation, output_activation, l2)
-        n_state = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}[optimizer] * n_params
         self.optimizer_state = np.zeros(n_state, dtype=dt)
         self._engine.set_optimizer(optimizer, self.optimizer_state, **self.hyper)
+        # Workspace per row, checked before a call allocates (fastmlp.set_workspace_limit):
+        # forward's scratch (two hidden layers) and its output; a training step's
+        # activations of every layer and two deltas, as the Engine reserves them.
+        widths = sizes[1:]
+        self._forward_row_bytes = (2 * max(sizes[1:-1], default=0) + sizes[-1]) * dt.itemsize
+        self._train_row_bytes = (sum(widths) + 2 * max(widths)) * dt.itemsize
         # Training steps share the engine's workspace and the gradient buffer.
         self._lock = threading.Lock()
 
@@ -143,8 +164,15 @@ class MLP:
         return v.as_matrix("X", X, self.dtype, self.layer_sizes[0])
 
     def forward(self, X) -> np.ndarray:
-        """Raw outputs (mse) or logits (cross-entropy): (n, dL) array of the model dtype."""
+        """Raw outputs (mse) or logits (cross-entropy): (n, dL) array of the model dtype.
+
+        A batch whose scratch and output would exceed the workspace limit, or of more than
+        2**31 - 1 rows, is refused with a ValueError before anything is allocated (the
+        same holds for the training methods, per batch).
+        """
         X = self._X(X)
+        n = X.shape[0]
+        v.check_workspace("X", n * self._forward_row_bytes, n)
         out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
         return self._engine.forward(X, out)
 
@@ -164,8 +192,10 @@ class MLP:
         return out
 
     # ------------------------------------------------------------------ training
-    def _batch(self, X, Y):
+    def _batch(self, X, Y, rows_name="X"):
         X = self._X(X)
+        if rows_name is not None:
+            v.check_workspace(rows_name, X.shape[0] * self._train_row_bytes, X.shape[0])
         Yd, labels = v.as_targets(Y, self.loss_name, self.dtype, X.shape[0],
                                   self.layer_sizes[-1])
         return X, Yd, labels
@@ -216,16 +246,17 @@ class MLP:
         epochs = v.check_positive_int("epochs", epochs)
         batch_size = v.check_positive_int("batch_size", batch_size)
         lr = v.check_positive_float("lr", lr)
-        X, Yd, labels = self._batch(X, Y)
+        X, Yd, labels = self._batch(X, Y, rows_name=None)
         n = X.shape[0]
         batch_size = min(batch_size, n)
+        v.check_workspace("batch_size", batch_size * self._train_row_bytes, batch_size)
         if not _core.k_all_finite(X.reshape(-1)):
             raise ValueError("X: contains NaN or infinity")
         if Yd is not None and not _core.k_all_finite(Yd.reshape(-1)):
             raise ValueError("Y: contains NaN or infinity")
         if labels is not None and (labels.min() < 0 or labels.max() >= self.layer_sizes[-1]):
             raise ValueError(f"Y: class labels must be integers in [0, {self.layer_sizes[-1]})")
-        rng = np.random.default_rng(seed)
+        rng = v.make_rng("seed", seed)
         losses: list[float] = []
         n_steps = -(-n // batch_size)
         with self._lock:
@@ -263,6 +294,8 @@ class MLP:
         state = np.asarray(optimizer_state)
         if params.shape != self.params.shape or state.shape != self.optimizer_state.shape:
             raise ValueError("state: params or optimizer state do not match the model")
+        if not 0 <= int(adam_steps) < 2**63:
+            raise ValueError(f"state: Adam's step count must be in [0, 2**63), got {adam_steps}")
         self.params[...] = params
         self.optimizer_state[...] = state
         self._engine.adam_steps = int(adam_steps)

@@ -1,0 +1,115 @@
+"""Micro-benchmark of each ``fastmlp.kernels`` function against its numpy equivalent.
+
+``python -m bench --kernels`` runs it after the workloads (``--workloads none`` for it
+alone), ``python -m bench.kernels`` runs it by itself.  Both sides write into
+preallocated outputs where the kernel does, so the comparison is kernel against kernel
+(the fastmlp side includes its Python argument checks).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# name: (n rows, d_in, d_out, k classes) — a hidden layer of the 'small' and 'mnist' nets
+SIZES = {"small": (64, 128, 128, 10), "mnist": (128, 784, 256, 10)}
+
+
+def cases(n, d_in, d_out, k, dtype):
+    """{kernel name: (fastmlp call, numpy call)} on fresh data of the given sizes."""
+    from fastmlp import kernels as fk
+    rng = np.random.default_rng(0)
+
+    def r(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    A, W, b = r(n, d_in), r(d_in, d_out) * 0.05, r(d_out)
+    Z, out = r(n, d_out), np.empty((n, d_out), dtype)
+    relu_A = np.maximum(r(n, d_out), 0)
+    D_next, W_next = r(n, k), r(d_out, k)
+    dW, db = np.empty((d_in, d_out), dtype), np.empty(d_out, dtype)
+    logits, Y, labels = r(n, k), r(n, k), rng.integers(0, k, n)
+    Dk = np.empty((n, k), dtype)
+    theta, grad = r(d_in * d_out), r(d_in * d_out)
+    rows = np.arange(n)
+
+    def np_linear():
+        np.matmul(A, W, out=out)
+        np.add(out, b, out=out)
+
+    def np_backprop():
+        np.matmul(D_next, W_next.T, out=out)
+        np.multiply(out, relu_A > 0, out=out)
+
+    def np_linear_backward():
+        np.matmul(A.T, Z, out=dW)
+        np.sum(Z, axis=0, out=db)
+
+    def np_mse():
+        np.subtract(logits, Y, out=Dk)
+        loss = float(np.vdot(Dk, Dk)) / n
+        np.multiply(Dk, 2.0 / n, out=Dk)
+        return loss
+
+    def np_softmax():
+        np.subtract(logits, logits.max(axis=1, keepdims=True), out=Dk)
+        np.exp(Dk, out=Dk)
+        np.divide(Dk, Dk.sum(axis=1, keepdims=True), out=Dk)
+
+    def np_xent():
+        np.subtract(logits, logits.max(axis=1, keepdims=True), out=Dk)
+        lse = np.log(np.exp(Dk).sum(axis=1))
+        loss = float(np.mean(lse - Dk[rows, labels]))
+        np.exp(Dk - lse[:, None], out=Dk)
+        Dk[rows, labels] -= 1.0
+        np.multiply(Dk, 1.0 / n, out=Dk)
+        return loss
+
+    def np_sgd():
+        theta[...] -= 1e-6 * grad
+
+    return {
+        "linear_forward": (lambda: fk.linear_forward(A, W, b, out=out), np_linear),
+        "relu_forward": (lambda: fk.relu_forward(Z, out=out),
+                         lambda: np.maximum(Z, 0, out=out)),
+        "relu_backward": (lambda: fk.relu_backward(relu_A, Z, out=out),
+                          lambda: np.multiply(Z, relu_A > 0, out=out)),
+        "backprop_delta": (lambda: fk.backprop_delta(D_next, W_next, relu_A, out=out),
+                           np_backprop),
+        "linear_backward": (lambda: fk.linear_backward(A, Z, dW, db), np_linear_backward),
+        "mse_loss_delta": (lambda: fk.mse_loss_delta(logits, Y, out=Dk), np_mse),
+        "softmax_cross_entropy_loss_delta": (
+            lambda: fk.softmax_cross_entropy_loss_delta(logits, labels, out=Dk), np_xent),
+        "softmax": (lambda: fk.softmax(logits, out=Dk), np_softmax),
+        "sgd_update": (lambda: fk.sgd_update(theta, grad, 1e-6), np_sgd),
+    }
+
+
+def run(dtypes=("float32",), settings=(5, 0.008, 0.05, 0.15, False)) -> list:
+    """Time every kernel at every size and dtype; returns a list of result dicts."""
+    from bench.run import measure, summarize
+    out = []
+    for dtype in dtypes:
+        for size_name, size in SIZES.items():
+            for kname, (f_fast, f_np) in cases(*size, np.dtype(dtype)).items():
+                t = measure({"fastmlp": f_fast, "numpy": f_np}, *settings)
+                fast = summarize(t["fastmlp"]["samples_us"])
+                ref = summarize(t["numpy"]["samples_us"])
+                out.append({"kernel": kname, "size": size_name, "n_din_dout_k": size,
+                            "dtype": np.dtype(dtype).name, "fastmlp": fast, "numpy": ref,
+                            "ratio_numpy_vs_fastmlp": ref["median_us"] / fast["median_us"]})
+    return out
+
+
+def table(results) -> str:
+    lines = ["| kernel | size (n, d_in, d_out, k) | dtype | fastmlp µs | numpy µs | numpy/fastmlp |",
+             "|---|---|---|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['kernel']} | {r['size']} {tuple(r['n_din_dout_k'])} | {r['dtype']} | "
+                     f"{r['fastmlp']['median_us']:,.1f} | {r['numpy']['median_us']:,.1f} | "
+                     f"{r['ratio_numpy_vs_fastmlp']:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+    from bench.run import main
+    raise SystemExit(main(["--workloads", "none", "--kernels"] + sys.argv[1:]))

@@ -1,0 +1,491 @@
+"""Run the benchmark: ``python -m bench [--quick] [--dtype ...] [--workloads ...] ...``.
+
+Each workload builds every available peer on the same data and starting weights, then
+times them in one process, interleaved: after a warm-up, several rounds in which each peer
+(in rotating order) runs one block of repeated calls; a block's time / calls is one sample.
+The report gives the median and quartiles of the samples per peer, and the ratio
+peer median / fastmlp median (> 1: fastmlp is faster).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import threading
+import time
+
+if __name__ == "__main__" and not __package__:      # python bench/run.py
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import bench  # noqa: E402  (also keeps the uncompiled source tree's fastmlp off sys.path)
+import numpy as np  # noqa: E402
+
+from bench import peers as P  # noqa: E402
+
+CE, MSE = "softmax_cross_entropy", "mse"
+
+# name: (layer sizes, batch size, loss, in --quick?)
+WORKLOADS = {
+    "online": ([16, 32, 1], 1, MSE, True),
+    "tiny": ([16, 32, 1], 32, MSE, True),
+    "small": ([64, 128, 128, 10], 64, CE, True),
+    "mnist": ([784, 256, 128, 10], 128, CE, True),
+    "wide": ([1024, 2048, 2048, 10], 1024, CE, False),
+    "epoch": ([784, 256, 128, 10], 128, CE, True),   # one epoch of fit / a training loop
+}
+EPOCH_ROWS, EPOCH_ROWS_QUICK = 60_000, 6_000
+EPOCH_PEERS = ("fastmlp", "numpy", "torch")
+
+# (rounds, seconds per block, seconds of warm-up per peer)
+SETTINGS = {"full": (15, 0.04, 0.3), "quick": (5, 0.008, 0.05)}
+MAX_ROUNDS_SLOW = 7      # rounds at most for 'wide' and 'epoch', whose calls are long (3 quick)
+PAUSE_S = 0.15           # sleep before each block when BLAS is multi-threaded (see measure)
+
+
+# ---------------------------------------------------------------------- measurement
+_ALL_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+
+def pin_to_cpus(on: bool = True) -> None:
+    """Main thread → first CPU, every other thread of the process (BLAS / OpenMP workers)
+    → the remaining CPUs; ``on=False`` gives every thread all CPUs back.
+
+    When another process takes a CPU (or a VM kernel packs threads onto one vCPU), a BLAS
+    call can end up waiting on a worker that shares the caller's CPU, both spinning, and a
+    30 µs GEMM takes 16 ms.  Pinning keeps the caller and its workers apart.  Threads are
+    created lazily, so this is re-applied after each peer's first call.
+    """
+    if len(_ALL_CPUS) < 2:
+        return
+    main = threading.get_native_id()
+    for tid in os.listdir("/proc/self/task"):
+        cpus = _ALL_CPUS if not on else _ALL_CPUS[:1] if int(tid) == main else _ALL_CPUS[1:]
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:      # the thread has exited
+            pass
+
+
+def measure(fns: dict, rounds: int, block_s: float, warmup_s: float,
+            pause_s: float = PAUSE_S, pin: bool = False) -> dict:
+    """Interleaved timing of the callables in ``fns``.
+
+    Returns {name: {"samples_us": [µs per call, one per round], "calls_per_block": k}}.
+
+    Each block is preceded by ``pause_s`` of sleep, so that the previous block's idle BLAS
+    threads (OpenBLAS workers busy-wait ~2**28 cycles, about 0.1 s, before sleeping) have
+    stopped spinning: on a 2-core machine, one library's spinning pool would otherwise take
+    a core from the next library's block.
+    """
+    calls = {}
+    for name, fn in fns.items():
+        time.sleep(pause_s)
+        fn()
+        if pin:
+            pin_to_cpus()
+        n, t0 = 1, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= warmup_s:
+                break
+        calls[name] = max(1, round(block_s / (elapsed / (n - 1))))
+    samples = {name: [] for name in fns}
+    names = list(fns)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                fn, k = fns[name], calls[name]
+                if pause_s:
+                    time.sleep(pause_s)
+                t0 = time.perf_counter_ns()
+                for _ in range(k):
+                    fn()
+                samples[name].append((time.perf_counter_ns() - t0) / k / 1e3)
+            gc.collect()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {name: {"samples_us": s, "calls_per_block": calls[name]} for name, s in samples.items()}
+
+
+class OtherLoad:
+    """CPU time used by everything but this process while it runs, in % of the machine
+    (from /proc/stat).  Other work on the machine makes multi-threaded timings unreliable."""
+
+    def __init__(self):
+        self.start = self._now()
+
+    @staticmethod
+    def _now():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+            busy = (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")   # less idle, iowait
+        except (OSError, ValueError, IndexError):
+            busy = None
+        return busy, time.process_time(), time.perf_counter()
+
+    def percent(self):
+        (b0, p0, t0), (b1, p1, t1) = self.start, self._now()
+        if b0 is None or t1 <= t0:
+            return None
+        other = (b1 - b0) - (p1 - p0)
+        return max(0.0, 100.0 * other / ((t1 - t0) * (os.cpu_count() or 1)))
+
+
+def wait_for_idle(max_s: float) -> float | None:
+    """Wait (up to ``max_s``) for a 1-second window in which other processes use under
+    BUSY_PCT % of the CPUs; returns their load in the last window."""
+    deadline, pct = time.perf_counter() + max_s, None
+    while True:
+        load = OtherLoad()
+        time.sleep(1.0)
+        pct = load.percent()
+        if pct is None or pct < BUSY_PCT or time.perf_counter() >= deadline:
+            return pct
+
+
+def summarize(samples_us) -> dict:
+    q1, med, q3 = np.percentile(samples_us, [25, 50, 75])
+    return {"median_us": float(med), "q1_us": float(q1), "q3_us": float(q3),
+            "min_us": float(min(samples_us)), "max_us": float(max(samples_us))}
+
+
+# ---------------------------------------------------------------------- workloads
+def make_data(n, layer_sizes, loss, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, layer_sizes[0]), dtype=np.float32).astype(dtype)
+    if loss == MSE:
+        Y = rng.standard_normal((n, layer_sizes[-1])).astype(dtype)
+    else:
+        Y = rng.integers(0, layer_sizes[-1], n, dtype=np.int64)
+    return X, Y
+
+
+def run_workload(name, dtype, peer_names, settings, quick):
+    sizes, batch, loss, _ = WORKLOADS[name]
+    rounds, block_s, warmup_s, pause_s, pin = settings
+    is_epoch = name == "epoch"
+    rows = (EPOCH_ROWS_QUICK if quick else EPOCH_ROWS) if is_epoch else batch
+    X, Y = make_data(rows, sizes, loss, dtype)
+    result = {"workload": name, "dtype": np.dtype(dtype).name, "layers": sizes,
+              "batch": batch, "loss": loss, "rows": rows,
+              "unit": "us/epoch" if is_epoch else "us/step", "peers": {}, "skipped": {}}
+    fns = {}
+    for pname in peer_names:
+        cls = P.BY_NAME[pname]
+        if is_epoch and pname not in EPOCH_PEERS:
+            continue
+        why = cls.available()
+        if why:
+            result["skipped"][pname] = why
+            continue
+        peer = cls()
+        peer.setup(sizes, loss, dtype, X[:batch], Y[:batch])
+        fns[pname] = (lambda p=peer: p.epoch(X, Y, batch)) if is_epoch else peer.step
+    if is_epoch or name == "wide":
+        rounds = min(rounds, 3 if quick else MAX_ROUNDS_SLOW)
+    load = OtherLoad()
+    timed = measure(fns, rounds, block_s, warmup_s, pause_s, pin)
+    result["other_load_pct"] = load.percent()
+    base = summarize(timed["fastmlp"]["samples_us"]) if "fastmlp" in timed else None
+    for pname, t in timed.items():
+        s = summarize(t["samples_us"])
+        s["ratio_vs_fastmlp"] = s["median_us"] / base["median_us"] if base else None
+        s["ratio_of_mins_vs_fastmlp"] = s["min_us"] / base["min_us"] if base else None
+        s.update(t, label=P.BY_NAME[pname].label, rounds=rounds)
+        result["peers"][pname] = s
+    return result
+
+
+# ---------------------------------------------------------------------- environment
+def cpu_info() -> dict:
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key, val = key.strip(), val.strip()
+                if key in ("model name", "cpu family", "model", "stepping") and key not in info:
+                    info[key] = val
+                if key == "flags" and "simd" not in info:
+                    flags = set(val.split())
+                    info["simd"] = " ".join(f for f in ("avx", "avx2", "fma", "avx512f")
+                                            if f in flags)
+    except OSError:
+        pass
+    info["logical_cpus"] = os.cpu_count()
+    return info
+
+
+def environment(threads: int) -> dict:
+    import fastmlp
+    env = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "python": platform.python_version(), "platform": platform.platform(),
+        "cpu": cpu_info(), "threads": threads, "openblas_env_at_start": bench.OPENBLAS_VARS,
+        "versions": {"fastmlp": getattr(fastmlp, "__version__", "?"), "numpy": np.__version__},
+        "fastmlp_path": os.path.dirname(fastmlp.__file__),
+    }
+    for name, dist in (("scipy", "scipy"), ("torch", "torch"), ("sklearn", "scikit-learn"),
+                       ("threadpoolctl", "threadpoolctl"), ("matplotlib", "matplotlib")):
+        try:
+            env["versions"][name] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            env["versions"][name] = None
+    if "torch" in sys.modules:
+        env["torch_threads"] = sys.modules["torch"].get_num_threads()
+    try:
+        from threadpoolctl import threadpool_info
+        keep = ("user_api", "internal_api", "version", "num_threads", "architecture",
+                "threading_layer", "filepath")
+        env["threadpools"] = [{k: p.get(k) for k in keep} for p in threadpool_info()]
+    except ImportError:
+        env["threadpools"] = "threadpoolctl not installed: thread counts not pinned"
+    return env
+
+
+def pin_threads(threads: int, peer_names=()):
+    """Same thread count for every BLAS / OpenMP pool and for torch; returns an undo function.
+
+    The libraries of the selected peers are imported first, so that threadpoolctl sees
+    (and limits) their thread pools.
+    """
+    import fastmlp  # noqa: F401  (loads the BLAS fastmlp calls)
+    for peer, module in (("torch", "torch"), ("sklearn", "sklearn.neural_network")):
+        if peer in peer_names:
+            try:
+                __import__(module)
+            except ImportError:
+                pass
+    undo = []
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        undo.append(lambda n=torch.get_num_threads(): torch.set_num_threads(n))
+        torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+        undo.append(threadpool_limits(limits=threads).restore_original_limits)
+    except ImportError:
+        pass
+    return lambda: [f() for f in reversed(undo)]
+
+
+# ---------------------------------------------------------------------- output
+BUSY_PCT = 5  # flag a workload during which other processes used more of the machine
+NOISY = 0.2   # flag a peer whose interquartile range exceeds this fraction of its median
+
+
+def is_noisy(s) -> bool:
+    return (s["q3_us"] - s["q1_us"]) > NOISY * s["median_us"]
+
+
+def fmt_us(x: float) -> str:
+    return f"{x:,.1f}" if x < 100 else f"{x:,.0f}"
+
+
+def table(results) -> str:
+    lines = ["| workload | dtype | peer | median µs | IQR µs | min–max µs | peer/fastmlp |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    noisy = busy = False
+    for res in results:
+        wl = f"{res['workload']} {res['layers']} b={res['batch']}"
+        if (res.get("other_load_pct") or 0) > BUSY_PCT:
+            wl += f" [other load {res['other_load_pct']:.0f}%]"
+            busy = True
+        if res["unit"] == "us/epoch":
+            wl += f" ({res['rows']:,} rows, µs/epoch)"
+        for pname, s in res["peers"].items():
+            ratio = f"{s['ratio_vs_fastmlp']:.2f}" if s["ratio_vs_fastmlp"] else "–"
+            flag = " (!)" if is_noisy(s) else ""
+            noisy = noisy or bool(flag)
+            lines.append(f"| {wl} | {res['dtype']} | {pname} | {fmt_us(s['median_us'])} | "
+                         f"{fmt_us(s['q1_us'])}–{fmt_us(s['q3_us'])}{flag} | "
+                         f"{fmt_us(s['min_us'])}–{fmt_us(s['max_us'])} | {ratio} |")
+        for pname, why in res["skipped"].items():
+            lines.append(f"| {wl} | {res['dtype']} | {pname} | skipped: {why} | | | |")
+    if busy:
+        lines.append(f"\n[other load N%]: other processes used N% of the machine's CPU time "
+                     "during that workload; its numbers are not a clean measurement")
+    if noisy:
+        lines.append(f"\n(!) interquartile range > {NOISY:.0%} of the median: the machine was "
+                     "noisy during that workload; rerun it, or compare with --threads 1 "
+                     "(see bench/README.md)")
+    return "\n".join(lines)
+
+
+def env_summary(env) -> str:
+    cpu = env["cpu"]
+    lines = [f"date: {env['date']}",
+             f"cpu: {cpu.get('model name', '?')} (family {cpu.get('cpu family')} model "
+             f"{cpu.get('model')}; {cpu.get('simd')}), {cpu['logical_cpus']} logical CPUs",
+             f"python {env['python']}; " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()
+                                                    if v),
+             f"threads: {env['threads']} (torch: {env.get('torch_threads', '-')})"]
+    if isinstance(env["threadpools"], str):
+        lines.append(env["threadpools"])
+    else:
+        for p in env["threadpools"]:
+            lines.append(f"  {p['internal_api']} {p['version'] or ''} "
+                         f"{p['architecture'] or ''} threads={p['num_threads']} "
+                         f"{os.path.basename(p['filepath'])}")
+    ob = env["openblas_env_at_start"]
+    if ob["OPENBLAS_CORETYPE"] or ob["OPENBLAS_L2_SIZE"]:
+        lines.append(f"WARNING: OPENBLAS_CORETYPE={ob['OPENBLAS_CORETYPE']} "
+                     f"OPENBLAS_L2_SIZE={ob['OPENBLAS_L2_SIZE']} were set: OpenBLAS may run "
+                     "slower kernels (see bench/README.md)")
+    else:
+        lines.append("OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: not set")
+    return "\n".join(lines)
+
+
+def plot(results, path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot: matplotlib is not installed, no chart written")
+        return False
+    groups = [r for r in results if r["peers"].get("fastmlp")]
+    others = [p.name for p in P.ALL if p.name != "fastmlp"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(groups)), 4.5))
+    width = 0.8 / len(others)
+    for j, pname in enumerate(others):
+        xs, ys = [], []
+        for i, r in enumerate(groups):
+            if pname in r["peers"]:
+                xs.append(i + (j - (len(others) - 1) / 2) * width)
+                ys.append(r["peers"][pname]["ratio_vs_fastmlp"])
+        if xs:
+            ax.bar(xs, ys, width, label=P.BY_NAME[pname].label)
+    ax.axhline(1.0, color="black", lw=1)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{r['workload']}\n{r['dtype']}" for r in groups])
+    ax.set_ylabel("peer time / fastmlp time  (> 1: fastmlp faster)")
+    ax.set_title("fastmlp speed-up per training step")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------- CLI
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="short run (< 60 s): fewer, shorter rounds; no 'wide'; "
+                         f"'epoch' on {EPOCH_ROWS_QUICK:,} rows")
+    ap.add_argument("--dtype", choices=("float32", "float64", "both"), default="float32")
+    ap.add_argument("--workloads", default="all",
+                    help=f"comma list of {', '.join(WORKLOADS)}; 'all' (default) or 'none'")
+    ap.add_argument("--peers", default="all",
+                    help=f"comma list of {', '.join(P.BY_NAME)} (default all available)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="threads for every BLAS / OpenMP pool and torch (default: all CPUs)")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin the main thread to one CPU and the BLAS / OpenMP worker threads "
+                         "to the others (off by default: libraries as users get them)")
+    ap.add_argument("--rounds", type=int, help="override the number of rounds")
+    ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                    help="before each workload, wait up to SECONDS for other processes to "
+                         "leave the CPUs idle (for shared machines)")
+    ap.add_argument("--kernels", action="store_true",
+                    help="also micro-benchmark each fastmlp.kernels function against numpy")
+    ap.add_argument("--json", metavar="PATH", help="write every number and the environment")
+    ap.add_argument("--plot", metavar="PATH", help="PNG chart of the ratios (needs matplotlib)")
+    args = ap.parse_args(argv)
+    if args.workloads == "all":
+        args.workloads = [w for w, spec in WORKLOADS.items() if spec[3] or not args.quick]
+    elif args.workloads == "none":
+        args.workloads = []
+    else:
+        args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+        bad = [w for w in args.workloads if w not in WORKLOADS]
+        if bad:
+            ap.error(f"unknown workload(s) {bad}; choose from {list(WORKLOADS)}")
+    if args.peers == "all":
+        args.peers = list(P.BY_NAME)
+    else:
+        args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+        bad = [p for p in args.peers if p not in P.BY_NAME]
+        if bad:
+            ap.error(f"unknown peer(s) {bad}; choose from {list(P.BY_NAME)}")
+    return args
+
+
+def main(argv=None) -> int:
+    """The command line; returns the exit status.  Thread limits are undone on return."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    undo_threads = pin_threads(args.threads, args.peers)
+    try:
+        report = benchmark(args, argv)
+    finally:
+        undo_threads()
+        pin_to_cpus(False)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.json}")
+    if args.plot and report["results"] and plot(report["results"], args.plot):
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def benchmark(args, argv) -> dict:
+    """Run what ``args`` selects, print the tables, return the whole report."""
+    env = environment(args.threads)
+    print(env_summary(env), flush=True)
+    mode = "quick" if args.quick else "full"
+    rounds, block_s, warmup_s = SETTINGS[mode]
+    # No BLAS worker threads spin between blocks, or need pinning, with only one thread.
+    pause_s = PAUSE_S if args.threads > 1 else 0.0
+    pin = args.threads > 1 and args.pin and len(_ALL_CPUS) > 1
+    settings = (args.rounds or rounds, block_s, warmup_s, pause_s, pin)
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    report = {"env": env, "config": {"mode": mode, "rounds": settings[0], "block_s": block_s,
+                                     "warmup_s": warmup_s, "pause_s": pause_s, "dtypes": dtypes,
+                                     "pinned": pin and f"main thread → CPU {_ALL_CPUS[0]}, "
+                                                       f"other threads → CPUs {_ALL_CPUS[1:]}",
+                                     "workloads": args.workloads, "peers": args.peers,
+                                     "lr": P.LR, "argv": argv if argv is not None else sys.argv[1:]},
+              "results": []}
+    t_start, load = time.perf_counter(), OtherLoad()
+    for dtype in dtypes:
+        for wl in args.workloads:
+            if args.wait_idle:
+                wait_for_idle(args.wait_idle)
+            t0 = time.perf_counter()
+            res = run_workload(wl, np.dtype(dtype), args.peers, settings, args.quick)
+            report["results"].append(res)
+            print(f"  {wl} {dtype}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    if report["results"]:
+        print()
+        print(table(report["results"]))
+    if args.kernels:
+        from bench import kernels as K
+        report["kernels"] = K.run(dtypes, settings)
+        print()
+        print(K.table(report["kernels"]))
+    report["elapsed_s"] = time.perf_counter() - t_start
+    report["other_load_pct"] = load.percent()
+    other = report["other_load_pct"]
+    print(f"\n(benchmark time {report['elapsed_s']:.1f} s; other processes used "
+          f"{'?' if other is None else f'{other:.0f}%'} of the CPUs meanwhile)")
+    return report
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Smoke test of the benchmark suite (bench/): it runs, writes its JSON, and its peers
+compute the same SGD step as fastmlp.  Nothing here asserts anything about speed."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+try:
+    import bench  # noqa: F401  (drops the uncompiled source tree from sys.path itself)
+    from bench import peers, run
+finally:
+    if _ROOT in sys.path:
+        sys.path.remove(_ROOT)
+
+import fastmlp  # noqa: E402
+
+LOSSES = ["mse", "softmax_cross_entropy"]
+
+
+def _data(loss, n=7, sizes=(5, 8, 6, 3), seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, sizes[0]))
+    if loss == "mse":
+        return X, rng.standard_normal((n, sizes[-1]))
+    return X, rng.integers(0, sizes[-1], n)
+
+
+def test_quick_run_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    rc = run.main(["--quick", "--workloads", "tiny", "--peers", "fastmlp,numpy,gemms",
+                   "--rounds", "3", "--threads", "1", "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["env"]["versions"]["numpy"] == np.__version__
+    assert "OPENBLAS_CORETYPE" in report["env"]["openblas_env_at_start"]
+    (res,) = report["results"]
+    assert res["workload"] == "tiny" and res["dtype"] == "float32"
+    for name in ("fastmlp", "numpy", "gemms"):
+        p = res["peers"][name]
+        assert p["median_us"] > 0 and p["min_us"] > 0
+        assert len(p["samples_us"]) == 3 and all(s > 0 for s in p["samples_us"])
+        assert p["ratio_vs_fastmlp"] > 0
+    assert res["peers"]["fastmlp"]["ratio_vs_fastmlp"] == 1.0
+
+
+def _check_same_steps(peer_cls, loss, steps=3):
+    sizes = (5, 8, 6, 3)
+    X, Y = _data(loss)
+    init = peers.he_init(sizes, np.float64, seed=3)
+    ref, other = peers.FastmlpPeer(), peer_cls()
+    ref.setup(sizes, loss, np.float64, X, Y, init=init)
+    other.setup(sizes, loss, np.float64, X, Y, init=init)
+    for _ in range(steps):
+        assert other.step() == pytest.approx(ref.step(), rel=1e-12, abs=1e-14)
+    for (W1, b1), (W2, b2) in zip(ref.params(), other.params()):
+        np.testing.assert_allclose(W2, W1, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(b2, b1, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_numpy_peer_computes_fastmlps_step(loss):
+    _check_same_steps(peers.NumpyPeer, loss)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_torch_peer_computes_fastmlps_step(loss):
+    pytest.importorskip("torch")
+    _check_same_steps(peers.TorchPeer, loss)
+
+
+def test_default_init_is_fastmlps():
+    sizes = (4, 6, 2)
+    model = fastmlp.MLP(sizes, dtype=np.float64, seed=0)
+    for (W, b), W0, b0 in zip(peers.he_init(sizes, np.float64), model.weights, model.biases):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
+
+
+def test_numpy_epoch_matches_fit():
+    sizes = (5, 8, 6, 3)
+    X, Y = _data("softmax_cross_entropy", n=50)
+    ref, other = peers.FastmlpPeer(), peers.NumpyPeer()
+    ref.setup(sizes, "softmax_cross_entropy", np.float64, X, Y)
+    other.setup(sizes, "softmax_cross_entropy", np.float64, X, Y)
+    mean_loss = ref.epoch(X, Y, batch_size=16)         # 4 steps, the last one of 2 rows
+    assert other.epoch(X, Y, batch_size=16) / len(X) == pytest.approx(mean_loss, rel=1e-12)
+    for (W1, b1), (W2, b2) in zip(ref.params(), other.params()):
+        np.testing.assert_allclose(W2, W1, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(b2, b1, rtol=0, atol=1e-10)
