@@ -62,25 +62,25 @@ def check_choice(name: str, value, choices) -> str:
     return value
 
 
-def check_positive_float(name: str, value) -> float:
+def _real(name: str, value) -> float:
+    """A real number (not bool) as float; ints too large for a float become inf."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {value!r}")
     try:
-        v = float(value)
+        return float(value)
     except OverflowError:
-        v = float("inf")
+        return float("inf")
+
+
+def check_positive_float(name: str, value) -> float:
+    v = _real(name, value)
     if not (np.isfinite(v) and v > 0):
         raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
     return v
 
 
 def check_nonnegative_float(name: str, value) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {value!r}")
-    try:
-        v = float(value)
-    except OverflowError:
-        v = float("inf")
+    v = _real(name, value)
     if not (np.isfinite(v) and v >= 0):
         raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
     return v

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fastmlp
+from test_gradients import fd_gradient
 
 ACTS = ["relu", "tanh", "logistic", "identity"]
 OUT_ACTS = ["identity", "logistic", "tanh", "relu"]
@@ -17,20 +18,6 @@ OUT_ACTS = ["identity", "logistic", "tanh", "relu"]
 
 def flat(grads):
     return np.concatenate([np.concatenate([dW.ravel(), db]) for dW, db in grads])
-
-
-def fd_gradient(net, X, Y, eps=1e-6):
-    theta = net.params
-    g = np.empty_like(theta)
-    for i in range(theta.size):
-        old = theta[i]
-        theta[i] = old + eps
-        lp = net.loss(X, Y)
-        theta[i] = old - eps
-        lm = net.loss(X, Y)
-        theta[i] = old
-        g[i] = (lp - lm) / (2 * eps)
-    return g
 
 
 def setup(act, out_act="identity", loss="mse", l2=0.0, seed=0, sizes=(4, 6, 5, 3)):
@@ -67,7 +54,7 @@ def test_mse_gradients_for_every_activation_pair(act, out_act, l2):
     assert relu_kinks_far(net, X, 1e-6)
     _, grads = net.loss_and_grad(X, Y)
     # float64 central differences: see test_gradients.py for the error budget.
-    np.testing.assert_allclose(flat(grads), fd_gradient(net, X, Y), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(flat(grads), fd_gradient(net, X, Y, 1e-6), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("act", ACTS)
@@ -76,7 +63,7 @@ def test_cross_entropy_gradients_for_every_activation(act, l2):
     net, X, Y = setup(act, loss="softmax_cross_entropy", l2=l2, seed=5)
     assert relu_kinks_far(net, X, 1e-6)
     _, grads = net.loss_and_grad(X, Y)
-    np.testing.assert_allclose(flat(grads), fd_gradient(net, X, Y), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(flat(grads), fd_gradient(net, X, Y, 1e-6), rtol=1e-6, atol=1e-7)
 
 
 def test_forward_applies_the_output_activation():
