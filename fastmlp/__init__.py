@@ -5,21 +5,28 @@ kernel for testing and micro-benchmarks.  ``MLPClassifier`` and ``MLPRegressor``
 ``fastmlp.sklearn``, loaded on first use) are scikit-learn drop-in estimators; they need
 scikit-learn (``pip install fastmlp[sklearn]``), ``import fastmlp`` does not.
 """
+from typing import TYPE_CHECKING, Any
+
 from fastmlp.errors import DivergenceError
 from fastmlp.io import load
 from fastmlp.model import MLP
-from fastmlp import kernels
+from fastmlp import blas, kernels
 from fastmlp._core import get_workspace_limit, set_workspace_limit
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "load", "DivergenceError", "kernels", "get_workspace_limit",
+__all__ = ["MLP", "load", "DivergenceError", "blas", "kernels", "get_workspace_limit",
            "set_workspace_limit", "__version__"]
 
 
 _SKLEARN_NAMES = ("MLPClassifier", "MLPRegressor")
 
+if TYPE_CHECKING:
+    # Type checkers see the real estimator classes; at run time __getattr__ loads them.
+    from fastmlp import sklearn
+    from fastmlp.sklearn import MLPClassifier, MLPRegressor
 
-def __getattr__(name):
+
+def __getattr__(name: str) -> Any:
     # Lazy: scikit-learn is optional, so fastmlp.sklearn is imported on first use only.
     # Without scikit-learn this raises ImportError naming `pip install fastmlp[sklearn]`.
     if name in _SKLEARN_NAMES or name == "sklearn":
