@@ -534,38 +534,49 @@ cdef void scale_gradients(floating* dW, const floating* W, Py_ssize_t size, doub
             dW[i] += c * W[i]
 
 
+# How the update kernels turn the raw gradient AᵀΔ they are given into ∇θ:
+# g = (raw + a·θ) / nrm — fastmlp's weight decay is a = α/n, nrm = 1; scikit-learn's order
+# is a = α, nrm = Σw; biases and α = 0 have a = 0.  Training steps leave this to the update
+# passes, which read θ anyway: one pass less over the parameters than scaling the
+# gradient buffer first.  One formula with no branch, so the loops vectorise; for a = 0 or
+# nrm = 1 it gives scale_gradients' bits (up to the sign of a zero).
+cdef inline floating grad_value(floating raw, floating w, floating a,
+                                floating nrm) noexcept nogil:
+    return (raw + a * w) * nrm
+
+
 cdef bint update_is_finite(const Optim* opt, const floating* theta, const floating* grad,
-                           Py_ssize_t size, double lr) noexcept nogil:
+                           const floating* s1, const floating* s2, Py_ssize_t size,
+                           double lr, double alpha, double norm) noexcept nogil:
     # Evaluates the optimizer's new values without storing them: the step may write only if
     # every new parameter and state value is finite.  It reproduces the exact arithmetic
     # of the update kernels below, so "finite here" means "finite there"; a non-finite
     # gradient always makes a new value non-finite, so this also checks the gradient.
+    # Comparisons are combined with a bitwise |, not `and`: no branch, so loops vectorise.
     cdef Py_ssize_t i
     cdef int bad = 0
     cdef floating t, v, g, mm, vv, fl = <floating>lr, mu = <floating>opt.momentum
     cdef floating b1 = <floating>opt.beta1, c1 = <floating>(1 - opt.beta1)
     cdef floating b2 = <floating>opt.beta2, c2 = <floating>(1 - opt.beta2)
-    cdef floating e = <floating>opt.eps
-    cdef double lr_t, nt
-    cdef const floating* s1 = <const floating*>opt.s1
-    cdef const floating* s2 = <const floating*>opt.s2
+    cdef floating e = <floating>opt.eps, a = <floating>alpha, nrm = <floating>norm
+    cdef floating flr_t
     if opt.kind == C_OPT_SGD:
         for i in range(size):
-            t = theta[i] - fl * grad[i]
+            t = theta[i] - fl * grad_value(grad[i], theta[i], a, nrm)
             bad |= (t - t) != 0
     elif opt.kind == C_OPT_ADAM:
-        lr_t = adam_step_size(lr, opt.beta1, opt.beta2, opt.t + 1)
+        flr_t = <floating>adam_step_size(lr, opt.beta1, opt.beta2, opt.t + 1)
         for i in range(size):
-            g = grad[i]
+            g = grad_value(grad[i], theta[i], a, nrm)
             mm = b1 * s1[i] + c1 * g
             vv = b2 * s2[i] + c2 * (g * g)
-            t = <floating>(theta[i] + (-lr_t * mm) / <double>(fsqrt(vv) + e))
-            # Bitwise | of the comparisons, not `and`: no branch, so the loop vectorises.
+            t = theta[i] + (-flr_t * mm) / (fsqrt(vv) + e)
             bad |= ((t - t) != 0) | ((mm - mm) != 0) | ((vv - vv) != 0)
     else:
         for i in range(size):
-            v = mu * s1[i] - fl * grad[i]
-            t = theta[i] + ((mu * v - fl * grad[i]) if opt.kind == C_OPT_NESTEROV else v)
+            g = grad_value(grad[i], theta[i], a, nrm)
+            v = mu * s1[i] - fl * g
+            t = theta[i] + ((mu * v - fl * g) if opt.kind == C_OPT_NESTEROV else v)
             bad |= ((t - t) != 0) | ((v - v) != 0)
     return not bad
 
@@ -577,42 +588,60 @@ cdef inline double adam_step_size(double lr, double beta1, double beta2,
 
 
 cdef void sgd_update(floating* theta, const floating* grad, Py_ssize_t size,
-                     floating lr) noexcept nogil:
+                     floating lr, floating a=0, floating nrm=1) noexcept nogil:
     # θ ← θ − η·∇θ  (seed 000 eq. 12, with the 1/m already inside the gradient).
     cdef Py_ssize_t i
     for i in range(size):
-        theta[i] -= lr * grad[i]
+        theta[i] -= lr * grad_value(grad[i], theta[i], a, nrm)
 
 
 cdef void momentum_update(floating* theta, const floating* grad, floating* vel,
-                          Py_ssize_t size, floating lr, floating mu,
-                          bint nesterov) noexcept nogil:
+                          Py_ssize_t size, floating lr, floating mu, bint nesterov,
+                          floating a=0, floating nrm=1) noexcept nogil:
     # v ← μ·v − η·∇θ; θ ← θ + v, or with Nesterov's correction θ ← θ + μ·v − η·∇θ.
     cdef Py_ssize_t i
-    cdef floating v
+    cdef floating v, g
     for i in range(size):
-        v = mu * vel[i] - lr * grad[i]
+        g = grad_value(grad[i], theta[i], a, nrm)
+        v = mu * vel[i] - lr * g
         vel[i] = v
-        theta[i] += (mu * v - lr * grad[i]) if nesterov else v
+        theta[i] += (mu * v - lr * g) if nesterov else v
 
 
 cdef void adam_update(floating* theta, const floating* grad, floating* m, floating* v,
                       Py_ssize_t size, double lr, double beta1, double beta2,
-                      double eps, int64_t t) noexcept nogil:
+                      double eps, int64_t t, floating a=0, floating nrm=1) noexcept nogil:
     # Adam with the bias correction folded into the step size (Kingma & Ba, §2):
-    # m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g², θ ← θ − η_t·m/(√v + ε).  Moments are
-    # kept in the model dtype with the constants rounded to it; the step itself is taken
-    # in double, as numpy's promotion does in scikit-learn's optimizer.
+    # m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g², θ ← θ − η_t·m/(√v + ε), all in the model
+    # dtype with the constants rounded to it.  (scikit-learn's float32 step goes through
+    # float64 by numpy's promotion; a float32 division instead costs a float32 ulp per
+    # step and halves this pass, which is bound by its divisions.)
     cdef Py_ssize_t i
-    cdef double lr_t = adam_step_size(lr, beta1, beta2, t)
+    cdef floating lr_t = <floating>adam_step_size(lr, beta1, beta2, t)
     cdef floating b1 = <floating>beta1, c1 = <floating>(1 - beta1)
     cdef floating b2 = <floating>beta2, c2 = <floating>(1 - beta2), e = <floating>eps
     cdef floating g
     for i in range(size):
-        g = grad[i]
+        g = grad_value(grad[i], theta[i], a, nrm)
         m[i] = b1 * m[i] + c1 * g
         v[i] = b2 * v[i] + c2 * (g * g)
-        theta[i] = <floating>(theta[i] + (-lr_t * m[i]) / <double>(fsqrt(v[i]) + e))
+        theta[i] = theta[i] + (-lr_t * m[i]) / (fsqrt(v[i]) + e)
+
+
+cdef inline void segment(const Net* net, int s, double norm, Py_ssize_t* off,
+                         Py_ssize_t* size, double* a, double* nrm) noexcept nogil:
+    # Segment s of the flat buffer: W(s/2) for even s, b(s/2) for odd s, with the a and
+    # nrm of grad_value that turn its raw gradient into ∇θ.
+    cdef int l = s // 2
+    cdef bint weights = s % 2 == 0
+    off[0] = net.w_off[l] if weights else net.b_off[l]
+    size[0] = net.dims[l] * net.dims[l + 1] if weights else net.dims[l + 1]
+    if net.sk_scaling:
+        a[0] = net.l2 if weights else 0.0
+        nrm[0] = 1.0 / norm
+    else:
+        a[0] = net.l2 / norm if weights else 0.0
+        nrm[0] = 1.0
 
 
 # --------------------------------------------------------------------------------------
@@ -647,17 +676,46 @@ cdef double output_loss_delta(const Net* net, const floating* out, const Batch* 
                          b.n, k, b.norm, D)
 
 
+cdef bint net_update_is_finite(const Net* net, const Optim* opt, const floating* theta,
+                               const floating* grad, double lr, double norm) noexcept nogil:
+    # update_is_finite over every segment; grad holds raw gradients (see grad_value).
+    cdef int s
+    cdef Py_ssize_t off, size
+    cdef double a, nrm
+    cdef const floating* s1 = <const floating*>opt.s1
+    cdef const floating* s2 = <const floating*>opt.s2
+    for s in range(2 * net.n_layers):
+        segment(net, s, norm, &off, &size, &a, &nrm)
+        if not update_is_finite(opt, theta + off, grad + off,
+                                s1 + off if s1 != NULL else NULL,
+                                s2 + off if s2 != NULL else NULL,
+                                size, lr, a, nrm):
+            return False
+    return True
+
+
 cdef void apply_update(const Net* net, Optim* opt, floating* theta, const floating* grad,
-                       double lr) noexcept nogil:
-    if opt.kind == C_OPT_SGD:
-        sgd_update(theta, grad, net.n_params, <floating>lr)
-    elif opt.kind == C_OPT_ADAM:
+                       double lr, double norm) noexcept nogil:
+    # The optimizer step over every segment; grad holds raw gradients (see grad_value).
+    cdef int s
+    cdef Py_ssize_t off, size
+    cdef double a, nrm
+    cdef floating* s1 = <floating*>opt.s1
+    cdef floating* s2 = <floating*>opt.s2
+    if opt.kind == C_OPT_ADAM:
         opt.t += 1
-        adam_update(theta, grad, <floating*>opt.s1, <floating*>opt.s2, net.n_params, lr,
-                    opt.beta1, opt.beta2, opt.eps, opt.t)
-    else:
-        momentum_update(theta, grad, <floating*>opt.s1, net.n_params, <floating>lr,
-                        <floating>opt.momentum, opt.kind == C_OPT_NESTEROV)
+    for s in range(2 * net.n_layers):
+        segment(net, s, norm, &off, &size, &a, &nrm)
+        if opt.kind == C_OPT_SGD:
+            sgd_update(theta + off, grad + off, size, <floating>lr, <floating>a,
+                       <floating>nrm)
+        elif opt.kind == C_OPT_ADAM:
+            adam_update(theta + off, grad + off, s1 + off, s2 + off, size, lr, opt.beta1,
+                        opt.beta2, opt.eps, opt.t, <floating>a, <floating>nrm)
+        else:
+            momentum_update(theta + off, grad + off, s1 + off, size, <floating>lr,
+                            <floating>opt.momentum, opt.kind == C_OPT_NESTEROV,
+                            <floating>a, <floating>nrm)
 
 
 cdef double max_abs(const floating* x, Py_ssize_t size) noexcept nogil:
@@ -796,10 +854,12 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
         A_prev = X if l == 0 else acts[l - 1]
         linear_backward(A_prev, n, net.dims[l], D, net.dims[l + 1],
                         grad + net.w_off[l], grad + net.b_off[l])
-        scale_gradients(grad + net.w_off[l], theta + net.w_off[l],
-                        net.dims[l] * net.dims[l + 1], net.l2, norm, net.sk_scaling)
-        if net.sk_scaling:
-            scale_gradients(grad + net.b_off[l], theta, net.dims[l + 1], 0.0, norm, True)
+        if not update:       # else the update passes apply the decay and scaling
+            scale_gradients(grad + net.w_off[l], theta + net.w_off[l],
+                            net.dims[l] * net.dims[l + 1], net.l2, norm, net.sk_scaling)
+            if net.sk_scaling:
+                scale_gradients(grad + net.b_off[l], theta, net.dims[l + 1], 0.0, norm,
+                                True)
         if l > 0:
             backprop_delta(net.hidden_act, D, n, net.dims[l + 1], theta + net.w_off[l],
                            acts[l - 1], net.dims[l], D_other)
@@ -808,9 +868,9 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
             D_other = tmp
     if not update:
         return OK if all_finite(grad, net.n_params) else DIVERGED
-    if not update_is_finite(opt, theta, grad, net.n_params, lr):
+    if not net_update_is_finite(net, opt, theta, grad, lr, norm):
         return DIVERGED
-    apply_update(net, opt, theta, grad, lr)
+    apply_update(net, opt, theta, grad, lr, norm)
     return OK
 
 
