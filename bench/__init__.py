@@ -1,15 +1,13 @@
-"""Benchmarks for fastmlp: whole training steps against numpy, PyTorch and scikit-learn.
+"""Source-checkout alias of the installed ``fastmlp.bench``.
 
-Run ``python -m bench --help`` from the repository root; see bench/README.md.
+The benchmark code lives in the package (fastmlp/bench/), so that ``fastmlp bench`` works
+from a wheel.  This folder keeps its documentation and results, and keeps the older
+commands working from the repository root: ``python -m bench``, ``python -m bench.kernels``
+and ``python -m bench.estimators`` run fastmlp.bench's modules of the same names.
 """
 import glob
 import os
 import sys
-
-# The OpenBLAS variables as they were when the benchmark started (OpenBLAS reads them once,
-# when it is loaded), reported with every result.
-OPENBLAS_VARS = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                                 "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,8 +16,9 @@ def _prefer_installed_fastmlp() -> None:
     """Benchmark the installed, compiled fastmlp rather than the bare source tree.
 
     ``python -m bench`` puts the repository root first on sys.path, where ``fastmlp/`` has
-    no compiled ``_core`` unless it was built in place.  In that case drop the root (this
-    package is already imported, so its submodules still load through ``bench.__path__``).
+    no compiled ``_core`` unless it was built in place, so ``import fastmlp`` would fail.
+    In that case drop the root (this module is already imported, so nothing else of this
+    folder needs it).
     """
     src = os.path.join(_ROOT, "fastmlp")
     if not os.path.isdir(src) or glob.glob(os.path.join(src, "_core*.so")) \
@@ -29,3 +28,8 @@ def _prefer_installed_fastmlp() -> None:
 
 
 _prefer_installed_fastmlp()
+
+import fastmlp.bench  # noqa: E402
+
+# Submodules (bench.run, bench.__main__, ...) are looked up in fastmlp.bench's folder.
+__path__ = list(fastmlp.bench.__path__)

@@ -1,22 +1,16 @@
-"""Smoke test of the benchmark suite (bench/): it runs, writes its JSON, and its peers
-compute the same SGD step as fastmlp.  Nothing here asserts anything about speed."""
+"""Smoke test of the benchmark suite (fastmlp.bench): it runs, writes its JSON, and its
+peers compute the same SGD step as fastmlp.  Nothing here asserts anything about speed."""
 import json
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
-try:
-    import bench  # noqa: F401  (drops the uncompiled source tree from sys.path itself)
-    from bench import peers, run
-finally:
-    if _ROOT in sys.path:
-        sys.path.remove(_ROOT)
-
-import fastmlp  # noqa: E402
+import fastmlp
+from fastmlp.bench import peers, run
 
 LOSSES = ["mse", "softmax_cross_entropy"]
 
@@ -45,6 +39,23 @@ def test_quick_run_writes_json(tmp_path):
         assert len(p["samples_us"]) == 3 and all(s > 0 for s in p["samples_us"])
         assert p["ratio_vs_fastmlp"] > 0
     assert res["peers"]["fastmlp"]["ratio_vs_fastmlp"] == 1.0
+
+
+def test_source_checkout_alias_runs_the_installed_package(tmp_path):
+    """`python -m bench` from the repository root (the commands of bench/README.md and
+    bench/RESULTS.md) runs fastmlp.bench against the fastmlp the tests use, not the
+    uncompiled sources next to it."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--workloads", "tiny", "--peers", "fastmlp",
+         "--rounds", "2", "--threads", "1", "--json", str(out)],
+        cwd=root, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}, capture_output=True,
+        text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert Path(report["env"]["fastmlp_path"]) == Path(fastmlp.__file__).parent
+    assert report["results"][0]["peers"]["fastmlp"]["ratio_vs_fastmlp"] == 1.0
 
 
 def _check_same_steps(peer_cls, loss, steps=3):

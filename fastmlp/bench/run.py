@@ -1,4 +1,4 @@
-"""Run the benchmark: ``python -m bench [--quick] [--dtype ...] [--workloads ...] ...``.
+"""Run the benchmark: ``fastmlp bench [--quick] [--dtype ...] [--workloads ...] ...``.
 
 Each workload builds every available peer on the same data and starting weights, then
 times them in one process, interleaved: after a warm-up, several rounds in which each peer
@@ -19,13 +19,10 @@ import sys
 import threading
 import time
 
-if __name__ == "__main__" and not __package__:      # python bench/run.py
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import bench  # noqa: E402  (also keeps the uncompiled source tree's fastmlp off sys.path)
-import numpy as np  # noqa: E402
-
-from bench import peers as P  # noqa: E402
+from fastmlp import bench
+from fastmlp.bench import peers as P
 
 CE, MSE = "softmax_cross_entropy", "mse"
 
@@ -349,13 +346,9 @@ def env_summary(env) -> str:
 
 
 def plot(results, path) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("--plot: matplotlib is not installed, no chart written")
-        return False
+    import matplotlib      # parse_args has checked that it is installed
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     groups = [r for r in results if r["peers"].get("fastmlp")]
     others = [p.name for p in P.ALL if p.name != "fastmlp"]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(groups)), 4.5))
@@ -383,7 +376,7 @@ def plot(results, path) -> bool:
 
 # ---------------------------------------------------------------------- CLI
 def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+    ap = argparse.ArgumentParser(prog="fastmlp bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
                     help="short run (< 60 s): fewer, shorter rounds; no 'wide'; "
@@ -407,6 +400,11 @@ def parse_args(argv):
     ap.add_argument("--json", metavar="PATH", help="write every number and the environment")
     ap.add_argument("--plot", metavar="PATH", help="PNG chart of the ratios (needs matplotlib)")
     args = ap.parse_args(argv)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401  (checked before the run, not after minutes of it)
+        except ImportError:
+            ap.error("--plot needs matplotlib: pip install matplotlib")
     if args.workloads == "all":
         args.workloads = [w for w, spec in WORKLOADS.items() if spec[3] or not args.quick]
     elif args.workloads == "none":
@@ -475,7 +473,7 @@ def benchmark(args, argv) -> dict:
         print()
         print(table(report["results"]))
     if args.kernels:
-        from bench import kernels as K
+        from fastmlp.bench import kernels as K
         report["kernels"] = K.run(dtypes, settings)
         print()
         print(K.table(report["kernels"]))

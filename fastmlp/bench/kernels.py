@@ -1,7 +1,7 @@
 """Micro-benchmark of each ``fastmlp.kernels`` function against its numpy equivalent.
 
-``python -m bench --kernels`` runs it after the workloads (``--workloads none`` for it
-alone), ``python -m bench.kernels`` runs it by itself.  Both sides write into
+``fastmlp bench --kernels`` runs it after the workloads (``--workloads none`` for it
+alone), ``python -m fastmlp.bench.kernels`` runs it by itself.  Both sides write into
 preallocated outputs where the kernel does, so the comparison is kernel against kernel
 (the fastmlp side includes its Python argument checks).
 """
@@ -85,7 +85,7 @@ def cases(n, d_in, d_out, k, dtype):
 
 def run(dtypes=("float32",), settings=(5, 0.008, 0.05, 0.15, False)) -> list:
     """Time every kernel at every size and dtype; returns a list of result dicts."""
-    from bench.run import measure, summarize
+    from fastmlp.bench.run import measure, summarize
     out = []
     for dtype in dtypes:
         for size_name, size in SIZES.items():
@@ -111,5 +111,5 @@ def table(results) -> str:
 
 if __name__ == "__main__":
     import sys
-    from bench.run import main
+    from fastmlp.bench.run import main
     raise SystemExit(main(["--workloads", "none", "--kernels"] + sys.argv[1:]))

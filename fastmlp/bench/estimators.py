@@ -1,7 +1,7 @@
 """Estimator workloads: fastmlp's MLPClassifier against scikit-learn's, same parameters.
 
-    python -m bench.estimators [--quick] [--dtype float32|float64|both] [--solvers adam,sgd,lbfgs]
-                               [--repeats R] [--json PATH]
+    python -m fastmlp.bench.estimators [--quick] [--dtype float32|float64|both]
+                                       [--solvers adam,sgd,lbfgs] [--repeats R] [--json PATH]
 
 For each data set, dtype and solver both estimators are fitted with identical parameters
 and random_state, alternately (fastmlp, scikit-learn, fastmlp, ...), ``repeats`` times;
@@ -91,7 +91,7 @@ def run(quick=False, dtypes=("float32", "float64"), solvers=("adam", "sgd", "lbf
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.estimators", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m fastmlp.bench.estimators", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--dtype", default="both", choices=["float32", "float64", "both"])

@@ -1,4 +1,0 @@
-"""``python -m bench``: see bench/run.py."""
-from bench.run import main
-
-raise SystemExit(main())
