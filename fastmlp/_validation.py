@@ -143,16 +143,35 @@ def _numeric_array(name: str, a) -> np.ndarray:
     return arr
 
 
+def _refuse_memmap_copy(name: str, a, dtype: np.dtype) -> None:
+    """A memory map that would need converting is refused rather than copied whole.
+
+    Conversion makes one in-memory copy of the entire array; for a memory-mapped file that
+    may be larger than memory, so it is never done silently.
+    """
+    if isinstance(a, np.memmap) and not (
+            a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned):
+        layout = "C-ordered" if a.flags.c_contiguous else "not C-contiguous"
+        raise ValueError(
+            f"{name}: a memory-mapped array ({a.dtype}, {layout}) would be copied whole to "
+            f"convert it to C-ordered {dtype}; pass a memmap of that dtype and order "
+            f"(convert the file once, in chunks), or np.asarray({name}, dtype=np.{dtype}, "
+            "order='C') if it fits in memory")
+
+
 def as_matrix(name: str, a, dtype: np.dtype, n_cols: int) -> np.ndarray:
     """X-like input → C-contiguous, aligned (n, n_cols) array of `dtype`, n >= 1.
 
-    Copies only when the dtype or the memory layout differs.  Finiteness is checked by the
-    core inside the same call that uses the data.
+    Copies only when the dtype or the memory layout differs.  A ``np.memmap`` (e.g.
+    ``np.load(path, mmap_mode="r")``) of this dtype, C-ordered, is used in place (a plain
+    ndarray view, no copy); one that would need converting is refused with a ValueError.
+    Finiteness is checked by the core inside the same call that uses the data.
     """
     if (type(a) is np.ndarray and a.dtype == dtype and a.ndim == 2
             and a.flags.c_contiguous and a.flags.aligned):
         arr = a
     else:
+        _refuse_memmap_copy(name, a, dtype)
         arr = _numeric_array(name, a)
         if arr.ndim != 2:
             raise ValueError(
@@ -181,6 +200,10 @@ def as_targets(a, loss: str, dtype: np.dtype, n: int, n_out: int):
     if (loss == "mse" and type(a) is np.ndarray and a.dtype == dtype and a.ndim == 2
             and a.flags.c_contiguous and a.flags.aligned and a.shape == (n, n_out)):
         return a, None
+    # Float targets (mse, or probability rows) can be as large as X.  Integer labels are
+    # converted to int64 regardless: at most 8 bytes a row.
+    if isinstance(a, np.memmap) and (loss == "mse" or a.ndim == 2):
+        _refuse_memmap_copy("Y", a, dtype)
     arr = _numeric_array("Y", a)
     if arr.ndim == 0 or arr.ndim > 2:
         raise ValueError(f"Y: expected a 1-D or 2-D array, got shape {arr.shape}")

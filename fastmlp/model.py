@@ -1,13 +1,16 @@
 """The low-level model: ``MLP`` owns the flat parameter buffer and a compiled Engine."""
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from typing import Sequence
 
 import numpy as np
 
 from fastmlp import _core
 from fastmlp import _validation as v
+from fastmlp._progress import EpochProgress
 from fastmlp.errors import DivergenceError
 
 
@@ -242,6 +245,17 @@ class MLP:
         drawn from ``seed`` when ``shuffle``.  An epoch's loss is the mean over samples of
         the per-batch losses before each update.  If a step diverges, the parameters are
         those after the last good step and DivergenceError names the epoch and step.
+
+        ``verbose=True`` draws a tqdm bar on stderr that advances once per epoch (an epoch
+        is one call into the core), with the epoch's loss and samples/s; without tqdm
+        installed it prints one line per epoch to stdout instead.  Nothing is written
+        otherwise.
+
+        X may be a memory map (``np.load(path, mmap_mode="r")``) of the model's dtype,
+        C-ordered: it is read in place, batch by batch, never copied whole; the memory
+        used besides it is the epoch's permutation (8 bytes a row) and the batch
+        workspace.  A memory map of another dtype or layout is refused with a ValueError,
+        since converting it would copy all of it into memory.
         """
         epochs = v.check_positive_int("epochs", epochs)
         batch_size = v.check_positive_int("batch_size", batch_size)
@@ -259,9 +273,11 @@ class MLP:
         rng = v.make_rng("seed", seed)
         losses: list[float] = []
         n_steps = -(-n // batch_size)
-        with self._lock:
+        progress = EpochProgress(epochs, n) if verbose else contextlib.nullcontext()
+        with self._lock, progress:
             for epoch in range(epochs):
                 perm = rng.permutation(n).astype(np.intp, copy=False) if shuffle else None
+                start = time.perf_counter()
                 total, status, step = self._engine.fit_epoch(X, Yd, labels, perm,
                                                              batch_size, lr)
                 if status != 0:
@@ -271,7 +287,7 @@ class MLP:
                         "good step — lower lr")
                 losses.append(total / n)
                 if verbose:
-                    print(f"epoch {epoch + 1}/{epochs}  loss {losses[-1]:.6g}")
+                    progress.update(losses[-1], time.perf_counter() - start)
         return losses
 
     # ------------------------------------------------------------------ persistence
