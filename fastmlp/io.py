@@ -5,10 +5,17 @@ import os
 import tempfile
 import zipfile
 import zlib
+from typing import TYPE_CHECKING, TypeAlias, Union
 
 import numpy as np
 
 from fastmlp import _validation as v
+
+if TYPE_CHECKING:
+    from fastmlp.model import MLP
+
+# What save and load accept as a file name.
+PathLike: TypeAlias = Union[str, os.PathLike[str]]
 
 FORMAT_VERSION = 1
 # Refuse files declaring more parameters than this before allocating anything for them.
@@ -23,7 +30,7 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError,
                NotImplementedError, RuntimeError)
 
 
-def _fspath(path) -> str:
+def _fspath(path: PathLike) -> str:
     try:
         return os.fspath(path)
     except TypeError:
@@ -31,7 +38,7 @@ def _fspath(path) -> str:
                         f"{type(path).__name__}") from None
 
 
-def save(model, path) -> None:
+def save(model: MLP, path: PathLike) -> None:
     """Write ``model`` to ``path`` as .npz: format version, configuration, the flat
     parameters and the optimizer state (so training resumes exactly).
 
@@ -85,7 +92,8 @@ _FIELDS = ("format_version", "layer_sizes", "activation", "loss", "dtype", "para
            "output_activation", "optimizer", "hyper", "optimizer_state", "adam_steps")
 
 
-def _read_member(zf: zipfile.ZipFile, key: str, expect=None) -> np.ndarray:
+def _read_member(zf: zipfile.ZipFile, key: str,
+                 expect: tuple[tuple[int, ...], np.dtype] | None = None) -> np.ndarray:
     """Read one .npy member after checking its header: a configuration field may declare
     at most _MAX_SMALL_FIELD bytes; ``expect`` = (shape, dtype) must match exactly (the
     parameter buffers, whose size the layer sizes fix); and never more bytes than the
@@ -111,7 +119,8 @@ def _read_member(zf: zipfile.ZipFile, key: str, expect=None) -> np.ndarray:
         raise ValueError(f"file: field {key!r} is not a valid .npy array ({exc})") from exc
 
 
-def _read_checked(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, expect):
+def _read_checked(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str,
+                  expect: tuple[tuple[int, ...], np.dtype] | None) -> np.ndarray:
     with zf.open(info) as f:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -138,14 +147,14 @@ def _read_checked(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, expect):
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def _scalar_str(z, key: str) -> str:
+def _scalar_str(z: dict[str, np.ndarray], key: str) -> str:
     a = z[key]
     if a.dtype.kind != "U" or a.shape != ():
         raise ValueError(f"file: '{key}' must be a string")
     return str(a[()])
 
 
-def load(path):
+def load(path: PathLike) -> MLP:
     """Read a model written by ``save``; every field is checked before use."""
     from fastmlp.model import MLP
 
@@ -161,10 +170,10 @@ def load(path):
             ver = z["format_version"]
             if ver.shape != () or ver.dtype.kind not in "iu" or int(ver) != FORMAT_VERSION:
                 raise ValueError(f"file: unsupported format version {ver!r}")
-            sizes = z["layer_sizes"]
-            if sizes.ndim != 1 or sizes.dtype.kind not in "iu":
+            stored_sizes = z["layer_sizes"]
+            if stored_sizes.ndim != 1 or stored_sizes.dtype.kind not in "iu":
                 raise ValueError("file: layer_sizes must be a 1-D integer array")
-            sizes = v.check_layer_sizes([int(s) for s in sizes])
+            sizes = v.check_layer_sizes([int(s) for s in stored_sizes])
             n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
             if n_params > MAX_PARAMS:
                 raise ValueError(f"file: declares {n_params} parameters, over the limit")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastmlp import _core
 from fastmlp._validation import MAX_WIDTH, _numeric_array
@@ -23,14 +24,14 @@ __all__ = ["linear_forward", "relu_forward", "relu_backward", "backprop_delta",
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _float_dtype(name: str, a) -> np.dtype:
+def _float_dtype(name: str, a: ArrayLike) -> np.dtype:
     arr = _numeric_array(name, a)
     if arr.dtype not in _FLOATS:
         raise TypeError(f"{name}: expected float32 or float64, got {arr.dtype}")
     return arr.dtype
 
 
-def _in(name: str, a, dtype: np.dtype, ndim: int) -> np.ndarray:
+def _in(name: str, a: ArrayLike, dtype: np.dtype, ndim: int) -> np.ndarray:
     arr = _numeric_array(name, a)
     if arr.dtype != dtype:
         raise TypeError(f"{name}: expected dtype {dtype} like the first argument, got {arr.dtype}")
@@ -39,7 +40,7 @@ def _in(name: str, a, dtype: np.dtype, ndim: int) -> np.ndarray:
     return np.require(arr, requirements=("C", "A"))
 
 
-def _out(name: str, out, shape: tuple, dtype: np.dtype) -> np.ndarray:
+def _out(name: str, out: object, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if out is None:
         need = dtype.itemsize
         for d in shape:
@@ -63,7 +64,8 @@ def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
             and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
 
 
-def _no_overlap(name: str, out: np.ndarray, inputs: dict, same_ok=()) -> None:
+def _no_overlap(name: str, out: np.ndarray, inputs: dict[str, np.ndarray | None],
+                same_ok: tuple[str, ...] = ()) -> None:
     """``out`` must not share memory with an input the kernel still reads after writing
     ``out`` (BLAS and the fused loops assume distinct buffers); an element-wise kernel may
     work exactly in place on the inputs named in ``same_ok``."""
@@ -88,7 +90,8 @@ def _shape_check(cond: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
-def linear_forward(A, W, b, out=None) -> np.ndarray:
+def linear_forward(A: ArrayLike, W: ArrayLike, b: ArrayLike,
+                   out: np.ndarray | None = None) -> np.ndarray:
     """Z = A·W + 1·bᵀ (seed 003: s(l) = b(l) + Σᵢ wᵢ·xᵢ; seed 001: W·X + b·1ᵀ, transposed).
 
     A: (n, d_in), W: (d_in, d_out), b: (d_out,), all float32 or all float64.
@@ -108,7 +111,7 @@ def linear_forward(A, W, b, out=None) -> np.ndarray:
     return Z
 
 
-def relu_forward(Z, out=None) -> np.ndarray:
+def relu_forward(Z: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
     """A = θ(Z) = max(Z, 0) (seeds 001, 003).  Z: (n, d) float32/float64 → A: (n, d).
 
     Pass ``out=Z`` to work in place.  The derivative mask θ'(Z) = [Z > 0] is [A > 0], which
@@ -124,7 +127,7 @@ def relu_forward(Z, out=None) -> np.ndarray:
     return A
 
 
-def relu_backward(A, dA, out=None) -> np.ndarray:
+def relu_backward(A: ArrayLike, dA: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
     """Δ = dA ⊙ θ'(S), with θ'(S) = [A > 0] (seed 003 eq. 34; seed 001: V ⊙ D).
 
     A: (n, d) activations after ReLU, dA: (n, d) gradient w.r.t. A.  Returns Δ (n, d);
@@ -141,7 +144,8 @@ def relu_backward(A, dA, out=None) -> np.ndarray:
     return D
 
 
-def backprop_delta(D_next, W_next, A, out=None) -> np.ndarray:
+def backprop_delta(D_next: ArrayLike, W_next: ArrayLike, A: ArrayLike,
+                   out: np.ndarray | None = None) -> np.ndarray:
     """Δ(l) = θ'(S(l)) ⊙ (Δ(l+1)·W(l+1)ᵀ)  (seed 003 eq. 34 and 42).
 
     D_next: (n, d_next) = Δ(l+1); W_next: (d, d_next) = W(l+1); A: (n, d) = ReLU output of
@@ -163,7 +167,8 @@ def backprop_delta(D_next, W_next, A, out=None) -> np.ndarray:
     return D
 
 
-def linear_backward(A_prev, D, dW=None, db=None) -> tuple[np.ndarray, np.ndarray]:
+def linear_backward(A_prev: ArrayLike, D: ArrayLike, dW: np.ndarray | None = None,
+                    db: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """dW = A_prevᵀ·Δ (seed 003 eq. 33) and db = 1ᵀ·Δ (eq. 41); the 1/N lives in Δ.
 
     A_prev: (n, d_in) input of the layer, D: (n, d_out) its delta.
@@ -184,7 +189,8 @@ def linear_backward(A_prev, D, dW=None, db=None) -> tuple[np.ndarray, np.ndarray
     return dW, db
 
 
-def mse_loss_delta(Yhat, Y, out=None) -> tuple[float, np.ndarray]:
+def mse_loss_delta(Yhat: ArrayLike, Y: ArrayLike,
+                   out: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """L = (1/n)·Σᵢ‖ŷᵢ − yᵢ‖² and Δ(L) = (2/n)·(Ŷ − Y) (seed 000 eq. 10–11; seed 001 §3).
 
     Yhat, Y: (n, k).  Returns (loss as float, Δ (n, k)).  The loss is summed in float64.
@@ -198,7 +204,8 @@ def mse_loss_delta(Yhat, Y, out=None) -> tuple[float, np.ndarray]:
     return _core.k_mse_loss_delta(Yhat, Y, D), D
 
 
-def softmax_cross_entropy_loss_delta(logits, Y, out=None) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy_loss_delta(logits: ArrayLike, Y: ArrayLike,
+                                     out: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """L = −(1/n)·Σᵢ Σₖ yᵢₖ·log softmax(zᵢ)ₖ and Δ(L) = (P − Y)/n (seed 003 eq. 3–4, 10).
 
     logits: (n, k).  Y: (n,) integer labels in [0, k), or (n, k) rows of probabilities
@@ -227,7 +234,7 @@ def softmax_cross_entropy_loss_delta(logits, Y, out=None) -> tuple[float, np.nda
     return _core.k_softmax_xent_dense(logits, Yd, D), D
 
 
-def softmax(Z, out=None) -> np.ndarray:
+def softmax(Z: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
     """P = softmax(Z) row-wise, shifted by the row maximum (seed 003 eq. 3).  Z: (n, k)."""
     dt = _float_dtype("Z", Z)
     Zc = _in("Z", Z, dt, 2)
@@ -238,7 +245,7 @@ def softmax(Z, out=None) -> np.ndarray:
     return P
 
 
-def sgd_update(theta, grad, lr: float) -> np.ndarray:
+def sgd_update(theta: np.ndarray, grad: ArrayLike, lr: float) -> np.ndarray:
     """θ ← θ − lr·∇θ in place (seed 000 eq. 12).  theta, grad: (p,) of one dtype."""
     if not isinstance(theta, np.ndarray):
         raise TypeError(f"theta: expected an ndarray, got {type(theta).__name__}")
