@@ -894,6 +894,20 @@ cdef inline bint _is_writable_carray(object a, int typenum, int ndim):
             and cnp.PyArray_CHKFLAGS(<cnp.ndarray>a, cnp.NPY_ARRAY_WRITEABLE))
 
 
+# Scratch of Engine.forward: hidden activations of this many bytes at most (but never
+# fewer than FORWARD_MIN_ROWS rows, so GEMMs stay large enough to run at full speed).
+FORWARD_SCRATCH_BYTES = 16 * 2**20
+FORWARD_MIN_ROWS = 256
+
+
+def forward_chunk_rows(Py_ssize_t n, Py_ssize_t width, Py_ssize_t itemsize):
+    """Rows per chunk of Engine.forward for n rows and a widest hidden layer of width."""
+    if width == 0:
+        return max(n, 1)
+    return max(min(n, FORWARD_SCRATCH_BYTES // (2 * width * itemsize)),
+               min(n, FORWARD_MIN_ROWS), 1)
+
+
 cdef class Engine:
     """The compiled half of a model: sizes, offsets, workspace, optimizer, and the passes.
 
@@ -1302,9 +1316,10 @@ cdef class Engine:
         Uses scratch memory of its own, so concurrent calls on one engine are safe while
         no training step changes the parameters.  Raises ValueError if X is not finite.
         """
-        cdef Py_ssize_t n, l, width
+        cdef Py_ssize_t n, l, width, chunk, start, rows, d0, dL
         cdef int L = self.net.n_layers
         cdef void* ptrs[64]
+        cdef char* op
         cdef char* s0
         cdef char* s1
         cdef Py_ssize_t isz = 8 if self.f64 else 4
@@ -1327,27 +1342,37 @@ cdef class Engine:
         for l in range(1, L):
             if self.net.dims[l] > width:
                 width = self.net.dims[l]
-        # hidden activations alternate between two scratch halves; the last layer
-        # writes straight into `out`.
-        _check_workspace(2 * int(n) * int(width), isz, n)
-        scratch = np.empty(max(2 * n * width, 1), dtype=self.theta.dtype)
+        # Hidden activations alternate between two scratch halves; the last layer writes
+        # straight into `out`.  Rows go through in chunks so that predicting on a large
+        # (e.g. memory-mapped) X needs scratch of FORWARD_SCRATCH_BYTES, not of n rows.
+        chunk = forward_chunk_rows(n, width, isz)
+        _check_workspace(2 * int(chunk) * int(width), isz, n)
+        scratch = np.empty(max(2 * chunk * width, 1), dtype=self.theta.dtype)
         s0 = <char*>cnp.PyArray_DATA(scratch)
-        s1 = s0 + n * width * isz
+        s1 = s0 + chunk * width * isz
         for l in range(L - 1):
             ptrs[l] = s0 if l % 2 == 0 else s1
-        ptrs[L - 1] = cnp.PyArray_DATA(<cnp.ndarray>out)
         xp = cnp.PyArray_DATA(<cnp.ndarray>X)
+        op = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
+        d0 = self.net.dims[0]
+        dL = self.net.dims[L]
         with nogil:
             if self.f64:
-                ok = all_finite[double](<const double*>xp, n * self.net.dims[0])
-                if ok:
-                    forward_pass[double](&self.net, <const double*>tp, <const double*>xp,
-                                         n, <double**>ptrs)
+                ok = all_finite[double](<const double*>xp, n * d0)
             else:
-                ok = all_finite[float](<const float*>xp, n * self.net.dims[0])
-                if ok:
-                    forward_pass[float](&self.net, <const float*>tp, <const float*>xp,
-                                        n, <float**>ptrs)
+                ok = all_finite[float](<const float*>xp, n * d0)
+            start = 0
+            while ok and start < n:
+                rows = min(chunk, n - start)
+                ptrs[L - 1] = op + start * dL * isz
+                if self.f64:
+                    forward_pass[double](&self.net, <const double*>tp,
+                                         <const double*>xp + start * d0, rows,
+                                         <double**>ptrs)
+                else:
+                    forward_pass[float](&self.net, <const float*>tp,
+                                        <const float*>xp + start * d0, rows, <float**>ptrs)
+                start += rows
         if not ok:
             raise ValueError("X: contains NaN or infinity")
         return out

@@ -123,7 +123,7 @@ class MLP:
         # forward's scratch (two hidden layers) and its output; a training step's
         # activations of every layer and two deltas, as the Engine reserves them.
         widths = sizes[1:]
-        self._forward_row_bytes = (2 * max(sizes[1:-1], default=0) + sizes[-1]) * dt.itemsize
+        self._forward_scratch_row = 2 * max(sizes[1:-1], default=0)
         self._train_row_bytes = (sum(widths) + 2 * max(widths)) * dt.itemsize
         # Training steps share the engine's workspace and the gradient buffer.
         self._lock = threading.Lock()
@@ -169,13 +169,17 @@ class MLP:
     def forward(self, X) -> np.ndarray:
         """Raw outputs (mse) or logits (cross-entropy): (n, dL) array of the model dtype.
 
-        A batch whose scratch and output would exceed the workspace limit, or of more than
-        2**31 - 1 rows, is refused with a ValueError before anything is allocated (the
-        same holds for the training methods, per batch).
+        Rows are computed in chunks, so the scratch memory is bounded (16 MiB, or 256 rows
+        if more) whatever n is.  An X whose output would exceed the workspace limit, or of
+        more than 2**31 - 1 rows, is refused with a ValueError before anything is
+        allocated (the training methods check each batch the same way).
         """
         X = self._X(X)
         n = X.shape[0]
-        v.check_workspace("X", n * self._forward_row_bytes, n)
+        # The output, plus the core's scratch for one chunk of rows.
+        rows = _core.forward_chunk_rows(n, self._forward_scratch_row // 2, self.dtype.itemsize)
+        need = (n * self.layer_sizes[-1] + rows * self._forward_scratch_row) * self.dtype.itemsize
+        v.check_workspace("X", need, n)
         out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
         return self._engine.forward(X, out)
 
