@@ -32,7 +32,8 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError,
 
 def _fspath(path: PathLike) -> str:
     try:
-        return os.fspath(path)
+        # fsdecode: bytes paths become str, so the rest of this module handles one type.
+        return os.fsdecode(os.fspath(path))
     except TypeError:
         raise TypeError(f"path: expected a str, bytes or os.PathLike, got "
                         f"{type(path).__name__}") from None

@@ -123,6 +123,14 @@ def test_save_load_round_trip(tmp_path, dtype, loss):
     assert np.any(net.params != 0)
 
 
+def test_bytes_paths_round_trip(tmp_path):
+    # os.PathLike, str and bytes are all accepted, as the path error message promises.
+    net = trained_net("mse", np.float64)
+    path = os.fsencode(tmp_path / "model.npz")
+    net.save(path)
+    assert fastmlp.load(path).params.tobytes() == net.params.tobytes()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_save_load_deep_and_single_layer(tmp_path, dtype):
     for sizes in ([1, 1], [3] * 20, [17, 33, 1]):
