@@ -18,7 +18,7 @@ Two gradient conventions share the kernels:
 from cython cimport floating
 from libc.float cimport DBL_EPSILON, FLT_EPSILON
 from libc.math cimport INFINITY, exp, expf, log, logf, pow, sqrt, sqrtf, tanh, tanhf
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, dgemv, dger, sgemm, sgemv, sger
 
@@ -254,14 +254,27 @@ cdef inline floating xlogy(floating x, floating y) noexcept nogil:
     return 0 if x == 0 else x * flog(y)
 
 
+cdef inline uint64_t nonfinite64(double x) noexcept nogil:
+    # Bit 63 of the result is set iff x is ±Inf or NaN (every exponent bit set).  Unsigned
+    # integer operations only: a double compare turned into a flag does not vectorise
+    # with SSE2, these do (and unsigned, the carry into bit 63 is defined behaviour).
+    cdef uint64_t b
+    memcpy(&b, &x, 8)
+    return (b & ((<uint64_t>0x7ff) << 52)) + ((<uint64_t>1) << 52)
+
+
 cdef bint all_finite(const floating* x, Py_ssize_t size) noexcept nogil:
-    # x - x is 0 for finite x and NaN for ±Inf/NaN; OR-ing comparisons vectorises,
-    # unlike an early-exit loop.
+    # x - x is 0 for finite x and NaN for ±Inf/NaN; OR-ing the flags vectorises, unlike
+    # an early-exit loop.
     cdef Py_ssize_t i
-    cdef int bad = 0
+    cdef int32_t bad32 = 0
+    cdef uint64_t bad64 = 0
     for i in range(size):
-        bad |= (x[i] - x[i]) != 0
-    return not bad
+        if floating is float:
+            bad32 |= (x[i] - x[i]) != 0
+        else:
+            bad64 |= nonfinite64(x[i])
+    return not ((bad32 != 0) | ((bad64 >> 63) != 0))
 
 
 cdef bint labels_in_range(const int64_t* y, Py_ssize_t n, int64_t k) noexcept nogil:
@@ -554,7 +567,8 @@ cdef bint update_is_finite(const Optim* opt, const floating* theta, const floati
     # gradient always makes a new value non-finite, so this also checks the gradient.
     # Comparisons are combined with a bitwise |, not `and`: no branch, so loops vectorise.
     cdef Py_ssize_t i
-    cdef int bad = 0
+    cdef int32_t bad32 = 0      # float flags; double ones through nonfinite64
+    cdef uint64_t bad64 = 0
     cdef floating t, v, g, mm, vv, fl = <floating>lr, mu = <floating>opt.momentum
     cdef floating b1 = <floating>opt.beta1, c1 = <floating>(1 - opt.beta1)
     cdef floating b2 = <floating>opt.beta2, c2 = <floating>(1 - opt.beta2)
@@ -563,7 +577,10 @@ cdef bint update_is_finite(const Optim* opt, const floating* theta, const floati
     if opt.kind == C_OPT_SGD:
         for i in range(size):
             t = theta[i] - fl * grad_value(grad[i], theta[i], a, nrm)
-            bad |= (t - t) != 0
+            if floating is float:
+                bad32 |= (t - t) != 0
+            else:
+                bad64 |= nonfinite64(t)
     elif opt.kind == C_OPT_ADAM:
         flr_t = <floating>adam_step_size(lr, opt.beta1, opt.beta2, opt.t + 1)
         for i in range(size):
@@ -571,14 +588,20 @@ cdef bint update_is_finite(const Optim* opt, const floating* theta, const floati
             mm = b1 * s1[i] + c1 * g
             vv = b2 * s2[i] + c2 * (g * g)
             t = theta[i] + (-flr_t * mm) / (fsqrt(vv) + e)
-            bad |= ((t - t) != 0) | ((mm - mm) != 0) | ((vv - vv) != 0)
+            if floating is float:
+                bad32 |= ((t - t) != 0) | ((mm - mm) != 0) | ((vv - vv) != 0)
+            else:
+                bad64 |= nonfinite64(t) | nonfinite64(mm) | nonfinite64(vv)
     else:
         for i in range(size):
             g = grad_value(grad[i], theta[i], a, nrm)
             v = mu * s1[i] - fl * g
             t = theta[i] + ((mu * v - fl * g) if opt.kind == C_OPT_NESTEROV else v)
-            bad |= ((t - t) != 0) | ((v - v) != 0)
-    return not bad
+            if floating is float:
+                bad32 |= ((t - t) != 0) | ((v - v) != 0)
+            else:
+                bad64 |= nonfinite64(t) | nonfinite64(v)
+    return not ((bad32 != 0) | ((bad64 >> 63) != 0))
 
 
 cdef inline double adam_step_size(double lr, double beta1, double beta2,
