@@ -399,6 +399,9 @@ def parse_args(argv):
                     help="also micro-benchmark each fastmlp.kernels function against numpy")
     ap.add_argument("--json", metavar="PATH", help="write every number and the environment")
     ap.add_argument("--plot", metavar="PATH", help="PNG chart of the ratios (needs matplotlib)")
+    ap.add_argument("--scaling", action="store_true",
+                    help="run the scaling benchmark instead (time per step against batch size "
+                         "and width); its options: fastmlp bench --scaling --help")
     args = ap.parse_args(argv)
     if args.plot:
         try:
@@ -426,7 +429,11 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     """The command line; returns the exit status.  Thread limits are undone on return."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--scaling" in argv:      # a separate benchmark with options of its own
+        from fastmlp.bench import scaling
+        return scaling.main([a for a in argv if a != "--scaling"])
+    args = parse_args(argv)
     undo_threads = pin_threads(args.threads, args.peers)
     try:
         report = benchmark(args, argv)
