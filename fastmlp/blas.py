@@ -27,8 +27,10 @@ import ctypes
 import glob
 import os
 import sys
+from typing import cast
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from fastmlp import _core
 
@@ -37,11 +39,12 @@ _ROUTINES = ("sgemm", "dgemm", "sgemv", "dgemv", "sger", "dger")
 
 _current = "scipy"
 _libraries: dict[str, ctypes.CDLL] = {}   # kept loaded for the life of the process
+_adopted: dict[str, tuple[int, ...]] = {}   # routine addresses of checked libraries
 
 
 def _load_openblas() -> tuple[ctypes.CDLL, str]:
     try:
-        import scipy_openblas32
+        import scipy_openblas32  # type: ignore[import-untyped]
     except ImportError:
         raise ImportError("blas 'openblas' needs the scipy-openblas32 package: "
                           "pip install scipy-openblas32") from None
@@ -73,7 +76,8 @@ def _addresses(lib: ctypes.CDLL, pattern: str) -> dict[str, int]:
     out = {}
     for name in _ROUTINES:
         fn = getattr(lib, pattern.format(name))
-        out[name] = ctypes.cast(fn, ctypes.c_void_p).value
+        # a resolved symbol's address: never NULL (a missing one raised AttributeError)
+        out[name] = cast(int, ctypes.cast(fn, ctypes.c_void_p).value)
     return out
 
 
@@ -81,7 +85,8 @@ def _agrees_with_numpy() -> bool:
     # Each routine and dtype once, on shapes odd enough to catch a swapped transpose flag
     # or a wrong integer width; n = 1 takes the core's gemv/ger paths.
     rng = np.random.default_rng(0)
-    for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-12)):
+    cases: tuple[tuple[DTypeLike, float], ...] = ((np.float32, 1e-4), (np.float64, 1e-12))
+    for dtype, tol in cases:
         for n in (5, 1):
             A = np.abs(rng.standard_normal((n, 7))).astype(dtype) + 1   # relu mask all on
             W = rng.standard_normal((7, 3)).astype(dtype)
@@ -108,6 +113,8 @@ def use(name: str) -> str:
     previous = _current
     if name == "scipy":
         _core._set_blas()
+    elif name in _adopted:          # loaded and checked before: switching is cheap
+        _core._set_blas(*_adopted[name])
     else:
         try:
             lib, pattern = _load_openblas() if name == "openblas" else _load_mkl()
@@ -120,6 +127,7 @@ def use(name: str) -> str:
             _use_previous(previous)
             raise ImportError(f"blas {name!r}: results disagree with numpy; not used")
         _libraries[name] = lib
+        _adopted[name] = tuple(addr[r] for r in _ROUTINES)
     _current = name
     return previous
 

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
-from typing import Sequence
+from typing import Any, Literal, Sequence, overload
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from fastmlp import _core
 from fastmlp import _validation as v
@@ -61,10 +63,10 @@ class MLP:
     """
 
     def __init__(self, layer_sizes: Sequence[int], *, activation: str = "relu",
-                 loss: str = "mse", dtype=np.float32, seed: int | None = None,
+                 loss: str = "mse", dtype: DTypeLike = np.float32, seed: int | None = None,
                  output_activation: str = "identity", optimizer: str = "sgd",
                  l2: float = 0.0, momentum: float = 0.9, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = 1e-8):
+                 beta_2: float = 0.999, epsilon: float = 1e-8) -> None:
         sizes = v.check_layer_sizes(layer_sizes)
         activation = v.check_choice("activation", activation, v.ACTIVATIONS)
         loss = v.check_choice("loss", loss, v.LOSSES)
@@ -86,14 +88,14 @@ class MLP:
         beta_1 = v.check_fraction("beta_1", beta_1, closed_low=True)
         beta_2 = v.check_fraction("beta_2", beta_2, closed_low=True)
         epsilon = v.check_positive_float("epsilon", epsilon)
-        self.layer_sizes = sizes
-        self.activation = activation
-        self.output_activation = output_activation
-        self.loss_name = loss
-        self.dtype = dt
-        self.optimizer = optimizer
-        self.l2 = l2
-        self.hyper = {"momentum": momentum, "beta1": beta_1, "beta2": beta_2, "eps": epsilon}
+        self.layer_sizes: tuple[int, ...] = sizes
+        self.activation: str = activation
+        self.output_activation: str = output_activation
+        self.loss_name: str = loss
+        self.dtype: np.dtype = dt
+        self.optimizer: str = optimizer
+        self.l2: float = l2
+        self.hyper: dict[str, float] = {"momentum": momentum, "beta1": beta_1, "beta2": beta_2, "eps": epsilon}
         n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
         n_state = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}[optimizer] * n_params
         # Refused before anything is allocated: parameters, gradient, optimizer state and
@@ -108,8 +110,8 @@ class MLP:
             raise ValueError(f"layer_sizes: a model of {n_params} parameters needs {need} "
                              f"bytes, over the workspace limit of {limit} bytes; see "
                              "fastmlp.set_workspace_limit")
-        self.params = np.zeros(n_params, dtype=dt)
-        self._grad = np.zeros(n_params, dtype=dt)
+        self.params: np.ndarray = np.zeros(n_params, dtype=dt)
+        self._grad: np.ndarray = np.zeros(n_params, dtype=dt)
         self.weights, self.biases = self._views(self.params)
         self._grad_weights, self._grad_biases = self._views(self._grad)
         for W in self.weights:
@@ -117,7 +119,7 @@ class MLP:
             W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / fan)
         self._engine = _core.Engine(np.asarray(sizes, dtype=np.intp), self.params,
                                     self._grad, loss, activation, output_activation, l2)
-        self.optimizer_state = np.zeros(n_state, dtype=dt)
+        self.optimizer_state: np.ndarray = np.zeros(n_state, dtype=dt)
         self._engine.set_optimizer(optimizer, self.optimizer_state, **self.hyper)
         # Workspace per row, checked before a call allocates (fastmlp.set_workspace_limit):
         # forward's scratch (two hidden layers) and its output; a training step's
@@ -133,8 +135,9 @@ class MLP:
         """Adam's step count (used by its bias correction); 0 for other optimizers."""
         return self._engine.adam_steps
 
-    def _views(self, flat: np.ndarray):
-        weights, biases = [], []
+    def _views(self, flat: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        weights: list[np.ndarray] = []
+        biases: list[np.ndarray] = []
         off = 0
         for d_in, d_out in zip(self.layer_sizes[:-1], self.layer_sizes[1:]):
             weights.append(flat[off:off + d_in * d_out].reshape(d_in, d_out))
@@ -163,10 +166,11 @@ class MLP:
                 f"optimizer={self.optimizer!r}, l2={self.l2!r})")
 
     # ------------------------------------------------------------------ inference
-    def _X(self, X) -> np.ndarray:
-        return v.as_matrix("X", X, self.dtype, self.layer_sizes[0])
+    def _X(self, X: ArrayLike) -> np.ndarray:
+        matrix: np.ndarray = v.as_matrix("X", X, self.dtype, self.layer_sizes[0])
+        return matrix
 
-    def forward(self, X) -> np.ndarray:
+    def forward(self, X: ArrayLike) -> np.ndarray:
         """Raw outputs (mse) or logits (cross-entropy): (n, dL) array of the model dtype.
 
         Rows are computed in chunks, so the scratch memory is bounded (16 MiB, or 256 rows
@@ -183,14 +187,15 @@ class MLP:
         out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
         return self._engine.forward(X, out)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """mse: same as ``forward``; cross-entropy: int64 class labels (n,)."""
         out = self.forward(X)
         if self.loss_name == "mse":
             return out
-        return np.argmax(out, axis=1).astype(np.int64, copy=False)
+        labels: np.ndarray = np.argmax(out, axis=1)
+        return labels.astype(np.int64, copy=False)
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Softmax rows (n, dL) for a cross-entropy model."""
         if self.loss_name != "softmax_cross_entropy":
             raise ValueError("predict_proba: only defined for loss='softmax_cross_entropy'")
@@ -199,7 +204,8 @@ class MLP:
         return out
 
     # ------------------------------------------------------------------ training
-    def _batch(self, X, Y, rows_name="X"):
+    def _batch(self, X: ArrayLike, Y: ArrayLike, rows_name: str | None = "X"
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         X = self._X(X)
         if rows_name is not None:
             v.check_workspace(rows_name, X.shape[0] * self._train_row_bytes, X.shape[0])
@@ -207,11 +213,20 @@ class MLP:
                                   self.layer_sizes[-1])
         return X, Yd, labels
 
-    def loss(self, X, Y) -> float:
+    def loss(self, X: ArrayLike, Y: ArrayLike) -> float:
         """Loss (float) of the model on (X, Y); parameters are not changed."""
         return self.loss_and_grad(X, Y, _copy=False)[0]
 
-    def loss_and_grad(self, X, Y, _copy: bool = True):
+    @overload
+    def loss_and_grad(self, X: ArrayLike, Y: ArrayLike, _copy: Literal[True] = ...
+                      ) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]: ...
+
+    @overload
+    def loss_and_grad(self, X: ArrayLike, Y: ArrayLike,
+                      _copy: Literal[False]) -> tuple[float, None]: ...
+
+    def loss_and_grad(self, X: ArrayLike, Y: ArrayLike, _copy: bool = True
+                      ) -> tuple[float, list[tuple[np.ndarray, np.ndarray]] | None]:
         """Loss and gradients: ``(loss, [(dW1, db1), (dW2, db2), …])``, fresh arrays.
 
         dW(l) has the shape of ``weights[l]``, db(l) of ``biases[l]``.  Raises
@@ -226,7 +241,7 @@ class MLP:
                      for dW, db in zip(self._grad_weights, self._grad_biases)]
         return loss, grads
 
-    def train_step(self, X, Y, lr: float = 0.01) -> float:
+    def train_step(self, X: ArrayLike, Y: ArrayLike, lr: float = 0.01) -> float:
         """One SGD step on the batch (X, Y); returns the loss before the update.
 
         If the loss or a gradient is not finite, raises DivergenceError and leaves the
@@ -241,7 +256,7 @@ class MLP:
         with self._lock:
             return self._engine.train_step(X, Yd, labels, lr, True)
 
-    def fit(self, X, Y, epochs: int = 10, batch_size: int = 32, lr: float = 0.01,
+    def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 10, batch_size: int = 32, lr: float = 0.01,
             shuffle: bool = True, seed: int | None = 0, verbose: bool = False) -> list[float]:
         """Minibatch SGD over (X, Y); returns the mean training loss of each epoch.
 
@@ -277,30 +292,31 @@ class MLP:
         rng = v.make_rng("seed", seed)
         losses: list[float] = []
         n_steps = -(-n // batch_size)
-        progress = EpochProgress(epochs, n) if verbose else contextlib.nullcontext()
-        with self._lock, progress:
+        progress = EpochProgress(epochs, n) if verbose else None
+        with self._lock, (progress if progress is not None else contextlib.nullcontext()):
             for epoch in range(epochs):
                 perm = rng.permutation(n).astype(np.intp, copy=False) if shuffle else None
                 start = time.perf_counter()
                 total, status, step = self._engine.fit_epoch(X, Yd, labels, perm,
                                                              batch_size, lr)
+                perm = None     # freed before the next epoch draws one: one alive at a time
                 if status != 0:
                     raise DivergenceError(
                         f"fit: non-finite loss or gradient at epoch {epoch + 1}, step "
                         f"{step + 1} of {n_steps}; the parameters are those after the last "
                         "good step — lower lr")
                 losses.append(total / n)
-                if verbose:
+                if progress is not None:
                     progress.update(losses[-1], time.perf_counter() - start)
         return losses
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model to ``path`` (.npz, no pickle), atomically."""
         from fastmlp.io import save
         save(self, path)
 
-    def config(self) -> dict:
+    def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this model (without its parameters)."""
         return {"layer_sizes": list(self.layer_sizes), "activation": self.activation,
                 "loss": self.loss_name, "dtype": self.dtype.name,
@@ -309,7 +325,8 @@ class MLP:
                 "beta_1": self.hyper["beta1"], "beta_2": self.hyper["beta2"],
                 "epsilon": self.hyper["eps"]}
 
-    def _set_state(self, params, optimizer_state, adam_steps: int) -> None:
+    def _set_state(self, params: ArrayLike, optimizer_state: ArrayLike,
+                   adam_steps: int) -> None:
         params = np.asarray(params)
         state = np.asarray(optimizer_state)
         if params.shape != self.params.shape or state.shape != self.optimizer_state.shape:
@@ -320,12 +337,12 @@ class MLP:
         self.optimizer_state[...] = state
         self._engine.adam_steps = int(adam_steps)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return {"config": self.config(), "params": self.params.copy(),
                 "optimizer_state": self.optimizer_state.copy(),
                 "adam_steps": self.adam_steps}
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         config = dict(state["config"])
-        self.__init__(config.pop("layer_sizes"), seed=0, **config)
+        type(self).__init__(self, config.pop("layer_sizes"), seed=0, **config)
         self._set_state(state["params"], state["optimizer_state"], state["adam_steps"])

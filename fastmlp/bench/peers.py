@@ -60,9 +60,11 @@ class Peer:
 
 class FastmlpPeer(Peer):
     name, label = "fastmlp", "fastmlp MLP.train_step"
+    blas = None      # fastmlp.blas library for this peer's blocks; None: the import default
 
     def setup(self, layer_sizes, loss, dtype, X, Y, lr=LR, init=None):
         import fastmlp
+        self._blas = self.blas or _DEFAULT_BLAS
         self.model = fastmlp.MLP(layer_sizes, loss=loss, dtype=dtype, seed=0)
         if init is not None:
             for (W, b), W0, b0 in zip(init, self.model.weights, self.model.biases):
@@ -79,6 +81,41 @@ class FastmlpPeer(Peer):
 
     def params(self):
         return [(W.copy(), b.copy()) for W, b in zip(self.model.weights, self.model.biases)]
+
+    def before_block(self):
+        import fastmlp.blas
+        fastmlp.blas.use(self._blas)
+
+
+def _default_blas() -> str:
+    import fastmlp.blas
+    return fastmlp.blas.current()
+
+
+_DEFAULT_BLAS = _default_blas()
+
+
+class _FastmlpOnBlas(FastmlpPeer):
+    """fastmlp on another BLAS library of fastmlp.blas, to compare the libraries."""
+
+    @classmethod
+    def available(cls):
+        import fastmlp.blas
+        if cls.blas not in fastmlp.blas.available():
+            return f"BLAS library {cls.blas!r} not installed"
+        return None
+
+
+class FastmlpScipyBlasPeer(_FastmlpOnBlas):
+    name, label, blas = "fastmlp-scipy", "fastmlp on scipy's OpenBLAS", "scipy"
+
+
+class FastmlpOpenblasPeer(_FastmlpOnBlas):
+    name, label, blas = "fastmlp-openblas", "fastmlp on scipy-openblas32", "openblas"
+
+
+class FastmlpMklPeer(_FastmlpOnBlas):
+    name, label, blas = "fastmlp-mkl", "fastmlp on oneMKL", "mkl"
 
 
 class NumpyPeer(Peer):
@@ -265,4 +302,6 @@ class SklearnPeer(Peer):
 
 
 ALL = [FastmlpPeer, NumpyPeer, GemmsPeer, TorchPeer, SklearnPeer]
-BY_NAME = {p.name: p for p in ALL}
+# Not in "all": chosen by name (--peers fastmlp,fastmlp-scipy,fastmlp-mkl) to compare BLAS.
+BLAS_PEERS = [FastmlpScipyBlasPeer, FastmlpOpenblasPeer, FastmlpMklPeer]
+BY_NAME = {p.name: p for p in ALL + BLAS_PEERS}

@@ -69,19 +69,24 @@ def pin_to_cpus(on: bool = True) -> None:
 
 
 def measure(fns: dict, rounds: int, block_s: float, warmup_s: float,
-            pause_s: float = PAUSE_S, pin: bool = False) -> dict:
+            pause_s: float = PAUSE_S, pin: bool = False, before: dict | None = None) -> dict:
     """Interleaved timing of the callables in ``fns``.
 
     Returns {name: {"samples_us": [µs per call, one per round], "calls_per_block": k}}.
+    ``before[name]``, if given, runs untimed before each of that peer's blocks (e.g. to
+    switch fastmlp's BLAS library).
 
     Each block is preceded by ``pause_s`` of sleep, so that the previous block's idle BLAS
     threads (OpenBLAS workers busy-wait ~2**28 cycles, about 0.1 s, before sleeping) have
     stopped spinning: on a 2-core machine, one library's spinning pool would otherwise take
     a core from the next library's block.
     """
+    before = before or {}
     calls = {}
     for name, fn in fns.items():
         time.sleep(pause_s)
+        if name in before:
+            before[name]()
         fn()
         if pin:
             pin_to_cpus()
@@ -103,6 +108,8 @@ def measure(fns: dict, rounds: int, block_s: float, warmup_s: float,
                 fn, k = fns[name], calls[name]
                 if pause_s:
                     time.sleep(pause_s)
+                if name in before:
+                    before[name]()
                 t0 = time.perf_counter_ns()
                 for _ in range(k):
                     fn()
@@ -177,7 +184,7 @@ def run_workload(name, dtype, peer_names, settings, quick):
     result = {"workload": name, "dtype": np.dtype(dtype).name, "layers": sizes,
               "batch": batch, "loss": loss, "rows": rows,
               "unit": "us/epoch" if is_epoch else "us/step", "peers": {}, "skipped": {}}
-    fns = {}
+    fns, before = {}, {}
     for pname in peer_names:
         cls = P.BY_NAME[pname]
         if is_epoch and pname not in EPOCH_PEERS:
@@ -189,10 +196,12 @@ def run_workload(name, dtype, peer_names, settings, quick):
         peer = cls()
         peer.setup(sizes, loss, dtype, X[:batch], Y[:batch])
         fns[pname] = (lambda p=peer: p.epoch(X, Y, batch)) if is_epoch else peer.step
+        if hasattr(peer, "before_block"):
+            before[pname] = peer.before_block
     if is_epoch or name == "wide":
         rounds = min(rounds, 3 if quick else MAX_ROUNDS_SLOW)
     load = OtherLoad()
-    timed = measure(fns, rounds, block_s, warmup_s, pause_s, pin)
+    timed = measure(fns, rounds, block_s, warmup_s, pause_s, pin, before)
     result["other_load_pct"] = load.percent()
     base = summarize(timed["fastmlp"]["samples_us"]) if "fastmlp" in timed else None
     for pname, t in timed.items():
@@ -258,6 +267,10 @@ def pin_threads(threads: int, peer_names=()):
     (and limits) their thread pools.
     """
     import fastmlp  # noqa: F401  (loads the BLAS fastmlp calls)
+    for pname in peer_names:       # load the other BLAS libraries compared, then switch back
+        lib = getattr(P.BY_NAME.get(pname), "blas", None)
+        if lib and lib in fastmlp.blas.available():
+            fastmlp.blas.use(fastmlp.blas.use(lib))
     for peer, module in (("torch", "torch"), ("sklearn", "sklearn.neural_network")):
         if peer in peer_names:
             try:
@@ -418,7 +431,7 @@ def parse_args(argv):
         if bad:
             ap.error(f"unknown workload(s) {bad}; choose from {list(WORKLOADS)}")
     if args.peers == "all":
-        args.peers = list(P.BY_NAME)
+        args.peers = [p.name for p in P.ALL]
     else:
         args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
         bad = [p for p in args.peers if p not in P.BY_NAME]
