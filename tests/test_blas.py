@@ -74,6 +74,20 @@ def test_libraries_agree_on_a_long_float64_run(restore_blas):
         np.testing.assert_allclose(params, base, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+def test_switching_back_uses_the_checked_library_again(restore_blas):
+    # The second use() of a library takes the cached addresses: same results, no reload.
+    names = blas.available()
+    net, X, Y = _case(np.float64, 7, "mse")
+    first = {}
+    for name in names + names:
+        blas.use(name)
+        assert blas.current() == name
+        loss, grads = net.loss_and_grad(X, Y)
+        first.setdefault(name, (loss, grads[0][0]))
+        assert loss == first[name][0]
+        np.testing.assert_array_equal(grads[0][0], first[name][1])
+
+
 def test_unknown_name_is_refused(restore_blas):
     before = blas.current()
     with pytest.raises(ValueError, match="name: expected one of scipy, openblas, mkl"):
@@ -83,6 +97,7 @@ def test_unknown_name_is_refused(restore_blas):
 
 def test_missing_library_is_refused_and_the_old_one_stays(restore_blas, monkeypatch):
     blas.use("scipy")
+    monkeypatch.setattr(blas, "_adopted", {})      # as in a process that never loaded it
     monkeypatch.setitem(sys.modules, "scipy_openblas32", None)   # import fails
     with pytest.raises(ImportError, match="pip install scipy-openblas32"):
         blas.use("openblas")
@@ -96,6 +111,7 @@ def test_a_library_that_disagrees_with_numpy_is_not_adopted(restore_blas, monkey
     if "openblas" not in blas.available():
         pytest.skip("scipy-openblas32 not installed")
     blas.use("scipy")
+    monkeypatch.setattr(blas, "_adopted", {})
     monkeypatch.setattr(blas, "_agrees_with_numpy", lambda: False)
     with pytest.raises(ImportError, match="disagree with numpy"):
         blas.use("openblas")
