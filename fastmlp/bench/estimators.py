@@ -2,6 +2,7 @@
 
     python -m fastmlp.bench.estimators [--quick] [--dtype float32|float64|both]
                                        [--solvers adam,sgd,lbfgs] [--repeats R] [--json PATH]
+                                       [--threads N]
 
 For each data set, dtype and solver both estimators are fitted with identical parameters
 and random_state, alternately (fastmlp, scikit-learn, fastmlp, ...), ``repeats`` times;
@@ -98,13 +99,23 @@ def main(argv=None) -> int:
     ap.add_argument("--solvers", default="adam,sgd,lbfgs")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for every BLAS pool, both estimators (default: leave as is)")
     args = ap.parse_args(argv)
     dtypes = ("float32", "float64") if args.dtype == "both" else (args.dtype,)
     solvers = tuple(s for s in args.solvers.split(",") if s)
     bad = set(solvers) - {"adam", "sgd", "lbfgs"}
     if bad or args.repeats < 1:
         ap.error(f"unknown solver(s) {sorted(bad)}" if bad else "--repeats must be >= 1")
-    rows = run(args.quick, dtypes, solvers, args.repeats)
+    undo = None
+    if args.threads is not None:
+        from fastmlp.bench.run import pin_threads
+        undo = pin_threads(args.threads, ["sklearn"])
+    try:
+        rows = run(args.quick, dtypes, solvers, args.repeats)
+    finally:
+        if undo is not None:
+            undo()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
