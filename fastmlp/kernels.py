@@ -6,10 +6,17 @@ non-contiguous inputs are copied to C order, ``out`` arrays must already be C-co
 and writable and must not overlap an input (except exactly, where a docstring says the
 kernel works in place).  Dimensions must fit BLAS's 32-bit sizes, and a result allocated
 here must fit the workspace limit (``fastmlp.set_workspace_limit``).  Layout is row-major (seed 003): batches are (n, d), W is (d_in, d_out).
+
+The update kernels (``sgd_update``, ``momentum_update``, ``adam_update``) work in place on
+``theta`` and on their optimizer state, which must therefore be C-contiguous, aligned,
+writable ndarrays of theta's dtype; their hyper-parameters are rounded to that dtype, as
+the training step does.
 """
 from __future__ import annotations
 
+import math
 import numbers
+import operator
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -19,7 +26,8 @@ from fastmlp._validation import MAX_WIDTH, _numeric_array
 
 __all__ = ["linear_forward", "relu_forward", "relu_backward", "backprop_delta",
            "linear_backward", "mse_loss_delta", "softmax_cross_entropy_loss_delta",
-           "softmax", "sgd_update"]
+           "softmax", "sgd_update", "activation_forward", "activation_backward",
+           "sklearn_loss_delta", "momentum_update", "adam_update"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -245,25 +253,230 @@ def softmax(Z: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
     return P
 
 
-def sgd_update(theta: np.ndarray, grad: ArrayLike, lr: float) -> np.ndarray:
-    """θ ← θ − lr·∇θ in place (seed 000 eq. 12).  theta, grad: (p,) of one dtype."""
+def _real_in_dtype(name: str, value: object, dt: np.dtype) -> float:
+    """A real number (not bool) that stays finite once rounded to ``dt``, as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    try:
+        x = float(value)
+    except OverflowError:
+        x = float("inf")
+    with np.errstate(over="ignore"):
+        in_dtype = dt.type(x)
+    if not np.isfinite(x) or not np.isfinite(in_dtype):
+        raise ValueError(f"{name}: expected a number finite in {dt}, got {x}")
+    return x
+
+
+def _theta(theta: object) -> tuple[np.ndarray, np.dtype]:
+    """The parameter vector an update kernel writes in place, and its dtype."""
     if not isinstance(theta, np.ndarray):
         raise TypeError(f"theta: expected an ndarray, got {type(theta).__name__}")
     dt = _float_dtype("theta", theta)
     _shape_check(theta.ndim == 1, f"theta: expected a 1-D array, got shape {theta.shape}")
     _out("theta", theta, theta.shape, dt)
+    return theta, dt
+
+
+def _state(name: str, a: object, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
+    """Optimizer state written in place: an ndarray of theta's shape, dtype and layout."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected an ndarray, got {type(a).__name__}")
+    if a.dtype != dt:
+        raise TypeError(f"{name}: expected dtype {dt} like theta, got {a.dtype}")
+    return _out(name, a, shape, dt)
+
+
+def sgd_update(theta: np.ndarray, grad: ArrayLike, lr: float) -> np.ndarray:
+    """θ ← θ − lr·∇θ in place (seed 000 eq. 12).  theta, grad: (p,) of one dtype."""
+    theta, dt = _theta(theta)
     grad = _in("grad", grad, dt, 1)
     _shape_check(grad.shape == theta.shape, f"grad: expected shape {theta.shape}, got {grad.shape}")
     _no_overlap("theta", theta, {"grad": grad}, same_ok=("grad",))
-    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
-        raise TypeError(f"lr: expected a real number, got {lr!r}")
-    try:
-        lr = float(lr)
-    except OverflowError:
-        lr = float("inf")
-    with np.errstate(over="ignore"):
-        lr_in_dtype = dt.type(lr)
-    if not np.isfinite(lr) or not np.isfinite(lr_in_dtype):
-        raise ValueError(f"lr: expected a number finite in {dt}, got {lr}")
+    lr = _real_in_dtype("lr", lr, dt)
     _core.k_sgd_update(theta, grad, lr)
+    return theta
+
+
+# Activations by name: what activation_forward computes, and which of them have a
+# derivative activation_backward can read from the output (softmax's goes through the
+# loss, exp is only scikit-learn's Poisson output, whose delta the loss gives directly).
+_ACTIVATIONS = ("identity", "relu", "logistic", "tanh", "softmax", "exp")
+_ACT_DERIVATIVES = ("identity", "relu", "logistic", "tanh")
+
+
+def _kind(kind: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(kind, str) or kind not in choices:
+        raise ValueError(f"kind: expected one of {', '.join(map(repr, choices))}, got {kind!r}")
+    return kind
+
+
+def activation_forward(kind: str, Z: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
+    """A = g(Z) for the activation ``kind``; Z: (n, k) float32/float64 → A: (n, k).
+
+    ``kind``: "identity" (A = Z), "relu" (max(Z, 0), as ``relu_forward``), "logistic"
+    (1/(1 + e^−z)), "tanh", "exp" (e^z, scikit-learn's Poisson output) element-wise, or
+    "softmax" row-wise (as ``softmax``).  Computed in the dtype with its libm; logistic
+    saturates to exactly 0 or 1 and never gives NaN for finite z, NaN stays NaN.
+    Pass ``out=Z`` to work in place.
+    """
+    kind = _kind(kind, _ACTIVATIONS)
+    dt = _float_dtype("Z", Z)
+    Zc = _in("Z", Z, dt, 2)
+    A = _out("out", out, Zc.shape, dt)
+    if A is not Zc:
+        np.copyto(A, Zc)
+    _core.k_activation_forward(kind, A)
+    return A
+
+
+def activation_backward(kind: str, A: ArrayLike, D: ArrayLike,
+                        out: np.ndarray | None = None) -> np.ndarray:
+    """Δ = D ⊙ g'(Z), with g' read from the activation's output A = g(Z) (seed 002:
+    ∇a = g'(a) ⊙ ∇ŷ; seed 003 eq. 34 for ReLU).
+
+    ``kind``: "identity" (g' = 1), "relu" ([A > 0], as ``relu_backward``), "logistic"
+    (A·(1 − A)) or "tanh" (1 − A²).  A, D: (n, k) of one dtype; returns Δ (n, k).
+    ``out=D`` works in place; ``out`` must not overlap A.
+    """
+    kind = _kind(kind, _ACT_DERIVATIVES)
+    dt = _float_dtype("A", A)
+    A, Dc = _in("A", A, dt, 2), _in("D", D, dt, 2)
+    _shape_check(Dc.shape == A.shape, f"D: expected shape {A.shape}, got {Dc.shape}")
+    Delta = _out("out", out, A.shape, dt)
+    _no_overlap("out", Delta, {"A": A})
+    if Delta is not Dc:
+        np.copyto(Delta, Dc)
+    _core.k_activation_backward(kind, A, Delta)
+    return Delta
+
+
+# scikit-learn's names (its neural_network LOSS_FUNCTIONS) → the core's.
+_SK_LOSSES = {"squared_error": "sk_squared_error", "log_loss": "sk_log_loss",
+              "binary_log_loss": "sk_binary_log_loss", "poisson": "sk_poisson"}
+
+
+def sklearn_loss_delta(kind: str, P: ArrayLike, Y: ArrayLike,
+                       sample_weight: ArrayLike | None = None,
+                       out: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """scikit-learn's MLP output losses and their raw output delta, as its estimators use
+    them (``fastmlp.MLPClassifier``/``MLPRegressor``; not the seeds' convention).
+
+    P: (n, k) the output layer *after* its activation, Y: (n, k) targets (one-hot rows
+    for the classifiers), one dtype; sample_weight: (n,) of that dtype or None (all 1).
+    With wᵢ the weights and W = Σᵢ wᵢ, p clipped to [eps, 1 − eps] (eps of the dtype)
+    inside the logarithms:
+
+    - "squared_error":   L = ½·(1/k)·Σⱼ (1/W)·Σᵢ wᵢ·(yᵢⱼ − pᵢⱼ)²
+    - "log_loss":        L = −(1/W)·Σᵢ wᵢ·Σⱼ yᵢⱼ·log pᵢⱼ  (softmax outputs; for k = 1 use
+      "binary_log_loss": no 1 − p column is added)
+    - "binary_log_loss": L = −(1/W)·Σᵢ wᵢ·Σⱼ [yᵢⱼ·log pᵢⱼ + (1 − yᵢⱼ)·log(1 − pᵢⱼ)]
+    - "poisson":         L = (1/W)·Σᵢ wᵢ·Σⱼ (yᵢⱼ·log(yᵢⱼ/pᵢⱼ) − yᵢⱼ + pᵢⱼ)
+
+    with 0·log(·) = 0.  Each loss pairs with its canonical output activation (identity,
+    softmax, logistic, exp), so the delta w.r.t. the output layer's pre-activation is
+    Δ = (P − Y)·wᵢ, *not* divided by W: scikit-learn divides the gradients instead.
+    Returns (loss as float, accumulated in float64; Δ (n, k)).  ``out`` may be P or Y
+    exactly (in place).  sample_weight must have a finite sum > 0.
+    """
+    core_kind = _SK_LOSSES[_kind(kind, tuple(_SK_LOSSES))]
+    dt = _float_dtype("P", P)
+    P, Y = _in("P", P, dt, 2), _in("Y", Y, dt, 2)
+    _shape_check(Y.shape == P.shape, f"Y: expected shape {P.shape}, got {Y.shape}")
+    _shape_check(min(P.shape) >= 1, "P: every dimension must be >= 1")
+    sw = None
+    if sample_weight is not None:
+        sw = _in("sample_weight", sample_weight, dt, 1)
+        _shape_check(sw.shape[0] == P.shape[0],
+                     f"sample_weight: expected {P.shape[0]} weights, got {sw.shape[0]}")
+        total = float(np.sum(sw, dtype=np.float64))
+        if not (math.isfinite(total) and total > 0):
+            raise ValueError(f"sample_weight: expected weights of a finite sum > 0, got {total}")
+    D = _out("out", out, P.shape, dt)
+    _no_overlap("out", D, {"P": P, "Y": Y, "sample_weight": sw}, same_ok=("P", "Y"))
+    return _core.k_sk_loss_delta(core_kind, P, Y, sw, D), D
+
+
+def momentum_update(theta: np.ndarray, grad: ArrayLike, velocity: np.ndarray, lr: float,
+                    momentum: float, nesterov: bool = False) -> np.ndarray:
+    """Heavy-ball momentum, in place (scikit-learn's SGD solver; with nesterov, Sutskever
+    et al. 2013's form of Nesterov's accelerated gradient):
+
+        v ← μ·v − η·∇θ;   θ ← θ + v,   or with nesterov   θ ← θ + μ·v − η·∇θ
+
+    (the new v on the right: θ + μ²·v_old − (1 + μ)·η·∇θ).  theta, grad, velocity: (p,) of
+    one dtype; theta and velocity are updated in place and must not overlap (grad may
+    be theta exactly).  η = ``lr`` and μ = ``momentum`` are any reals finite in the dtype,
+    rounded to it; the arithmetic is the dtype's.  Returns theta.
+    """
+    theta, dt = _theta(theta)
+    grad = _in("grad", grad, dt, 1)
+    _shape_check(grad.shape == theta.shape, f"grad: expected shape {theta.shape}, got {grad.shape}")
+    velocity = _state("velocity", velocity, theta.shape, dt)
+    _no_overlap("theta", theta, {"grad": grad}, same_ok=("grad",))
+    _no_overlap("velocity", velocity, {"theta": theta, "grad": grad})
+    lr = _real_in_dtype("lr", lr, dt)
+    momentum = _real_in_dtype("momentum", momentum, dt)
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise TypeError(f"nesterov: expected a bool, got {nesterov!r}")
+    _core.k_momentum_update(theta, grad, velocity, lr, momentum, bool(nesterov))
+    return theta
+
+
+def _fraction(name: str, value: object) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    try:
+        x = float(value)
+    except OverflowError:
+        x = float("inf")
+    if not 0 <= x < 1:
+        raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}")
+    return x
+
+
+def adam_update(theta: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray,
+                lr: float, beta_1: float, beta_2: float, epsilon: float, t: int) -> np.ndarray:
+    """Step t ≥ 1 of Adam (Kingma & Ba 2015, Algorithm 1), in place, with the bias
+    correction folded into the step size as in their §2 (and scikit-learn):
+
+        m ← β1·m + (1 − β1)·g;   v ← β2·v + (1 − β2)·g²
+        η_t = η·√(1 − β2ᵗ)/(1 − β1ᵗ);   θ ← θ − η_t·m/(√v + ε)
+
+    which is Algorithm 1's θ − η·m̂/(√v̂ + ε̂) with m̂ = m/(1 − β1ᵗ), v̂ = v/(1 − β2ᵗ) and
+    ε̂ = ε/√(1 − β2ᵗ) (ε sits outside the square root, on the uncorrected v).
+    theta, grad, m, v: (p,) of one dtype; theta, m and v are updated in place and must not
+    overlap one another (grad may be theta exactly); v ≥ 0 as Adam keeps it.  η_t is
+    computed in float64 and rounded to the dtype, and so are β1, 1 − β1, β2, 1 − β2 and
+    ε; the update itself runs in the dtype (a float32 step is float32 throughout).
+    lr: real, with η_t finite in the dtype; beta_1, beta_2 in [0, 1); epsilon > 0 and
+    still > 0 in the dtype; t: int in [1, 2**63).  Returns theta.
+    """
+    theta, dt = _theta(theta)
+    grad = _in("grad", grad, dt, 1)
+    _shape_check(grad.shape == theta.shape, f"grad: expected shape {theta.shape}, got {grad.shape}")
+    m = _state("m", m, theta.shape, dt)
+    v = _state("v", v, theta.shape, dt)
+    _no_overlap("theta", theta, {"grad": grad}, same_ok=("grad",))
+    _no_overlap("m", m, {"theta": theta, "grad": grad})
+    _no_overlap("v", v, {"theta": theta, "grad": grad, "m": m})
+    lr = _real_in_dtype("lr", lr, dt)
+    beta_1 = _fraction("beta_1", beta_1)
+    beta_2 = _fraction("beta_2", beta_2)
+    epsilon = _real_in_dtype("epsilon", epsilon, dt)
+    if not dt.type(epsilon) > 0:
+        raise ValueError(f"epsilon: expected a number > 0 in {dt}, got {epsilon}")
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Integral):
+        raise TypeError(f"t: expected an int, got {t!r}")
+    t = operator.index(t)
+    if not 1 <= t < 2**63:
+        raise ValueError(f"t: expected the step count, an int in [1, 2**63), got {t}")
+    # The core's η_t, evaluated the same way (float64), so that a step size overflowing
+    # the dtype is refused here instead of writing ±inf/NaN into theta.
+    lr_t = lr * math.sqrt(1 - beta_2 ** float(t)) / (1 - beta_1 ** float(t))
+    with np.errstate(over="ignore"):
+        if not np.isfinite(dt.type(lr_t)):
+            raise ValueError(f"lr: the step size lr·√(1 − beta_2**t)/(1 − beta_1**t) = "
+                             f"{lr_t} is not finite in {dt}")
+    _core.k_adam_update(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t)
     return theta

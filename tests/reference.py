@@ -16,7 +16,10 @@ import numpy as np
 
 __all__ = ["linear_forward", "relu", "relu_backward", "backprop_delta", "linear_backward",
            "mse_loss_delta", "softmax", "log_softmax", "softmax_xent_loss_delta",
-           "forward", "loss_and_grad"]
+           "forward", "loss_and_grad",
+           "identity", "logistic", "tanh", "activation", "activation_derivative",
+           "activation_backward", "sklearn_loss", "momentum_update", "adam_update",
+           "adam_update_bias_corrected"]
 
 
 def _f64(a) -> np.ndarray:
@@ -198,3 +201,143 @@ def loss_and_grad(weights, biases, X, Y, loss: str):
         if l > 0:
             D = backprop_delta(D, weights[l], acts[l])
     return value, grads
+
+
+# --------------------------------------------------------------------------------------
+# Further activations, scikit-learn's losses and the optimizers of the estimators.  These
+# are not in the seeds; each function names the definition it transcribes.
+# --------------------------------------------------------------------------------------
+def identity(Z) -> np.ndarray:
+    """g(z) = z."""
+    return _f64(Z).copy()
+
+
+def logistic(Z) -> np.ndarray:
+    """σ(z) = 1/(1 + e^−z), evaluated as e^z/(1 + e^z) for z < 0 so that neither branch
+    overflows and small values keep their relative accuracy."""
+    Z = _f64(Z)
+    with np.errstate(over="ignore"):
+        e = np.exp(-np.abs(Z))          # in (0, 1]: never overflows
+    return np.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def tanh(Z) -> np.ndarray:
+    """g(z) = tanh z = (e^z − e^−z)/(e^z + e^−z)."""
+    return np.tanh(_f64(Z))
+
+
+def activation(kind: str, Z) -> np.ndarray:
+    """g(Z) for an activation by name; "softmax" is row-wise, "exp" is e^z."""
+    if kind == "softmax":
+        return softmax(Z)
+    if kind == "exp":
+        return np.exp(_f64(Z))
+    return {"identity": identity, "relu": relu, "logistic": logistic, "tanh": tanh}[kind](Z)
+
+
+def activation_derivative(kind: str, A) -> np.ndarray:
+    """g'(z) written through the output a = g(z), so the backward pass needs no Z:
+    identity 1; relu [a > 0] (seed 003 eq. 23); logistic σ' = σ·(1 − σ) = a·(1 − a);
+    tanh' = 1 − tanh² = 1 − a²."""
+    A = _f64(A)
+    if kind == "identity":
+        return np.ones_like(A)
+    if kind == "relu":
+        return (A > 0).astype(np.float64)
+    if kind == "logistic":
+        return A * (1.0 - A)
+    if kind == "tanh":
+        return 1.0 - A * A
+    raise ValueError(f"reference: no derivative for {kind!r}")
+
+
+def activation_backward(kind: str, A, D) -> np.ndarray:
+    """Δ = D ⊙ g'(z) (seed 002: ∇a = g'(a) ⊙ ∇ŷ), g' read from A = g(Z)."""
+    return _f64(D) * activation_derivative(kind, A)
+
+
+def _xlogy(x, y) -> np.ndarray:
+    """x·log y with 0·log y = 0 (whatever y is), as scipy.special.xlogy."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x == 0, 0.0, x * np.log(y))
+
+
+def sklearn_loss(kind: str, P, Y, sample_weight=None, eps: float = float(np.finfo(np.float64).eps)):
+    """scikit-learn's MLP losses (sklearn/neural_network/_base.py, LOSS_FUNCTIONS) and the
+    raw output delta its backpropagation starts from.
+
+    Each loss is a weighted average over the samples, wᵢ/Σw, of a per-sample term, with P
+    clipped to [eps, 1 − eps] inside the logarithms (eps of the data's dtype, passed in):
+    squared_error ½·mean over outputs of the average of (y − p)²; log_loss −Σⱼ y·log p
+    (scikit-learn's function adds a 1 − p column when k = 1, a case its MLPs never reach:
+    they use binary_log_loss there);
+    binary_log_loss −Σⱼ [y·log p + (1 − y)·log(1 − p)]; poisson Σⱼ (y·log(y/p) − y + p).
+    Each pairs with its canonical link (identity, softmax, logistic, exp), for which
+    ∂(per-sample term)/∂z = p − y; scikit-learn starts backpropagation from (P − Y) scaled
+    by the sample weights and divides the gradients by Σw afterwards.
+    Returns (loss as float, delta (n, k)).
+    """
+    P, Y = _f64(P), _f64(Y)
+    n, k = P.shape
+    w = np.ones(n) if sample_weight is None else _f64(sample_weight)
+    clipped = np.clip(P, eps, 1 - eps)
+    if kind == "squared_error":
+        per_output = 0.5 * (Y - P) ** 2           # averaged over outputs below
+        term = per_output.mean(axis=1)
+    elif kind == "log_loss":
+        term = -_xlogy(Y, clipped).sum(axis=1)
+    elif kind == "binary_log_loss":
+        term = -(_xlogy(Y, clipped) + _xlogy(1 - Y, 1 - clipped)).sum(axis=1)
+    elif kind == "poisson":
+        with np.errstate(divide="ignore"):
+            term = (_xlogy(Y, Y / P) - Y + P).sum(axis=1)
+    else:
+        raise ValueError(f"reference: unknown scikit-learn loss {kind!r}")
+    loss = float((w * term).sum() / w.sum())
+    return loss, (P - Y) * w[:, None]
+
+
+def momentum_update(theta, grad, velocity, lr: float, momentum: float, nesterov: bool):
+    """Heavy-ball momentum (Polyak): v ← μ·v − η·g, θ ← θ + v.  With Nesterov's
+    correction in the form of Sutskever et al. (2013) and Bengio et al. (2012), written
+    here from the old velocity: θ ← θ + μ²·v_old − (1 + μ)·η·g (equal to θ + μ·v_new − η·g).
+    Returns (θ, v) new, float64.
+    """
+    theta, g, v_old = _f64(theta), _f64(grad), _f64(velocity)
+    v = momentum * v_old - lr * g
+    if nesterov:
+        return theta + momentum * momentum * v_old - (1 + momentum) * lr * g, v
+    return theta + v, v
+
+
+def adam_update(theta, grad, m, v, lr: float, beta_1: float, beta_2: float,
+                epsilon: float, t: int):
+    """Step t of Adam in the form of Kingma & Ba (2015) §2, last paragraph, which folds the
+    bias corrections into the step size:
+
+        m ← β1·m + (1 − β1)·g;   v ← β2·v + (1 − β2)·g²
+        η_t = η·√(1 − β2ᵗ)/(1 − β1ᵗ);   θ ← θ − η_t·m/(√v + ε)
+
+    (ε outside the square root, added to the uncorrected √v — the form fastmlp and
+    scikit-learn use; ``adam_update_bias_corrected`` is Algorithm 1 itself).
+    Returns (θ, m, v) new, float64.
+    """
+    theta, g, m, v = _f64(theta), _f64(grad), _f64(m), _f64(v)
+    m = beta_1 * m + (1 - beta_1) * g
+    v = beta_2 * v + (1 - beta_2) * g * g
+    lr_t = lr * np.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+    return theta - lr_t * m / (np.sqrt(v) + epsilon), m, v
+
+
+def adam_update_bias_corrected(theta, grad, m, v, lr: float, beta_1: float, beta_2: float,
+                               epsilon_hat: float, t: int):
+    """Kingma & Ba (2015) Algorithm 1: m̂ = m/(1 − β1ᵗ), v̂ = v/(1 − β2ᵗ),
+    θ ← θ − η·m̂/(√v̂ + ε̂).  Equal to ``adam_update`` with ε = ε̂·√(1 − β2ᵗ).
+    Returns (θ, m, v) new, float64.
+    """
+    theta, g, m, v = _f64(theta), _f64(grad), _f64(m), _f64(v)
+    m = beta_1 * m + (1 - beta_1) * g
+    v = beta_2 * v + (1 - beta_2) * g * g
+    m_hat = m / (1 - beta_1 ** t)
+    v_hat = v / (1 - beta_2 ** t)
+    return theta - lr * m_hat / (np.sqrt(v_hat) + epsilon_hat), m, v

@@ -945,8 +945,38 @@ KERNEL_ARGS = {
     "softmax_cross_entropy_loss_delta": ([("logits", "na"), ("Y", "na")], [("out", "na")]),
     "softmax": ([("Z", "na")], [("out", "na")]),
     "sgd_update": ([("theta", "a"), ("grad", "a")], []),
+    "activation_forward": ([("Z", "na")], [("out", "na")]),
+    "activation_backward": ([("A", "na"), ("D", "na")], [("out", "na")]),
+    "sklearn_loss_delta": ([("P", "na"), ("Y", "na")], [("out", "na")]),
+    "momentum_update": ([("theta", "a"), ("grad", "a"), ("velocity", "a")], []),
+    "adam_update": ([("theta", "a"), ("grad", "a"), ("m", "a"), ("v", "a")], []),
 }
 assert sorted(KERNEL_ARGS) == sorted(K.__all__), "a kernel is not fuzzed"
+
+# Arrays the update kernels write in place (ndarrays, C-contiguous, aligned, writable).
+WRITTEN = {"sgd_update": ("theta",), "momentum_update": ("theta", "velocity"),
+           "adam_update": ("theta", "m", "v")}
+# Keyword arguments other than arrays, drawn per kernel; "kind" goes first, positionally.
+KINDS = {"activation_forward": ("identity", "relu", "logistic", "tanh", "softmax", "exp"),
+         "activation_backward": ("identity", "relu", "logistic", "tanh"),
+         "sklearn_loss_delta": ("squared_error", "log_loss", "binary_log_loss", "poisson")}
+LR_VALUES = [0.1, 1.0, -0.5, 0.0, 1e300, np.nan, np.inf, "0.1", None, True, 10**400,
+             np.float32(0.5), 3]
+
+
+def real_in_dtype(value, dt) -> bool:
+    """Whether the kernels take `value` as a real hyper-parameter finite in `dt`."""
+    if check_real(abs(value) if isinstance(value, (int, float, np.number)) and not isinstance(
+            value, (bool, np.bool_, complex)) else value, positive=False):
+        return False
+    return bool(np.isfinite(to_dtype(np.float64(value), dt)))
+
+
+def fraction_ok(value) -> bool:
+    if check_real(abs(value) if isinstance(value, (int, float, np.number)) and not isinstance(
+            value, (bool, np.bool_, complex)) else value, positive=False):
+        return False
+    return 0 <= float(value) < 1
 
 
 def kernel_reference(name, a):
@@ -974,6 +1004,49 @@ def kernel_reference(name, a):
             return [ref.softmax(a["Z"]) if a["Z"].size else a["Z"].copy()]
         if name == "sgd_update":
             return [a["theta"] - a["lr"] * a["grad"]]
+        dt = a["dtype"]
+        x = a["extra"]
+        if name == "activation_forward":
+            Z = a["Z"]
+            if not Z.size:
+                return [Z.copy()]
+            # rounded to the dtype: exp overflows float32 long before float64
+            return [to_dtype(ref.activation(x["kind"], Z), dt)]
+        # The element-wise kernels below are evaluated in the dtype, in the core's order of
+        # operations, so that overflow and NaN land on the same elements; their accuracy
+        # against exact arithmetic is tests/test_kernels.py's business.
+        d = {k: to_dtype(v, dt) for k, v in a.items() if isinstance(v, np.ndarray)}
+        if name == "activation_backward":
+            A, D = d["A"], d["D"]
+            kind = x["kind"]
+            if kind == "relu":
+                return [np.where(A > 0, D, dt.type(0))]
+            if kind == "logistic":
+                return [D * A * (dt.type(1) - A)]
+            if kind == "tanh":
+                return [D * (dt.type(1) - A * A)]
+            return [D.copy()]
+        if name == "sklearn_loss_delta":
+            P, Y = d["P"], d["Y"]
+            sw = a.get("sample_weight")
+            w = np.ones(P.shape[0], dtype=dt) if sw is None else to_dtype(sw, dt)
+            delta = (P - Y) * w[:, None]
+            loss, _ = ref.sklearn_loss(x["kind"], a["P"], a["Y"], w.astype(np.float64),
+                                       eps=float(np.finfo(dt).eps))
+            return [loss, delta]
+        if name == "momentum_update":
+            th, g, vel = d["theta"], d["grad"], d["velocity"]
+            lr, mu = dt.type(x["lr"]), dt.type(x["momentum"])
+            v = mu * vel - lr * g
+            return [th + ((mu * v - lr * g) if x["nesterov"] else v), v]
+        if name == "adam_update":
+            th, g, m, v = d["theta"], d["grad"], d["m"], d["v"]
+            t = int(x["t"])
+            b1, b2 = float(x["beta_1"]), float(x["beta_2"])
+            lr_t = dt.type(float(x["lr"]) * math.sqrt(1 - b2 ** float(t)) / (1 - b1 ** float(t)))
+            m = dt.type(b1) * m + dt.type(1 - b1) * g
+            v = dt.type(b2) * v + dt.type(1 - b2) * (g * g)
+            return [th + (-lr_t * m) / (np.sqrt(v) + dt.type(x["epsilon"])), m, v]
     raise AssertionError(name)
 
 
@@ -983,17 +1056,20 @@ def large_logits(logits, dtype) -> bool:
     return bool(fin.size) and float(fin.max()) * float(np.finfo(dtype).eps) > 1e-2
 
 
-def kernel_oracle(name, args, outs, lr):
+def kernel_oracle(name, args, outs, extra):
     """(set of argument names that are invalid, converted float64 inputs)."""
     spec_in, spec_out = KERNEL_ARGS[name]
     first = spec_in[0][0]
     conv = {}
     bad = set()
+    if name in KINDS and (not isinstance(extra["kind"], str)
+                          or extra["kind"] not in KINDS[name]):
+        bad.add("kind")
     a0 = as_np(args[first])
     if a0 is None:
-        return {first}, None
+        return bad | {first}, None
     if a0.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        return {first}, None
+        return bad | {first}, None
     dt = a0.dtype
     ndims = {"na": 2, "ab": 2, "nb": 2, "b": 1, "a": 1}
     for arg, code in spec_in:
@@ -1009,11 +1085,11 @@ def kernel_oracle(name, args, outs, lr):
             bad.add(arg)
         else:
             conv[arg] = a
-    if name == "sgd_update":
-        th = args["theta"]
+    for arg in WRITTEN.get(name, ()):
+        th = args[arg]
         if not isinstance(th, np.ndarray) or not (
                 th.flags.c_contiguous and th.flags.aligned and th.flags.writeable):
-            bad.add("theta")
+            bad.add(arg)
     # consistent shapes (among the inputs that are valid so far; the order in which the
     # library checks them is its own business: any invalid argument may be the one named)
     try:
@@ -1026,11 +1102,12 @@ def kernel_oracle(name, args, outs, lr):
             elif min(n, d_in, conv["W"].shape[1]) < 1:
                 bad |= {"A", "W"}
             shapes = {"out": (n, conv["W"].shape[1])}
-        elif name in ("relu_forward", "softmax"):
+        elif name in ("relu_forward", "softmax", "activation_forward"):
             shapes = {"out": conv["Z"].shape}
-        elif name == "relu_backward":
-            if conv["dA"].shape != conv["A"].shape:
-                bad.add("dA")
+        elif name in ("relu_backward", "activation_backward"):
+            other = "dA" if name == "relu_backward" else "D"
+            if conv[other].shape != conv["A"].shape:
+                bad.add(other)
             shapes = {"out": conv["A"].shape}
         elif name == "backprop_delta":
             n, d_next = conv["D_next"].shape
@@ -1048,12 +1125,23 @@ def kernel_oracle(name, args, outs, lr):
                 bad |= {"A_prev", "D"}
             shapes = {"dW": (conv["A_prev"].shape[1], conv["D"].shape[1]),
                       "db": (conv["D"].shape[1],)}
-        elif name == "mse_loss_delta":
-            if conv["Y"].shape != conv["Yhat"].shape:
+        elif name in ("mse_loss_delta", "sklearn_loss_delta"):
+            first = "Yhat" if name == "mse_loss_delta" else "P"
+            if conv["Y"].shape != conv[first].shape:
                 bad.add("Y")
-            elif min(conv["Yhat"].shape) < 1:
-                bad.add("Yhat")
-            shapes = {"out": conv["Yhat"].shape}
+            elif min(conv[first].shape) < 1:
+                bad.add(first)
+            if name == "sklearn_loss_delta" and extra.get("sample_weight") is not None:
+                sw = as_np(extra["sample_weight"])
+                if sw is None or sw.dtype != dt or sw.ndim != 1 or \
+                        sw.shape[0] != conv[first].shape[0]:
+                    bad.add("sample_weight")
+                else:
+                    total = float(np.sum(sw, dtype=np.float64))
+                    if not (math.isfinite(total) and total > 0):
+                        bad.add("sample_weight")
+                    conv["sample_weight"] = sw
+            shapes = {"out": conv[first].shape}
         elif name == "softmax_cross_entropy_loss_delta":
             n, k = conv["logits"].shape
             if min(n, k) < 1:
@@ -1066,17 +1154,41 @@ def kernel_oracle(name, args, outs, lr):
             elif Y.ndim == 2 and Y.shape != (n, k):
                 bad.add("Y")
             shapes = {"out": (n, k)}
-        elif name == "sgd_update":
-            if conv["grad"].shape != conv["theta"].shape:
-                bad.add("grad")
-            # any real lr, of either sign, finite in the array's dtype
-            if check_real(abs(lr) if isinstance(lr, (int, float, np.number)) and not isinstance(
-                    lr, (bool, np.bool_, complex)) else lr, positive=False) or \
-                    not np.isfinite(to_dtype(np.float64(lr), dt)):
-                bad.add("lr")
+        elif name in WRITTEN:
+            for arg, _ in spec_in[1:]:
+                if conv[arg].shape != conv["theta"].shape:
+                    bad.add(arg)
             shapes = {}
     except KeyError:  # an input the shapes depend on is itself invalid
         shapes = None
+    # hyper-parameters: any real lr of either sign finite in the array's dtype, and so on
+    if name in WRITTEN:
+        if not real_in_dtype(extra["lr"], dt):
+            bad.add("lr")
+    if name == "momentum_update":
+        if not real_in_dtype(extra["momentum"], dt):
+            bad.add("momentum")
+        if not isinstance(extra["nesterov"], (bool, np.bool_)):
+            bad.add("nesterov")
+    if name == "adam_update":
+        b_ok = True
+        for h in ("beta_1", "beta_2"):
+            if not fraction_ok(extra[h]):
+                bad.add(h)
+                b_ok = False
+        e = extra["epsilon"]
+        if not real_in_dtype(e, dt) or not to_dtype(np.float64(e), dt) > 0:
+            bad.add("epsilon")
+        t = extra["t"]
+        t_ok = isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_)) \
+            and 1 <= int(t) < 2**63
+        if not t_ok:
+            bad.add("t")
+        if b_ok and t_ok and "lr" not in bad:
+            b1, b2 = float(extra["beta_1"]), float(extra["beta_2"])
+            lr_t = float(extra["lr"]) * math.sqrt(1 - b2 ** float(t)) / (1 - b1 ** float(t))
+            if not np.isfinite(to_dtype(np.float64(lr_t), dt)):
+                bad.add("lr")
     for o, _ in spec_out:
         out = outs.get(o)
         if out is None:
@@ -1088,38 +1200,55 @@ def kernel_oracle(name, args, outs, lr):
     if bad:
         return bad, None
     return bad, {k: (v.astype(np.float64) if k != "Y" or v.ndim == 2 else v)
-                 for k, v in conv.items()} | {"lr": lr, "dtype": dt}
+                 for k, v in conv.items()} | {"lr": extra.get("lr"), "dtype": dt,
+                                              "extra": extra}
 
 
-def overlap_ok(name, args, outs):
-    """Whether the outputs' overlaps with the inputs are ones the kernel supports."""
+def _same(a, b) -> bool:
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides)
+
+
+def overlap_bad(name, args, outs, extra):
+    """The arguments an unsupported overlap of outputs/state with inputs makes invalid."""
     ins = {k: np.asarray(v) for k, v in args.items() if isinstance(v, np.ndarray)}
+    sw = extra.get("sample_weight")
+    if isinstance(sw, np.ndarray):
+        ins["sample_weight"] = np.asarray(sw)
+    bad = set()
     for o, out in outs.items():
         if not isinstance(out, np.ndarray):
             continue
         for k, a in ins.items():
             if not np.may_share_memory(out, a):
                 continue
-            if name in ("relu_forward", "softmax"):
+            if name in ("relu_forward", "softmax", "activation_forward"):
                 continue
-            if name == "relu_backward" and k == "dA":
+            if (name, k) in (("relu_backward", "dA"), ("activation_backward", "D")):
                 continue
-            same = (a.__array_interface__["data"][0] == out.__array_interface__["data"][0]
-                    and a.shape == out.shape and a.strides == out.strides)
-            if name == "mse_loss_delta" and same:
+            if name == "mse_loss_delta" and _same(out, a):
                 continue
-            return False
+            if name == "sklearn_loss_delta" and k in ("P", "Y") and _same(out, a):
+                continue
+            bad |= set(outs)
         if name == "linear_backward" and o == "dW" and isinstance(outs.get("db"), np.ndarray) \
                 and np.may_share_memory(out, outs["db"]):
-            return False
-    if name == "sgd_update":
+            bad |= set(outs)
+    if name in WRITTEN:
+        # theta may be grad exactly; state must not overlap theta, grad or earlier state
         th, g = args["theta"], args["grad"]
         if isinstance(th, np.ndarray) and isinstance(g, np.ndarray) and \
-                np.may_share_memory(th, g) and not (
-                    g.__array_interface__["data"][0] == th.__array_interface__["data"][0]
-                    and g.shape == th.shape and g.strides == th.strides):
-            return False
-    return True
+                np.may_share_memory(th, g) and not _same(g, th):
+            bad.add("theta")
+        seen = [x for x in ("theta", "grad") if isinstance(args[x], np.ndarray)]
+        for s in WRITTEN[name][1:]:
+            st_ = args[s]
+            if isinstance(st_, np.ndarray) and any(np.may_share_memory(st_, args[x])
+                                                  for x in seen):
+                bad.add(s)
+            if isinstance(st_, np.ndarray):
+                seen.append(s)
+    return bad
 
 
 @st.composite
@@ -1129,6 +1258,7 @@ def kernel_call(draw, name):
             for c in "nab"}
     dt = draw(st.sampled_from(GOOD_FLOAT_KINDS))
     args = {}
+    written = WRITTEN.get(name, ())
     for arg, code in spec_in:
         shape = tuple(dims[c] for c in code)
         if name == "softmax_cross_entropy_loss_delta" and arg == "Y":
@@ -1137,16 +1267,29 @@ def kernel_call(draw, name):
                                                                       "uint64"],
                                            values=label_values(max(dims["a"], 1))))
                 continue
-        args[arg] = draw(any_array(shape, good_kinds=[dt], p_good=0.85))
-    if name == "sgd_update":
-        # theta is written in place: an ndarray, usually a good one
-        shape = (dims["a"],)
-        th = draw(any_array(shape, good_kinds=[dt], p_good=0.85))
-        if not isinstance(th, np.ndarray) or draw(st.integers(0, 3)) == 0:
-            th = draw(any_array(shape, kinds=[dt], mutate=False)) if draw(st.booleans()) else th
-        args["theta"] = th
-        if isinstance(th, np.ndarray) and draw(st.integers(0, 5)) == 0:
-            args["grad"] = th  # exactly in place
+        if arg in written:
+            # written in place: an ndarray, usually a good one (with several of them, a
+            # good one more often, so that whole calls often are)
+            if len(written) > 1 and draw(st.integers(0, 9)) < 7:
+                th = draw(any_array(shape, kinds=[dt], mutate=False, p_layout_c=1.0))
+            else:
+                th = draw(any_array(shape, good_kinds=[dt], p_good=0.85))
+            if not isinstance(th, np.ndarray) or draw(st.integers(0, 3)) == 0:
+                th = draw(any_array(shape, kinds=[dt], mutate=False)) if draw(st.booleans()) \
+                    else th
+            if arg == "v" and isinstance(th, np.ndarray) and th.dtype.kind == "f" and \
+                    th.flags.writeable:
+                th[...] = np.abs(th)   # Adam's v is a mean of squares
+            args[arg] = th
+            continue
+        args[arg] = draw(any_array(shape, good_kinds=[dt],
+                                   p_good=0.95 if len(spec_in) > 2 else 0.85))
+    if written and isinstance(args["theta"], np.ndarray) and draw(st.integers(0, 5)) == 0:
+        # exactly in place, or state aliasing theta / grad / other state
+        src = draw(st.sampled_from(["theta"] + list(written[1:])))
+        dst = draw(st.sampled_from(["grad"] + list(written[1:])))
+        if src != dst:
+            args[dst] = args[src]
     outs = {}
     for o, code in spec_out:
         how = draw(st.sampled_from(["none"] * 4 + ["good", "good", "bad", "alias"]))
@@ -1157,10 +1300,43 @@ def kernel_call(draw, name):
         elif how == "alias":
             src = args[draw(st.sampled_from([a for a, _ in spec_in]))]
             outs[o] = src if isinstance(src, np.ndarray) else None
-    lr = draw(st.sampled_from([0.1, 1.0, -0.5, 0.0, 1e300, np.nan, np.inf, "0.1", None,
-                               True, 10**400, np.float32(0.5), 3])) if name == "sgd_update" \
-        else None
-    return args, {k: v for k, v in outs.items() if v is not None}, lr
+    extra = {}
+
+    def mostly(good, bad):
+        # hyper-parameters are drawn valid 9 times in 10, so that whole calls often are
+        return draw(st.sampled_from(good)) if draw(st.integers(0, 9)) else \
+            draw(st.sampled_from(bad))
+
+    if name in KINDS:
+        extra["kind"] = mostly(list(KINDS[name]),
+                               ["sigmoid", "", None, "softmax", "sk_log_loss", "mse"])
+    if name == "sklearn_loss_delta" and draw(st.booleans()):
+        extra["sample_weight"] = draw(any_array((dims["n"],), good_kinds=[dt], p_good=0.85))
+    if name in ("momentum_update", "adam_update"):
+        extra["lr"] = mostly([0.1, 1.0, -0.5, 0.0, np.float32(0.5), 3],
+                             [1e300, np.nan, np.inf, "0.1", None, True, 10**400])
+    if name == "momentum_update":
+        extra["momentum"] = mostly([0.9, 0.0, 1.5, -0.5], [np.nan, np.inf, 1e39, "0.9", None,
+                                                          True])
+        extra["nesterov"] = mostly([False, True, np.True_], [1, "yes", None])
+    if name == "adam_update":
+        extra["beta_1"] = mostly([0.9, 0.0, 1 - 1e-12], [1.0, -0.1, np.nan, "0.9"])
+        extra["beta_2"] = mostly([0.999, 0.0, 0.5], [1.0, 1.5, np.nan, None])
+        extra["epsilon"] = mostly([1e-8, 0.5], [1e-50, 0.0, -1e-8, np.inf, np.nan, "1e-8"])
+        extra["t"] = mostly([1, 2, 10**6, 2**63 - 1, np.int64(3)], [0, -1, 2**63, 1.0, True])
+    if name == "sgd_update":
+        extra["lr"] = draw(st.sampled_from(LR_VALUES))
+    return args, {k: v for k, v in outs.items() if v is not None}, extra
+
+
+def kernel_arguments(name, args, extra):
+    """(positional arguments, keyword arguments) of a call to kernel `name`."""
+    spec_in, _ = KERNEL_ARGS[name]
+    pos = ([extra["kind"]] if name in KINDS else []) + [args[a] for a, _ in spec_in]
+    if name == "sgd_update":
+        return pos + [extra["lr"]], {}
+    kw = {k: v for k, v in extra.items() if k != "kind"}
+    return pos, kw
 
 
 @pytest.mark.parametrize("name", sorted(KERNEL_ARGS))
@@ -1171,20 +1347,19 @@ def test_fuzz_kernels(name):
     @fuzz(f"kernels.{name}", 150)
     @given(call=kernel_call(name))
     def prop(call):
-        args, outs, lr = call
-        bad, conv = kernel_oracle(name, args, outs, lr)
-        if not overlap_ok(name, args, outs):
-            bad = bad | set(outs) | ({"theta"} if name == "sgd_update" else set())
+        args, outs, extra = call
+        bad, conv = kernel_oracle(name, args, outs, extra)
+        bad = bad | overlap_bad(name, args, outs, extra)
         # inputs (and outputs not passed) must not change, except what the kernel writes
-        written = set(outs) | ({"theta"} if name == "sgd_update" else set())
+        written = set(outs) | set(WRITTEN.get(name, ()))
         snaps = {k: (np.array(v, copy=True), v) for k, v in args.items()
                  if isinstance(v, np.ndarray)}
         out_snaps = {k: np.array(v, copy=True) for k, v in outs.items()
                      if isinstance(v, np.ndarray)}
-        call_args = [args[a] for a, _ in spec_in] + ([lr] if name == "sgd_update" else [])
+        pos, kw = kernel_arguments(name, args, extra)
         try:
             with np.errstate(all="ignore"):
-                result = fn(*call_args, **outs)
+                result = fn(*pos, **kw, **outs)
         except (ValueError, TypeError) as exc:
             assert bad, f"{name} refused valid arguments: {exc!r}"
             named(exc, bad)
@@ -1197,15 +1372,23 @@ def test_fuzz_kernels(name):
             count(f"kernels.{name}", "rejected")
             return
         assert not bad, f"{name} accepted invalid arguments {bad}"
+        targets_ = [outs[o] for o in outs] + [args[w] for w in WRITTEN.get(name, ())]
         for k, (copy_, live) in snaps.items():
-            targets_ = [outs[o] for o in outs] + ([args["theta"]] if name == "sgd_update"
-                                                   else [])
             if k in written or any(isinstance(t, np.ndarray) and np.may_share_memory(live, t)
                                    for t in targets_):
                 continue
             assert np.array_equal(copy_, live, equal_nan=True), f"{name} changed its input {k}"
+        if name in WRITTEN and not np.all(np.isfinite(conv["theta"])):
+            # known core bug: an infinite parameter updates to NaN (0·θ in the weight-decay
+            # term), see test_kernels.py::test_update_of_an_infinite_parameter
+            count(f"kernels.{name}", "ok")
+            return
         want = kernel_reference(name, conv)
         got = list(result) if isinstance(result, tuple) else [result]
+        if name == "momentum_update":
+            got = [result, args["velocity"]]
+        elif name == "adam_update":
+            got = [result, args["m"], args["v"]]
         assert len(got) == len(want)
         for i, (g, w) in enumerate(zip(got, want)):
             if isinstance(w, float):
@@ -1213,6 +1396,22 @@ def test_fuzz_kernels(name):
                 if name == "softmax_cross_entropy_loss_delta" and large_logits(
                         conv["logits"], conv["dtype"]):
                     continue  # known core bug, see test_xent_loss_of_large_logits
+                if name == "sklearn_loss_delta":
+                    # terms are computed in the dtype: compared where that cannot overflow
+                    vals = [conv["P"], conv["Y"]] + ([conv["sample_weight"]]
+                                                    if "sample_weight" in conv else [])
+                    P = conv["P"]
+                    if huge(vals, conv["dtype"]) or np.any((P != 0) & (np.abs(P) < 1e-30)):
+                        continue
+                    with np.errstate(all="ignore"):
+                        Y = conv["Y"]
+                        mag = (np.abs(Y) + np.abs(P) + 1) ** 2 + np.abs(
+                            np.nan_to_num(Y * np.log(np.abs(Y / P)), posinf=0, neginf=0))
+                        wts = conv.get("sample_weight", np.ones(P.shape[0]))
+                        scale = float(np.abs(wts) @ mag.sum(axis=1)) / float(wts.sum())
+                    assert_close(g, w, conv["dtype"], f"{name} loss",
+                                 scale=max(1.0, scale) * 64)
+                    continue
                 assert_close(g, w, conv["dtype"], f"{name} loss")
                 continue
             assert isinstance(g, np.ndarray) and g.dtype == conv["dtype"]
@@ -1221,7 +1420,7 @@ def test_fuzz_kernels(name):
         for (o, _), g in zip(spec_out, got[-len(spec_out):] if spec_out else []):
             if o in outs:
                 assert g is outs[o]
-        if name == "sgd_update":
+        if name in WRITTEN:
             assert result is args["theta"]
         count(f"kernels.{name}", "ok")
 

@@ -7,18 +7,21 @@ preallocated outputs where the kernel does, so the comparison is kernel against 
 """
 from __future__ import annotations
 
+from typing import Any, Callable, Sequence
+
 import numpy as np
 
 # name: (n rows, d_in, d_out, k classes) — a hidden layer of the 'small' and 'mnist' nets
 SIZES = {"small": (64, 128, 128, 10), "mnist": (128, 784, 256, 10)}
 
 
-def cases(n, d_in, d_out, k, dtype):
+def cases(n: int, d_in: int, d_out: int, k: int,
+          dtype: np.dtype) -> dict[str, tuple[Callable[[], object], Callable[[], object]]]:
     """{kernel name: (fastmlp call, numpy call)} on fresh data of the given sizes."""
     from fastmlp import kernels as fk
     rng = np.random.default_rng(0)
 
-    def r(*shape):
+    def r(*shape: int) -> np.ndarray:
         return rng.standard_normal(shape).astype(dtype)
 
     A, W, b = r(n, d_in), r(d_in, d_out) * 0.05, r(d_out)
@@ -30,31 +33,37 @@ def cases(n, d_in, d_out, k, dtype):
     Dk = np.empty((n, k), dtype)
     theta, grad = r(d_in * d_out), r(d_in * d_out)
     rows = np.arange(n)
+    # the scikit-learn estimators' kernels: logistic outputs, 0/1 targets, optimizer state
+    P = 1 / (1 + np.exp(-Z))
+    Y01 = (r(n, d_out) > 0).astype(dtype)
+    eps = np.finfo(dtype).eps
+    velocity, m, v = np.zeros_like(theta), np.zeros_like(theta), np.zeros_like(theta)
+    adam_lr_t = 1e-6 * np.sqrt(1 - 0.999) / (1 - 0.9)     # η_t at t = 1
 
-    def np_linear():
+    def np_linear() -> None:
         np.matmul(A, W, out=out)
         np.add(out, b, out=out)
 
-    def np_backprop():
+    def np_backprop() -> None:
         np.matmul(D_next, W_next.T, out=out)
         np.multiply(out, relu_A > 0, out=out)
 
-    def np_linear_backward():
+    def np_linear_backward() -> None:
         np.matmul(A.T, Z, out=dW)
         np.sum(Z, axis=0, out=db)
 
-    def np_mse():
+    def np_mse() -> float:
         np.subtract(logits, Y, out=Dk)
         loss = float(np.vdot(Dk, Dk)) / n
         np.multiply(Dk, 2.0 / n, out=Dk)
         return loss
 
-    def np_softmax():
+    def np_softmax() -> None:
         np.subtract(logits, logits.max(axis=1, keepdims=True), out=Dk)
         np.exp(Dk, out=Dk)
         np.divide(Dk, Dk.sum(axis=1, keepdims=True), out=Dk)
 
-    def np_xent():
+    def np_xent() -> float:
         np.subtract(logits, logits.max(axis=1, keepdims=True), out=Dk)
         lse = np.log(np.exp(Dk).sum(axis=1))
         loss = float(np.mean(lse - Dk[rows, labels]))
@@ -63,8 +72,36 @@ def cases(n, d_in, d_out, k, dtype):
         np.multiply(Dk, 1.0 / n, out=Dk)
         return loss
 
-    def np_sgd():
+    def np_sgd() -> None:
         theta[...] -= 1e-6 * grad
+
+    def np_logistic() -> None:
+        np.negative(Z, out=out)
+        np.exp(out, out=out)
+        np.add(out, 1, out=out)
+        np.reciprocal(out, out=out)
+
+    def np_logistic_backward() -> None:
+        np.subtract(1, P, out=out)
+        np.multiply(out, P, out=out)
+        np.multiply(out, Z, out=out)
+
+    def np_binary_log_loss() -> float:
+        np.subtract(P, Y01, out=out)
+        Pc = np.clip(P, eps, 1 - eps)
+        return -float(np.vdot(Y01, np.log(Pc)) + np.vdot(1 - Y01, np.log(1 - Pc))) / n
+
+    def np_momentum() -> None:
+        velocity[...] *= 0.9
+        velocity[...] -= 1e-6 * grad
+        theta[...] += velocity
+
+    def np_adam() -> None:
+        m[...] *= 0.9
+        m[...] += 0.1 * grad
+        v[...] *= 0.999
+        v[...] += 0.001 * (grad * grad)
+        theta[...] -= adam_lr_t * m / (np.sqrt(v) + 1e-8)
 
     return {
         "linear_forward": (lambda: fk.linear_forward(A, W, b, out=out), np_linear),
@@ -80,10 +117,21 @@ def cases(n, d_in, d_out, k, dtype):
             lambda: fk.softmax_cross_entropy_loss_delta(logits, labels, out=Dk), np_xent),
         "softmax": (lambda: fk.softmax(logits, out=Dk), np_softmax),
         "sgd_update": (lambda: fk.sgd_update(theta, grad, 1e-6), np_sgd),
+        "activation_forward": (lambda: fk.activation_forward("logistic", Z, out=out),
+                               np_logistic),
+        "activation_backward": (lambda: fk.activation_backward("logistic", P, Z, out=out),
+                                np_logistic_backward),
+        "sklearn_loss_delta": (lambda: fk.sklearn_loss_delta("binary_log_loss", P, Y01, out=out),
+                               np_binary_log_loss),
+        "momentum_update": (lambda: fk.momentum_update(theta, grad, velocity, 1e-6, 0.9),
+                            np_momentum),
+        "adam_update": (lambda: fk.adam_update(theta, grad, m, v, 1e-6, 0.9, 0.999, 1e-8, 1),
+                        np_adam),
     }
 
 
-def run(dtypes=("float32",), settings=(5, 0.008, 0.05, 0.15, False)) -> list:
+def run(dtypes: Sequence[str] = ("float32",),
+        settings: Sequence[Any] = (5, 0.008, 0.05, 0.15, False)) -> list[dict[str, Any]]:
     """Time every kernel at every size and dtype; returns a list of result dicts."""
     from fastmlp.bench.run import measure, summarize
     out = []
@@ -99,7 +147,7 @@ def run(dtypes=("float32",), settings=(5, 0.008, 0.05, 0.15, False)) -> list:
     return out
 
 
-def table(results) -> str:
+def table(results: list[dict[str, Any]]) -> str:
     lines = ["| kernel | size (n, d_in, d_out, k) | dtype | fastmlp µs | numpy µs | numpy/fastmlp |",
              "|---|---|---|---:|---:|---:|"]
     for r in results:
