@@ -548,14 +548,18 @@ cdef void scale_gradients(floating* dW, const floating* W, Py_ssize_t size, doub
 
 
 # How the update kernels turn the raw gradient AᵀΔ they are given into ∇θ:
-# g = (raw + a·θ) / nrm — fastmlp's weight decay is a = α/n, nrm = 1; scikit-learn's order
-# is a = α, nrm = Σw; biases and α = 0 have a = 0.  Training steps leave this to the update
-# passes, which read θ anyway: one pass less over the parameters than scaling the
-# gradient buffer first.  One formula with no branch, so the loops vectorise; for a = 0 or
-# nrm = 1 it gives scale_gradients' bits (up to the sign of a zero).
-cdef inline floating grad_value(floating raw, floating w, floating a,
+# g = (raw + a·θ)·nrm — fastmlp's weight decay is a = α/n, nrm = 1; scikit-learn's is
+# a = α, nrm = 1/Σw (a multiplication where scikit-learn divides: one rounding apart,
+# and no division in a pass bound by its arithmetic).  Without decay (biases, α = 0) the
+# a·θ term is left out, not multiplied by zero, so that an infinite θ stays infinite.
+# Training steps leave this to the update passes, which read θ anyway: one pass less over
+# the parameters than scaling the gradient buffer first.  `decay` is the same for a whole
+# loop, so the compiler splits the loop on it and both versions vectorise.
+cdef inline floating grad_value(floating raw, floating w, bint decay, floating a,
                                 floating nrm) noexcept nogil:
-    return (raw + a * w) * nrm
+    if decay:
+        return (raw + a * w) * nrm
+    return raw * nrm
 
 
 cdef bint update_is_finite(const Optim* opt, const floating* theta, const floating* grad,
@@ -574,9 +578,10 @@ cdef bint update_is_finite(const Optim* opt, const floating* theta, const floati
     cdef floating b2 = <floating>opt.beta2, c2 = <floating>(1 - opt.beta2)
     cdef floating e = <floating>opt.eps, a = <floating>alpha, nrm = <floating>norm
     cdef floating flr_t
+    cdef bint decay = a != 0
     if opt.kind == C_OPT_SGD:
         for i in range(size):
-            t = theta[i] - fl * grad_value(grad[i], theta[i], a, nrm)
+            t = theta[i] - fl * grad_value(grad[i], theta[i], decay, a, nrm)
             if floating is float:
                 bad32 |= (t - t) != 0
             else:
@@ -584,7 +589,7 @@ cdef bint update_is_finite(const Optim* opt, const floating* theta, const floati
     elif opt.kind == C_OPT_ADAM:
         flr_t = <floating>adam_step_size(lr, opt.beta1, opt.beta2, opt.t + 1)
         for i in range(size):
-            g = grad_value(grad[i], theta[i], a, nrm)
+            g = grad_value(grad[i], theta[i], decay, a, nrm)
             mm = b1 * s1[i] + c1 * g
             vv = b2 * s2[i] + c2 * (g * g)
             t = theta[i] + (-flr_t * mm) / (fsqrt(vv) + e)
@@ -594,7 +599,7 @@ cdef bint update_is_finite(const Optim* opt, const floating* theta, const floati
                 bad64 |= nonfinite64(t) | nonfinite64(mm) | nonfinite64(vv)
     else:
         for i in range(size):
-            g = grad_value(grad[i], theta[i], a, nrm)
+            g = grad_value(grad[i], theta[i], decay, a, nrm)
             v = mu * s1[i] - fl * g
             t = theta[i] + ((mu * v - fl * g) if opt.kind == C_OPT_NESTEROV else v)
             if floating is float:
@@ -614,8 +619,9 @@ cdef void sgd_update(floating* theta, const floating* grad, Py_ssize_t size,
                      floating lr, floating a=0, floating nrm=1) noexcept nogil:
     # θ ← θ − η·∇θ  (seed 000 eq. 12, with the 1/m already inside the gradient).
     cdef Py_ssize_t i
+    cdef bint decay = a != 0
     for i in range(size):
-        theta[i] -= lr * grad_value(grad[i], theta[i], a, nrm)
+        theta[i] -= lr * grad_value(grad[i], theta[i], decay, a, nrm)
 
 
 cdef void momentum_update(floating* theta, const floating* grad, floating* vel,
@@ -624,8 +630,9 @@ cdef void momentum_update(floating* theta, const floating* grad, floating* vel,
     # v ← μ·v − η·∇θ; θ ← θ + v, or with Nesterov's correction θ ← θ + μ·v − η·∇θ.
     cdef Py_ssize_t i
     cdef floating v, g
+    cdef bint decay = a != 0
     for i in range(size):
-        g = grad_value(grad[i], theta[i], a, nrm)
+        g = grad_value(grad[i], theta[i], decay, a, nrm)
         v = mu * vel[i] - lr * g
         vel[i] = v
         theta[i] += (mu * v - lr * g) if nesterov else v
@@ -644,8 +651,9 @@ cdef void adam_update(floating* theta, const floating* grad, floating* m, floati
     cdef floating b1 = <floating>beta1, c1 = <floating>(1 - beta1)
     cdef floating b2 = <floating>beta2, c2 = <floating>(1 - beta2), e = <floating>eps
     cdef floating g
+    cdef bint decay = a != 0
     for i in range(size):
-        g = grad_value(grad[i], theta[i], a, nrm)
+        g = grad_value(grad[i], theta[i], decay, a, nrm)
         m[i] = b1 * m[i] + c1 * g
         v[i] = b2 * v[i] + c2 * (g * g)
         theta[i] = theta[i] + (-lr_t * m[i]) / (fsqrt(v[i]) + e)

@@ -88,6 +88,9 @@ class MLP:
         beta_1 = v.check_fraction("beta_1", beta_1, closed_low=True)
         beta_2 = v.check_fraction("beta_2", beta_2, closed_low=True)
         epsilon = v.check_positive_float("epsilon", epsilon)
+        if not dt.type(epsilon) > 0:      # Adam's ε is used in the model dtype
+            raise ValueError(f"epsilon: {epsilon!r} rounds to 0 in {dt.name}; expected at "
+                             f"least {np.finfo(dt).smallest_subnormal}")
         self.layer_sizes: tuple[int, ...] = sizes
         self.activation: str = activation
         self.output_activation: str = output_activation
@@ -149,7 +152,8 @@ class MLP:
     # ------------------------------------------------------------------ properties
     @property
     def n_params(self) -> int:
-        return self.params.shape[0]
+        n: int = self.params.shape[0]
+        return n
 
     @property
     def n_inputs(self) -> int:

@@ -159,6 +159,11 @@ def test_invalid_options_are_rejected():
         fastmlp.MLP([2, 3], optimizer="adam", beta_2=1.0)
     with pytest.raises(TypeError, match="^momentum"):
         fastmlp.MLP([2, 3], momentum="0.9")
+    # ε is used in the model dtype: one that rounds to 0 there would make 0/0 of a
+    # parameter whose gradient is 0 (and a DivergenceError blaming the learning rate).
+    with pytest.raises(ValueError, match="^epsilon: 1e-50 rounds to 0 in float32"):
+        fastmlp.MLP([2, 3], optimizer="adam", dtype=np.float32, epsilon=1e-50)
+    fastmlp.MLP([2, 3], optimizer="adam", dtype=np.float64, epsilon=1e-50)   # fine there
 
 
 @pytest.mark.parametrize("act", ACTS)
