@@ -597,11 +597,20 @@ cdef bint update_is_finite(const Optim* opt, const floating* theta, const floati
                 bad32 |= ((t - t) != 0) | ((mm - mm) != 0) | ((vv - vv) != 0)
             else:
                 bad64 |= nonfinite64(t) | nonfinite64(mm) | nonfinite64(vv)
+    elif opt.kind == C_OPT_NESTEROV:     # (two loops: a select inside one kept it scalar)
+        for i in range(size):
+            g = grad_value(grad[i], theta[i], decay, a, nrm)
+            v = mu * s1[i] - fl * g
+            t = theta[i] + (mu * v - fl * g)
+            if floating is float:
+                bad32 |= ((t - t) != 0) | ((v - v) != 0)
+            else:
+                bad64 |= nonfinite64(t) | nonfinite64(v)
     else:
         for i in range(size):
             g = grad_value(grad[i], theta[i], decay, a, nrm)
             v = mu * s1[i] - fl * g
-            t = theta[i] + ((mu * v - fl * g) if opt.kind == C_OPT_NESTEROV else v)
+            t = theta[i] + v
             if floating is float:
                 bad32 |= ((t - t) != 0) | ((v - v) != 0)
             else:
@@ -631,11 +640,18 @@ cdef void momentum_update(floating* theta, const floating* grad, floating* vel,
     cdef Py_ssize_t i
     cdef floating v, g
     cdef bint decay = a != 0
-    for i in range(size):
-        g = grad_value(grad[i], theta[i], decay, a, nrm)
-        v = mu * vel[i] - lr * g
-        vel[i] = v
-        theta[i] += (mu * v - lr * g) if nesterov else v
+    if nesterov:        # two loops: a select inside one kept it scalar
+        for i in range(size):
+            g = grad_value(grad[i], theta[i], decay, a, nrm)
+            v = mu * vel[i] - lr * g
+            vel[i] = v
+            theta[i] += mu * v - lr * g
+    else:
+        for i in range(size):
+            g = grad_value(grad[i], theta[i], decay, a, nrm)
+            v = mu * vel[i] - lr * g
+            vel[i] = v
+            theta[i] += v
 
 
 cdef void adam_update(floating* theta, const floating* grad, floating* m, floating* v,
