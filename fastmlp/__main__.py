@@ -1,4 +1,4 @@
-"""``python -m fastmlp``: the ``fastmlp`` command; see fastmlp/cli.py."""
+"""``python -m fastmlp``: the ``fastmlp`` command; see fastmlp/cli/."""
 import sys
 
 from fastmlp.cli import main
