@@ -72,13 +72,16 @@ def _load_mkl() -> tuple[ctypes.CDLL, str]:
     return lib, "{}_"
 
 
-def _addresses(lib: ctypes.CDLL, pattern: str) -> dict[str, int]:
-    out = {}
-    for name in _ROUTINES:
-        fn = getattr(lib, pattern.format(name))
-        # a resolved symbol's address: never NULL (a missing one raised AttributeError)
-        out[name] = cast(int, ctypes.cast(fn, ctypes.c_void_p).value)
-    return out
+def _addresses(lib: ctypes.CDLL, pattern: str) -> tuple[int, ...]:
+    """The routines' addresses in the order of _ROUTINES, which is _core._set_blas's."""
+    # a resolved symbol's address is never NULL (a missing one raises AttributeError)
+    return tuple(cast(int, ctypes.cast(getattr(lib, pattern.format(r)), ctypes.c_void_p).value)
+                 for r in _ROUTINES)
+
+
+def _point_core_at(name: str) -> None:
+    # scipy's cython_blas is the core's built-in default: no addresses to pass.
+    _core._set_blas(*(() if name == "scipy" else _adopted[name]))
 
 
 def _agrees_with_numpy() -> bool:
@@ -111,33 +114,22 @@ def use(name: str) -> str:
     if name not in NAMES:
         raise ValueError(f"name: expected one of {', '.join(NAMES)}, got {name!r}")
     previous = _current
-    if name == "scipy":
-        _core._set_blas()
-    elif name in _adopted:          # loaded and checked before: switching is cheap
-        _core._set_blas(*_adopted[name])
+    if name == "scipy" or name in _adopted:     # loaded and checked before: cheap switch
+        _point_core_at(name)
     else:
         try:
             lib, pattern = _load_openblas() if name == "openblas" else _load_mkl()
-            addr = _addresses(lib, pattern)
+            addresses = _addresses(lib, pattern)
         except (OSError, AttributeError) as exc:
             raise ImportError(f"blas {name!r}: could not load its library ({exc})") from None
-        _core._set_blas(addr["sgemm"], addr["dgemm"], addr["sgemv"], addr["dgemv"],
-                        addr["sger"], addr["dger"])
+        _core._set_blas(*addresses)
         if not _agrees_with_numpy():
-            _use_previous(previous)
+            _point_core_at(previous)
             raise ImportError(f"blas {name!r}: results disagree with numpy; not used")
         _libraries[name] = lib
-        _adopted[name] = tuple(addr[r] for r in _ROUTINES)
+        _adopted[name] = addresses
     _current = name
     return previous
-
-
-def _use_previous(previous: str) -> None:
-    global _current
-    _current = "scipy"
-    _core._set_blas()
-    if previous != "scipy":
-        use(previous)
 
 
 def current() -> str:
