@@ -8,8 +8,7 @@ scikit-learn (``pip install fastmlp[sklearn]``), ``import fastmlp`` does not.
 from typing import TYPE_CHECKING, Any
 
 from fastmlp.errors import DivergenceError
-from fastmlp.io import load
-from fastmlp.model import MLP
+from fastmlp.model import MLP, load
 from fastmlp import blas, kernels
 from fastmlp._core import get_workspace_limit, set_workspace_limit
 

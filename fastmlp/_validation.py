@@ -19,10 +19,9 @@ OUTPUT_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 DTYPES = (np.float32, np.float64)
 
-# BLAS takes 32-bit int sizes and leading dimensions: layer widths, and the rows of one
-# forward pass or training step, must fit.
-MAX_WIDTH = 2**31 - 1
-MAX_ROWS = 2**31 - 1
+# Layer widths and the rows of one call must fit BLAS's 32-bit sizes (the core owns these).
+MAX_WIDTH = _core.MAX_WIDTH
+MAX_ROWS = _core.MAX_ROWS
 # Largest model (parameters) the constructor builds and ``load`` reads.
 MAX_PARAMS = 2**31
 
@@ -51,8 +50,9 @@ def check_layer_sizes(layer_sizes) -> tuple[int, ...]:
     if len(sizes) < 2:
         raise ValueError(
             f"layer_sizes: expected at least 2 sizes (inputs and outputs), got {len(sizes)}")
-    if len(sizes) > 65:
-        raise ValueError(f"layer_sizes: at most 64 weight layers are supported, got {len(sizes) - 1}")
+    if len(sizes) > _core.MAX_WEIGHT_LAYERS + 1:
+        raise ValueError(f"layer_sizes: at most {_core.MAX_WEIGHT_LAYERS} weight layers are "
+                         f"supported, got {len(sizes) - 1}")
     return tuple(sizes)
 
 
@@ -101,19 +101,6 @@ def make_rng(name: str, seed) -> np.random.Generator:
         return np.random.default_rng(seed)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{name}: not a valid seed, {seed!r} ({exc})") from None
-
-
-def check_workspace(name: str, n_bytes: int, rows: int) -> None:
-    """Refuse, before anything is allocated, a call needing more than the workspace limit
-    (fastmlp.set_workspace_limit) or more rows than one BLAS call takes."""
-    if rows > MAX_ROWS:
-        raise ValueError(f"{name}: a batch of {rows} rows is more than one BLAS call takes "
-                         f"({MAX_ROWS}, 32-bit sizes); use smaller batches")
-    limit = _core.get_workspace_limit()
-    if n_bytes > limit:
-        raise ValueError(f"{name}: a batch of {rows} rows needs {n_bytes} bytes of workspace, "
-                         f"over the limit of {limit} bytes; use smaller batches or "
-                         "fastmlp.set_workspace_limit")
 
 
 def check_positive_int(name: str, value) -> int:

@@ -1,18 +1,35 @@
-"""Model files: a plain .npz (never pickled), written atomically, checked on load."""
+"""Model files: a plain .npz (never pickled), written atomically, checked on load.
+
+This module serialises a model's configuration and arrays; it knows models only through
+the ``Model`` protocol, and the model class that ``load`` builds is handed to it
+(``fastmlp.load`` is ``fastmlp.model.load``), so it imports no model code.
+"""
 from __future__ import annotations
 
 import os
 import tempfile
 import zipfile
 import zlib
-from typing import TYPE_CHECKING, TypeAlias, Union
+from typing import Any, Callable, Protocol, TypeAlias, Union
 
 import numpy as np
 
+from fastmlp import _core
 from fastmlp import _validation as v
 
-if TYPE_CHECKING:
-    from fastmlp.model import MLP
+
+class Model(Protocol):
+    """What a model file holds: the configuration and three pieces of state."""
+    params: np.ndarray
+    optimizer_state: np.ndarray
+
+    @property
+    def adam_steps(self) -> int: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+    def _set_state(self, params: np.ndarray, optimizer_state: np.ndarray,
+                   adam_steps: int) -> None: ...
 
 # What save and load accept as a file name.
 PathLike: TypeAlias = Union[str, os.PathLike[str]]
@@ -39,7 +56,7 @@ def _fspath(path: PathLike) -> str:
                         f"{type(path).__name__}") from None
 
 
-def save(model: MLP, path: PathLike) -> None:
+def save(model: Model, path: PathLike) -> None:
     """Write ``model`` to ``path`` as .npz: format version, configuration, the flat
     parameters and the optimizer state (so training resumes exactly).
 
@@ -52,18 +69,18 @@ def save(model: MLP, path: PathLike) -> None:
     try:
         os.chmod(tmp, _file_mode(path))
         with os.fdopen(fd, "wb") as f:
+            config = model.config()
             np.savez(
                 f,
                 format_version=np.array(FORMAT_VERSION, dtype=np.int64),
-                layer_sizes=np.asarray(model.layer_sizes, dtype=np.int64),
-                activation=np.array(model.activation),
-                loss=np.array(model.loss_name),
-                dtype=np.array(model.dtype.name),
+                layer_sizes=np.asarray(config["layer_sizes"], dtype=np.int64),
+                activation=np.array(config["activation"]),
+                loss=np.array(config["loss"]),
+                dtype=np.array(config["dtype"]),
                 params=model.params,
-                output_activation=np.array(model.output_activation),
-                optimizer=np.array(model.optimizer),
-                hyper=np.array([model.l2, model.hyper["momentum"], model.hyper["beta1"],
-                                model.hyper["beta2"], model.hyper["eps"]], dtype=np.float64),
+                output_activation=np.array(config["output_activation"]),
+                optimizer=np.array(config["optimizer"]),
+                hyper=np.array([config[name] for name in _HYPER], dtype=np.float64),
                 optimizer_state=model.optimizer_state,
                 adam_steps=np.array(model.adam_steps, dtype=np.int64),
             )
@@ -89,6 +106,8 @@ def _file_mode(path: str) -> int:
         return 0o666 & ~mask
 
 
+# The float hyper-parameters, in the order of the file's `hyper` array.
+_HYPER = ("l2", "momentum", "beta_1", "beta_2", "epsilon")
 _FIELDS = ("format_version", "layer_sizes", "activation", "loss", "dtype", "params",
            "output_activation", "optimizer", "hyper", "optimizer_state", "adam_steps")
 
@@ -155,10 +174,12 @@ def _scalar_str(z: dict[str, np.ndarray], key: str) -> str:
     return str(a[()])
 
 
-def load(path: PathLike) -> MLP:
-    """Read a model written by ``save``; every field is checked before use."""
-    from fastmlp.model import MLP
+def load(path: PathLike, build: Callable[..., Model]) -> Model:
+    """Read a model written by ``save``; every field is checked before use.
 
+    ``build(**config)`` makes the model (its constructor validates every name and
+    hyper-parameter), whose state is then set from the file.
+    """
     path = _fspath(path)
     try:
         zf = zipfile.ZipFile(path)
@@ -175,7 +196,7 @@ def load(path: PathLike) -> MLP:
             if stored_sizes.ndim != 1 or stored_sizes.dtype.kind not in "iu":
                 raise ValueError("file: layer_sizes must be a 1-D integer array")
             sizes = v.check_layer_sizes([int(s) for s in stored_sizes])
-            n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+            n_params = _core.Layout(sizes).n_params
             if n_params > MAX_PARAMS:
                 raise ValueError(f"file: declares {n_params} parameters, over the limit")
             dtype = v.check_dtype(_scalar_str(z, "dtype"))
@@ -192,11 +213,10 @@ def load(path: PathLike) -> MLP:
                     or not 0 <= int(steps) < 2**63):
                 raise ValueError("file: adam_steps must be an integer in [0, 2**63)")
             # The constructor validates every name and hyper-parameter.
-            model = MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0,
-                        output_activation=_scalar_str(z, "output_activation"),
-                        optimizer=_scalar_str(z, "optimizer"), l2=float(hyper[0]),
-                        momentum=float(hyper[1]), beta_1=float(hyper[2]),
-                        beta_2=float(hyper[3]), epsilon=float(hyper[4]))
+            model = build(layer_sizes=sizes, activation=activation, loss=loss, dtype=dtype,
+                          output_activation=_scalar_str(z, "output_activation"),
+                          optimizer=_scalar_str(z, "optimizer"),
+                          **{name: float(x) for name, x in zip(_HYPER, hyper)})
             state = _read_member(zf, "optimizer_state", (model.optimizer_state.shape, dtype))
             if not np.all(np.isfinite(state)):
                 raise ValueError("file: optimizer_state contains NaN or infinity")

@@ -22,7 +22,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fastmlp import _core
-from fastmlp._validation import MAX_WIDTH, _numeric_array
+from fastmlp._validation import (ACTIVATIONS, MAX_WIDTH, _numeric_array, check_choice,
+                                 check_fraction)
 
 __all__ = ["linear_forward", "relu_forward", "relu_backward", "backprop_delta",
            "linear_backward", "mse_loss_delta", "softmax_cross_entropy_loss_delta",
@@ -153,12 +154,15 @@ def relu_backward(A: ArrayLike, dA: ArrayLike, out: np.ndarray | None = None) ->
 
 
 def backprop_delta(D_next: ArrayLike, W_next: ArrayLike, A: ArrayLike,
-                   out: np.ndarray | None = None) -> np.ndarray:
-    """Δ(l) = θ'(S(l)) ⊙ (Δ(l+1)·W(l+1)ᵀ)  (seed 003 eq. 34 and 42).
+                   out: np.ndarray | None = None, activation: str = "relu") -> np.ndarray:
+    """Δ(l) = g'(Z(l)) ⊙ (Δ(l+1)·W(l+1)ᵀ)  (seed 003 eq. 34 and 42, there with g = ReLU).
 
-    D_next: (n, d_next) = Δ(l+1); W_next: (d, d_next) = W(l+1); A: (n, d) = ReLU output of
-    layer l.  Returns Δ(l): (n, d).  One gemm (beta = 0) and one masking pass.
+    D_next: (n, d_next) = Δ(l+1); W_next: (d, d_next) = W(l+1); A: (n, d) = output of
+    layer l's activation g, one of "relu", "tanh", "logistic", "identity" (g' is written
+    through A, as in ``activation_backward``).  Returns Δ(l): (n, d).  One gemm
+    (beta = 0) and one pass for g'.
     """
+    activation = check_choice("activation", activation, ACTIVATIONS)
     dt = _float_dtype("D_next", D_next)
     D_next, W_next, A = (_in("D_next", D_next, dt, 2), _in("W_next", W_next, dt, 2),
                          _in("A", A, dt, 2))
@@ -171,7 +175,7 @@ def backprop_delta(D_next: ArrayLike, W_next: ArrayLike, A: ArrayLike,
     _blas_sizes("D_next, A", n, d_next, A.shape[1])
     D = _out("out", out, A.shape, dt)
     _no_overlap("out", D, {"D_next": D_next, "W_next": W_next, "A": A})
-    _core.k_backprop_delta(D_next, W_next, A, D)
+    _core.k_backprop_delta(D_next, W_next, A, D, activation)
     return D
 
 
@@ -423,18 +427,6 @@ def momentum_update(theta: np.ndarray, grad: ArrayLike, velocity: np.ndarray, lr
     return theta
 
 
-def _fraction(name: str, value: object) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {value!r}")
-    try:
-        x = float(value)
-    except OverflowError:
-        x = float("inf")
-    if not 0 <= x < 1:
-        raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}")
-    return x
-
-
 def adam_update(theta: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray,
                 lr: float, beta_1: float, beta_2: float, epsilon: float, t: int) -> np.ndarray:
     """Step t ≥ 1 of Adam (Kingma & Ba 2015, Algorithm 1), in place, with the bias
@@ -461,8 +453,8 @@ def adam_update(theta: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray
     _no_overlap("m", m, {"theta": theta, "grad": grad})
     _no_overlap("v", v, {"theta": theta, "grad": grad, "m": m})
     lr = _real_in_dtype("lr", lr, dt)
-    beta_1 = _fraction("beta_1", beta_1)
-    beta_2 = _fraction("beta_2", beta_2)
+    beta_1 = check_fraction("beta_1", beta_1, closed_low=True)
+    beta_2 = check_fraction("beta_2", beta_2, closed_low=True)
     epsilon = _real_in_dtype("epsilon", epsilon, dt)
     if not dt.type(epsilon) > 0:
         raise ValueError(f"epsilon: expected a number > 0 in {dt}, got {epsilon}")
@@ -471,9 +463,9 @@ def adam_update(theta: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray
     t = operator.index(t)
     if not 1 <= t < 2**63:
         raise ValueError(f"t: expected the step count, an int in [1, 2**63), got {t}")
-    # The core's η_t, evaluated the same way (float64), so that a step size overflowing
-    # the dtype is refused here instead of writing ±inf/NaN into theta.
-    lr_t = lr * math.sqrt(1 - beta_2 ** float(t)) / (1 - beta_1 ** float(t))
+    # The core's η_t, so that a step size overflowing the dtype is refused here instead
+    # of writing ±inf/NaN into theta.
+    lr_t = _core.adam_step_size(lr, beta_1, beta_2, t)
     with np.errstate(over="ignore"):
         if not np.isfinite(dt.type(lr_t)):
             raise ValueError(f"lr: the step size lr·√(1 − beta_2**t)/(1 − beta_1**t) = "

@@ -5,13 +5,15 @@ import contextlib
 import os
 import threading
 import time
-from typing import Any, Literal, Sequence, overload
+from typing import Any, Literal, Sequence, cast, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from fastmlp import _core
 from fastmlp import _validation as v
+from fastmlp import io
+from fastmlp._flat import FlatParams
 from fastmlp._progress import EpochProgress
 from fastmlp.errors import DivergenceError
 
@@ -99,55 +101,38 @@ class MLP:
         self.optimizer: str = optimizer
         self.l2: float = l2
         self.hyper: dict[str, float] = {"momentum": momentum, "beta1": beta_1, "beta2": beta_2, "eps": epsilon}
-        n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-        n_state = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}[optimizer] * n_params
+        self.layout: _core.Layout = _core.Layout(sizes)
+        n_params = self.layout.n_params
+        n_state = self.layout.state_size(optimizer)
         # Refused before anything is allocated: parameters, gradient, optimizer state and
         # the float64 draw of the largest initial weight matrix.
         if n_params > v.MAX_PARAMS:
             raise ValueError(f"layer_sizes: {n_params} parameters, over the limit of "
                              f"{v.MAX_PARAMS}")
-        need = (2 * n_params + n_state) * dt.itemsize + 8 * max(
-            a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        need = (2 * n_params + n_state) * dt.itemsize + 8 * self.layout.largest_weight
         limit = _core.get_workspace_limit()
         if need > limit:
             raise ValueError(f"layer_sizes: a model of {n_params} parameters needs {need} "
                              f"bytes, over the workspace limit of {limit} bytes; see "
                              "fastmlp.set_workspace_limit")
-        self.params: np.ndarray = np.zeros(n_params, dtype=dt)
-        self._grad: np.ndarray = np.zeros(n_params, dtype=dt)
-        self.weights, self.biases = self._views(self.params)
-        self._grad_weights, self._grad_biases = self._views(self._grad)
+        self._flat = FlatParams(self.layout, np.zeros(n_params, dtype=dt))
+        self.params: np.ndarray = self._flat.theta
+        self.weights, self.biases = self._flat.weights, self._flat.biases
         for W in self.weights:
             fan = W.shape[0] if activation == "relu" else (W.shape[0] + W.shape[1]) / 2
             W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / fan)
-        self._engine = _core.Engine(np.asarray(sizes, dtype=np.intp), self.params,
-                                    self._grad, loss, activation, output_activation, l2)
+        self._engine, self._grad = self._flat.engine(activation, output_activation, loss, l2)
+        self._network = self._engine.network
+        self._grad_weights, self._grad_biases = self.layout.views(self._grad)
         self.optimizer_state: np.ndarray = np.zeros(n_state, dtype=dt)
         self._engine.set_optimizer(optimizer, self.optimizer_state, **self.hyper)
-        # Workspace per row, checked before a call allocates (fastmlp.set_workspace_limit):
-        # forward's scratch (two hidden layers) and its output; a training step's
-        # activations of every layer and two deltas, as the Engine reserves them.
-        widths = sizes[1:]
-        self._forward_scratch_row = 2 * max(sizes[1:-1], default=0)
-        self._train_row_bytes = (sum(widths) + 2 * max(widths)) * dt.itemsize
-        # Training steps share the engine's workspace and the gradient buffer.
+        # Training calls share the engine's workspace and the gradient buffer.
         self._lock = threading.Lock()
 
     @property
     def adam_steps(self) -> int:
         """Adam's step count (used by its bias correction); 0 for other optimizers."""
         return self._engine.adam_steps
-
-    def _views(self, flat: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        weights: list[np.ndarray] = []
-        biases: list[np.ndarray] = []
-        off = 0
-        for d_in, d_out in zip(self.layer_sizes[:-1], self.layer_sizes[1:]):
-            weights.append(flat[off:off + d_in * d_out].reshape(d_in, d_out))
-            off += d_in * d_out
-            biases.append(flat[off:off + d_out])
-            off += d_out
-        return weights, biases
 
     # ------------------------------------------------------------------ properties
     @property
@@ -184,12 +169,9 @@ class MLP:
         """
         X = self._X(X)
         n = X.shape[0]
-        # The output, plus the core's scratch for one chunk of rows.
-        rows = _core.forward_chunk_rows(n, self._forward_scratch_row // 2, self.dtype.itemsize)
-        need = (n * self.layer_sizes[-1] + rows * self._forward_scratch_row) * self.dtype.itemsize
-        v.check_workspace("X", need, n)
-        out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
-        return self._engine.forward(X, out)
+        _core.check_workspace("X", self.layout.forward_bytes(n, self.dtype.itemsize), n)
+        out = np.empty((n, self.layer_sizes[-1]), dtype=self.dtype)
+        return self._network.forward(X, out)
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """mse: same as ``forward``; cross-entropy: int64 class labels (n,)."""
@@ -212,7 +194,8 @@ class MLP:
                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         X = self._X(X)
         if rows_name is not None:
-            v.check_workspace(rows_name, X.shape[0] * self._train_row_bytes, X.shape[0])
+            _core.check_workspace(rows_name, self.layout.train_bytes(X.shape[0], self.dtype.itemsize),
+                                  X.shape[0])
         Yd, labels = v.as_targets(Y, self.loss_name, self.dtype, X.shape[0],
                                   self.layer_sizes[-1])
         return X, Yd, labels
@@ -246,23 +229,26 @@ class MLP:
         return loss, grads
 
     def train_step(self, X: ArrayLike, Y: ArrayLike, lr: float = 0.01) -> float:
-        """One SGD step on the batch (X, Y); returns the loss before the update.
+        """One step of the model's optimizer on the batch (X, Y); returns the loss before
+        the update.
 
         If the loss or a gradient is not finite, raises DivergenceError and leaves the
-        parameters exactly as they were.
+        parameters (and optimizer state) exactly as they were.
         """
         with self._lock:
+            # Inputs already in final form go straight to the core; the others are
+            # converted and validated here first.
             loss = self._engine.train_step_fast(X, Y, lr)
-        if loss is not None:
-            return loss
-        lr = v.check_positive_float("lr", lr)
-        X, Yd, labels = self._batch(X, Y)
-        with self._lock:
-            return self._engine.train_step(X, Yd, labels, lr, True)
+            if loss is None:
+                lr = v.check_positive_float("lr", lr)
+                X, Yd, labels = self._batch(X, Y)
+                loss = self._engine.train_step(X, Yd, labels, lr, True)
+        return loss
 
     def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 10, batch_size: int = 32, lr: float = 0.01,
             shuffle: bool = True, seed: int | None = 0, verbose: bool = False) -> list[float]:
-        """Minibatch SGD over (X, Y); returns the mean training loss of each epoch.
+        """Minibatch training over (X, Y) with the model's optimizer; returns the mean
+        training loss of each epoch.
 
         Each epoch visits every row once (the last, partial batch included), in an order
         drawn from ``seed`` when ``shuffle``.  An epoch's loss is the mean over samples of
@@ -286,7 +272,8 @@ class MLP:
         X, Yd, labels = self._batch(X, Y, rows_name=None)
         n = X.shape[0]
         batch_size = min(batch_size, n)
-        v.check_workspace("batch_size", batch_size * self._train_row_bytes, batch_size)
+        _core.check_workspace("batch_size",
+                              self.layout.train_bytes(batch_size, self.dtype.itemsize), batch_size)
         if not _core.k_all_finite(X.reshape(-1)):
             raise ValueError("X: contains NaN or infinity")
         if Yd is not None and not _core.k_all_finite(Yd.reshape(-1)):
@@ -317,8 +304,7 @@ class MLP:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model to ``path`` (.npz, no pickle), atomically."""
-        from fastmlp.io import save
-        save(self, path)
+        io.save(self, path)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this model (without its parameters)."""
@@ -350,3 +336,13 @@ class MLP:
         config = dict(state["config"])
         type(self).__init__(self, config.pop("layer_sizes"), seed=0, **config)
         self._set_state(state["params"], state["optimizer_state"], state["adam_steps"])
+
+
+def _build(layer_sizes: Sequence[int], **config: Any) -> MLP:
+    # The initial draw is overwritten by the file's parameters; seed 0 keeps it cheap.
+    return MLP(layer_sizes, seed=0, **config)
+
+
+def load(path: str | os.PathLike[str]) -> MLP:
+    """Read a model written by ``MLP.save`` (every field checked before use)."""
+    return cast(MLP, io.load(path, _build))

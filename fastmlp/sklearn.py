@@ -70,6 +70,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         "pip install fastmlp[sklearn]") from exc
 
 from fastmlp import _core
+from fastmlp._flat import FlatParams
 from fastmlp.errors import DivergenceError
 
 __all__ = ["MLPClassifier", "MLPRegressor", "SolverDivergedError", "InvalidParameterError"]
@@ -172,41 +173,6 @@ _CONSTRAINTS = {
 }
 
 
-# --------------------------------------------------------------------------------------
-# Flat parameter layout shared with the core: W(1), b(1), W(2), b(2), …
-# --------------------------------------------------------------------------------------
-
-def _n_params(units):
-    return sum(a * b + b for a, b in zip(units[:-1], units[1:]))
-
-
-def _views(theta, units):
-    """coefs_/intercepts_ as views into the flat buffer ``theta``."""
-    coefs, intercepts = [], []
-    off = 0
-    for d_in, d_out in zip(units[:-1], units[1:]):
-        coefs.append(theta[off:off + d_in * d_out].reshape(d_in, d_out))
-        off += d_in * d_out
-        intercepts.append(theta[off:off + d_out])
-        off += d_out
-    return coefs, intercepts
-
-
-def _sklearn_order(units):
-    """Engine positions of scikit-learn's packed vector [W1, W2, …, b1, b2, …]."""
-    w_parts, b_parts = [], []
-    off = 0
-    for d_in, d_out in zip(units[:-1], units[1:]):
-        w_parts.append(np.arange(off, off + d_in * d_out))
-        off += d_in * d_out
-        b_parts.append(np.arange(off, off + d_out))
-        off += d_out
-    sk_to_engine = np.concatenate(w_parts + b_parts).astype(np.intp)
-    engine_to_sk = np.empty_like(sk_to_engine)
-    engine_to_sk[sk_to_engine] = np.arange(sk_to_engine.size, dtype=np.intp)
-    return sk_to_engine, engine_to_sk
-
-
 def _shuffled(sample_idx, random_state):
     """``sklearn.utils.shuffle(sample_idx, random_state=…)``: the same draw (one
     RandomState.permutation of n), without its per-call validation overhead."""
@@ -245,7 +211,7 @@ class _Optimizer:
     current learning rate, and the state the core updates in place (velocity, or Adam's
     two moments, in one flat array) with Adam's step count ``t``."""
 
-    def __init__(self, est, n_params, dtype):
+    def __init__(self, est, layout, dtype):
         self.solver = est.solver
         self.learning_rate_init = est.learning_rate_init
         self.learning_rate = float(est.learning_rate_init)
@@ -256,14 +222,13 @@ class _Optimizer:
         self.epsilon = float(est.epsilon)
         self.t = 0
         if self.solver == "adam":
-            self.kind, n_state = "adam", 2 * n_params
+            self.kind = "adam"
         elif self.momentum == 0:
             # v = 0·v − η·g, θ + v: bit for bit θ − η·g, so plain SGD without a velocity.
-            self.kind, n_state = "sgd", 0
+            self.kind = "sgd"
         else:
             self.kind = "nesterov" if est.nesterovs_momentum else "momentum"
-            n_state = n_params
-        self.state = np.zeros(n_state, dtype=dtype)
+        self.state = np.zeros(layout.state_size(self.kind), dtype=dtype)
 
     def step_size(self):
         """Learning rate handed to the core: η for SGD, η_init for Adam (the core applies
@@ -279,9 +244,8 @@ class _Optimizer:
         if self.kind == "adam":
             self.t = engine.adam_steps
             if self.t:
-                self.learning_rate = (self.learning_rate_init
-                                      * math.sqrt(1 - self.beta_2 ** self.t)
-                                      / (1 - self.beta_1 ** self.t))
+                self.learning_rate = _core.adam_step_size(
+                    self.learning_rate_init, self.beta_1, self.beta_2, self.t)
 
     def iteration_ends(self, time_step):
         if self.solver == "sgd" and self.lr_schedule == "invscaling":
@@ -336,9 +300,9 @@ class _BaseMLP(BaseEstimator):
         """Make ``theta`` the parameters: coefs_/intercepts_ become views into it."""
         self._theta = theta
         self._layer_units = tuple(int(u) for u in units)
-        self.coefs_, self.intercepts_ = _views(theta, self._layer_units)
+        self._flat = FlatParams(_core.Layout(self._layer_units), theta)
+        self.coefs_, self.intercepts_ = list(self._flat.weights), list(self._flat.biases)
         self._views_ref = (tuple(self.coefs_), tuple(self.intercepts_))
-        self._engine_cache = None
 
     def _views_current(self):
         ref = getattr(self, "_views_ref", None)
@@ -359,8 +323,9 @@ class _BaseMLP(BaseEstimator):
         dtype = np.result_type(np.float32, *coefs, *intercepts)
         if dtype not in (np.float32, np.float64):
             dtype = np.dtype(np.float64)
-        theta = np.empty(_n_params(units), dtype=dtype)
-        for (W, b), c, i in zip(zip(*_views(theta, units)), coefs, intercepts):
+        layout = _core.Layout(units)
+        theta = np.empty(layout.n_params, dtype=dtype)
+        for (W, b), c, i in zip(zip(*layout.views(theta)), coefs, intercepts):
             W[...] = c
             b[...] = i
         return theta, units
@@ -392,23 +357,16 @@ class _BaseMLP(BaseEstimator):
             opt.state = opt.state.astype(dtype)
 
     def _engine(self):
-        """The training engine over ``_theta`` (built once per buffer and settings)."""
-        key = (self.activation, self.out_activation_, self._engine_loss(), float(self.alpha))
-        cache = getattr(self, "_engine_cache", None)
-        if cache is not None and cache[0] is self._theta and cache[1] == key:
-            return cache[2], cache[3]
-        grad = np.zeros_like(self._theta)
-        engine = _core.Engine(np.asarray(self._layer_units, dtype=np.intp), self._theta, grad,
-                              key[2], key[0], key[1], key[3], True)
-        self._engine_cache = (self._theta, key, engine, grad)
-        return engine, grad
+        """(engine, grad): the training engine over ``_theta`` for the current settings."""
+        return self._flat.engine(self.activation, self.out_activation_, self._engine_loss(),
+                                 float(self.alpha), True)
 
     def __getstate__(self):
         if hasattr(self, "coefs_"):
             self._sync_theta()
         state = super().__getstate__()
         state = dict(state)
-        for name in ("_engine_cache", "_views_ref", "coefs_", "intercepts_"):
+        for name in ("_flat", "_views_ref", "coefs_", "intercepts_"):
             state.pop(name, None)
         return state
 
@@ -435,11 +393,12 @@ class _BaseMLP(BaseEstimator):
         self.n_outputs_ = y.shape[1]
         self.n_layers_ = len(layer_units)
         self.out_activation_ = self._output_activation()
-        theta = np.empty(_n_params(layer_units), dtype=dtype)
+        layout = _core.Layout(layer_units)
+        theta = np.empty(layout.n_params, dtype=dtype)
         # Glorot-style uniform bounds, √(6/(fan_in + fan_out)) (√2 for logistic); each
         # layer draws its weights then its biases from random_state, in float64.
         factor = 2.0 if self.activation == "logistic" else 6.0
-        for W, b in zip(*_views(theta, layer_units)):
+        for W, b in zip(*layout.views(theta)):
             bound = np.sqrt(factor / (W.shape[0] + W.shape[1]))
             W[...] = self._random_state.uniform(-bound, bound, W.shape)
             b[...] = self._random_state.uniform(-bound, bound, W.shape[1])
@@ -495,19 +454,18 @@ class _BaseMLP(BaseEstimator):
         # data — but returns its iterate in float64, so coefs_ end up float64, as in
         # scikit-learn.  The objective is computed in the dtype numpy's promotion of x and X
         # gives, like scikit-learn's forward pass, by one engine per dtype met.
-        sk_to_engine, engine_to_sk = _sklearn_order(units)
+        layout = self._flat.layout
+        sk_to_engine, engine_to_sk = layout.sklearn_order()
         engines = {}
 
         def setup(dtype):
             if dtype not in engines:
-                theta = np.empty(_n_params(units), dtype=dtype)
-                grad = np.empty_like(theta)
-                engine = _core.Engine(np.asarray(units, dtype=np.intp), theta, grad,
-                                      self._engine_loss(), self.activation,
-                                      self.out_activation_, float(self.alpha), True)
+                flat = FlatParams(layout, np.empty(layout.n_params, dtype=dtype))
+                engine, grad = flat.engine(self.activation, self.out_activation_,
+                                           self._engine_loss(), float(self.alpha), True)
                 sw = (None if sample_weight is None
                       else np.ascontiguousarray(sample_weight, dtype=dtype))
-                engines[dtype] = (engine, theta, grad, _dense(X, dtype),
+                engines[dtype] = (engine, flat.theta, grad, _dense(X, dtype),
                                   np.ascontiguousarray(y, dtype=dtype), sw)
             return engines[dtype]
 
@@ -552,7 +510,7 @@ class _BaseMLP(BaseEstimator):
         if self._theta.dtype != dtype:
             self._promote(dtype)
         if not incremental or getattr(self, "_optimizer", None) is None:
-            self._optimizer = _Optimizer(self, self._theta.size, dtype)
+            self._optimizer = _Optimizer(self, self._flat.layout, dtype)
         opt = self._optimizer
         if opt.state.dtype != dtype:
             opt.state = opt.state.astype(dtype)
@@ -704,26 +662,23 @@ class _BaseMLP(BaseEstimator):
         dtype = np.result_type(X.dtype, theta.dtype)
         if dtype not in (np.float32, np.float64):
             dtype = np.dtype(np.float64)
-        cache = getattr(self, "_engine_cache", None)
-        if (cache is not None and cache[0] is theta and theta.dtype == dtype
-                and cache[1][:2] == (self.activation, self.out_activation_)):
-            engine = cache[2]
+        if theta is self._theta and theta.dtype == dtype:
+            network = self._flat.network(self.activation, self.out_activation_)
         else:
-            if (theta.dtype != dtype or type(theta) is not np.ndarray
-                    or not theta.flags.writeable):
-                theta = np.array(theta, dtype=dtype, order="C")
-            engine = _core.Engine(np.asarray(units, dtype=np.intp), theta, np.empty_like(theta),
-                                  "sk_squared_error", self.activation, self.out_activation_,
-                                  0.0, True)
+            # Prediction in another dtype than the parameters', as numpy's promotion in
+            # scikit-learn's forward pass would give, or from user-assigned coefs_.
+            theta = np.array(theta, dtype=dtype, order="C")
+            network = FlatParams(_core.Layout(units), theta).network(self.activation,
+                                                                     self.out_activation_)
         n = X.shape[0]
         out = np.empty((n, units[-1]), dtype=dtype)
         if sp.issparse(X):
             X = X.tocsr()
             for start in range(0, n, _PREDICT_BLOCK):
                 stop = min(n, start + _PREDICT_BLOCK)
-                engine.forward(_dense(X[start:stop], dtype), out[start:stop])
+                network.forward(_dense(X[start:stop], dtype), out[start:stop])
         else:
-            engine.forward(_dense(X, dtype), out)
+            network.forward(_dense(X, dtype), out)
         return out
 
     def _forward(self, X):

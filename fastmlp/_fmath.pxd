@@ -1,0 +1,111 @@
+# Float helpers of the kernels: libm by dtype, and the vectorisable checks (finite values,
+# label range, largest magnitude) that guard every step.
+
+from cython cimport floating
+from libc.float cimport DBL_EPSILON, FLT_EPSILON
+from libc.math cimport INFINITY, exp, expf, log, logf, sqrt, sqrtf, tanh, tanhf
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.string cimport memcpy
+
+
+cdef inline floating fexp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating flog(floating x) noexcept nogil:
+    if floating is float:
+        return logf(x)
+    else:
+        return log(x)
+
+
+cdef inline floating ftanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating fsqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline floating feps(floating x) noexcept nogil:
+    # machine epsilon of the dtype, as numpy's finfo(dtype).eps
+    if floating is float:
+        return FLT_EPSILON
+    else:
+        return DBL_EPSILON
+
+
+cdef inline floating xlogy(floating x, floating y) noexcept nogil:
+    # x·log(y) with 0·log(y) = 0, as scipy.special.xlogy
+    return 0 if x == 0 else x * flog(y)
+
+
+cdef inline uint64_t nonfinite64(double x) noexcept nogil:
+    # Bit 63 of the result is set iff x is ±Inf or NaN (every exponent bit set).  Unsigned
+    # integer operations only: a double compare turned into a flag does not vectorise
+    # with SSE2, these do (and unsigned, the carry into bit 63 is defined behaviour).
+    cdef uint64_t b
+    memcpy(&b, &x, 8)
+    return (b & ((<uint64_t>0x7ff) << 52)) + ((<uint64_t>1) << 52)
+
+
+cdef inline bint all_finite(const floating* x, Py_ssize_t size) noexcept nogil:
+    # x - x is 0 for finite x and NaN for ±Inf/NaN; OR-ing the flags vectorises, unlike
+    # an early-exit loop.
+    cdef Py_ssize_t i
+    cdef int32_t bad32 = 0
+    cdef uint64_t bad64 = 0
+    for i in range(size):
+        if floating is float:
+            bad32 |= (x[i] - x[i]) != 0
+        else:
+            bad64 |= nonfinite64(x[i])
+    return not ((bad32 != 0) | ((bad64 >> 63) != 0))
+
+
+cdef inline bint labels_in_range(const int64_t* y, Py_ssize_t n, int64_t k) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int bad = 0
+    for i in range(n):
+        bad |= (y[i] < 0) | (y[i] >= k)
+    return not bad
+
+
+cdef inline double max_abs(const floating* x, Py_ssize_t size) noexcept nogil:
+    # max |x|, or +inf if any x is NaN (a NaN must never pass a bound test).  Computed on
+    # the bit patterns with the sign cleared: for IEEE floats their integer order is the
+    # order of |x|, every NaN sorts above +inf, and an integer max-reduction vectorises
+    # (a float one does not without -ffast-math).
+    cdef Py_ssize_t i
+    cdef int32_t b32, m32 = 0
+    cdef int64_t b64, m64 = 0
+    cdef int64_t sign_off = ~((<int64_t>1) << 63), inf64 = (<int64_t>0x7ff) << 52
+    cdef float f32
+    cdef double f64
+    if floating is float:
+        for i in range(size):
+            memcpy(&b32, &x[i], 4)
+            b32 = b32 & 0x7fffffff
+            m32 = b32 if b32 > m32 else m32
+        if m32 > 0x7f800000:
+            return INFINITY
+        memcpy(&f32, &m32, 4)
+        return f32
+    else:
+        for i in range(size):
+            memcpy(&b64, &x[i], 8)
+            b64 = b64 & sign_off
+            m64 = b64 if b64 > m64 else m64
+        if m64 > inf64:
+            return INFINITY
+        memcpy(&f64, &m64, 8)
+        return f64

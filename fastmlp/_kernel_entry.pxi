@@ -1,0 +1,208 @@
+# Single-kernel entry points, for fastmlp.kernels, which validates values and allocates.
+# Included by _core.pyx: the wrappers compile into the one module, beside the kernels.
+# Each checks the sizes its kernel relies on (bounds checking is off in the kernels),
+# BLAS's 32-bit sizes included.
+
+
+cdef int _derivable_activation(str name, str kind) except -1:
+    if kind not in ACT_CODES or ACT_CODES[kind] >= C_ACT_SOFTMAX:
+        raise ValueError(f"{name}: expected an element-wise activation with a derivative, "
+                         f"got {kind!r}")
+    return ACT_CODES[kind]
+
+
+cdef _check_blas_dims(str name, Py_ssize_t a, Py_ssize_t b, Py_ssize_t c):
+    if a > BLAS_MAX or b > BLAS_MAX or c > BLAS_MAX:
+        raise ValueError(f"{name}: a dimension over {BLAS_MAX} exceeds BLAS's 32-bit sizes")
+
+def k_linear_forward(const floating[:, ::1] A, const floating[:, ::1] W,
+                     const floating[::1] b, floating[:, ::1] Z):
+    if (W.shape[0] != A.shape[1] or b.shape[0] != W.shape[1] or Z.shape[0] != A.shape[0]
+            or Z.shape[1] != W.shape[1] or A.shape[0] < 1 or A.shape[1] < 1
+            or W.shape[1] < 1):
+        raise ValueError("linear_forward: inconsistent shapes")
+    _check_blas_dims("linear_forward", A.shape[0], A.shape[1], W.shape[1])
+    with nogil:
+        linear_forward(&A[0, 0], A.shape[0], A.shape[1], &W[0, 0], &b[0], W.shape[1],
+                       &Z[0, 0])
+
+
+def k_relu_forward(floating[:, ::1] Z):
+    if Z.shape[0] < 1 or Z.shape[1] < 1:
+        return
+    with nogil:
+        relu_forward(&Z[0, 0], Z.shape[0] * Z.shape[1])
+
+
+def k_relu_mask_delta(const floating[:, ::1] A, floating[:, ::1] D):
+    if A.shape[0] != D.shape[0] or A.shape[1] != D.shape[1]:
+        raise ValueError("relu_backward: inconsistent shapes")
+    if A.shape[0] < 1 or A.shape[1] < 1:
+        return
+    with nogil:
+        relu_mask_delta(&A[0, 0], &D[0, 0], A.shape[0] * A.shape[1])
+
+
+def k_backprop_delta(const floating[:, ::1] D_next, const floating[:, ::1] W_next,
+                     const floating[:, ::1] A, floating[:, ::1] D, str activation="relu"):
+    cdef int code = _derivable_activation("activation", activation)
+    if (W_next.shape[1] != D_next.shape[1] or A.shape[0] != D_next.shape[0]
+            or A.shape[1] != W_next.shape[0] or D.shape[0] != A.shape[0]
+            or D.shape[1] != A.shape[1] or min(A.shape[0], A.shape[1], D_next.shape[1]) < 1):
+        raise ValueError("backprop_delta: inconsistent shapes")
+    _check_blas_dims("backprop_delta", A.shape[0], A.shape[1], D_next.shape[1])
+    with nogil:
+        backprop_delta(code, &D_next[0, 0], D_next.shape[0], D_next.shape[1],
+                       &W_next[0, 0], &A[0, 0], A.shape[1], &D[0, 0])
+
+
+def k_linear_backward(const floating[:, ::1] A_prev, const floating[:, ::1] D,
+                      floating[:, ::1] dW, floating[::1] db):
+    if (A_prev.shape[0] != D.shape[0] or dW.shape[0] != A_prev.shape[1]
+            or dW.shape[1] != D.shape[1] or db.shape[0] != D.shape[1]
+            or min(A_prev.shape[0], A_prev.shape[1], D.shape[1]) < 1):
+        raise ValueError("linear_backward: inconsistent shapes")
+    _check_blas_dims("linear_backward", A_prev.shape[0], A_prev.shape[1], D.shape[1])
+    with nogil:
+        linear_backward(&A_prev[0, 0], A_prev.shape[0], A_prev.shape[1], &D[0, 0],
+                        D.shape[1], &dW[0, 0], &db[0])
+
+
+def k_mse_loss_delta(const floating[:, ::1] Yhat, const floating[:, ::1] Y,
+                     floating[:, ::1] D):
+    cdef double loss
+    if (Y.shape[0] != Yhat.shape[0] or Y.shape[1] != Yhat.shape[1]
+            or D.shape[0] != Yhat.shape[0] or D.shape[1] != Yhat.shape[1]
+            or Yhat.shape[0] < 1 or Yhat.shape[1] < 1):
+        raise ValueError("mse_loss_delta: inconsistent shapes")
+    with nogil:
+        loss = mse_loss_delta(&Yhat[0, 0], &Y[0, 0], Yhat.shape[0], Yhat.shape[1],
+                              &D[0, 0])
+    return loss
+
+
+def k_softmax_xent_dense(const floating[:, ::1] logits, const floating[:, ::1] Y,
+                         floating[:, ::1] D):
+    cdef double loss
+    if (Y.shape[0] != logits.shape[0] or Y.shape[1] != logits.shape[1]
+            or D.shape[0] != logits.shape[0] or D.shape[1] != logits.shape[1]
+            or logits.shape[0] < 1 or logits.shape[1] < 1):
+        raise ValueError("softmax_xent_loss_delta: inconsistent shapes")
+    with nogil:
+        loss = softmax_xent_loss_delta(&logits[0, 0], &Y[0, 0], NULL, logits.shape[0],
+                                       logits.shape[1], &D[0, 0])
+    return loss
+
+
+def k_softmax_xent_labels(const floating[:, ::1] logits, const int64_t[::1] labels,
+                          floating[:, ::1] D):
+    cdef double loss
+    cdef bint ok
+    if (labels.shape[0] != logits.shape[0] or D.shape[0] != logits.shape[0]
+            or D.shape[1] != logits.shape[1] or logits.shape[0] < 1
+            or logits.shape[1] < 1):
+        raise ValueError("softmax_xent_loss_delta: inconsistent shapes")
+    with nogil:
+        ok = labels_in_range(&labels[0], labels.shape[0], logits.shape[1])
+    if not ok:
+        raise ValueError(f"Y: class labels must be integers in [0, {logits.shape[1]})")
+    with nogil:
+        loss = softmax_xent_loss_delta(&logits[0, 0], <const floating*>NULL, &labels[0],
+                                       logits.shape[0], logits.shape[1], &D[0, 0])
+    return loss
+
+
+def k_softmax(floating[:, ::1] Z):
+    if Z.shape[0] < 1 or Z.shape[1] < 1:
+        return
+    with nogil:
+        softmax_rows(&Z[0, 0], Z.shape[0], Z.shape[1])
+
+
+def k_sgd_update(floating[::1] theta, const floating[::1] grad, double lr):
+    if theta.shape[0] != grad.shape[0]:
+        raise ValueError("sgd_update: theta and grad differ in size")
+    if theta.shape[0] < 1:
+        return
+    with nogil:
+        sgd_update(&theta[0], &grad[0], theta.shape[0], <floating>lr, 0, 1)
+
+
+def k_all_finite(const floating[::1] x):
+    cdef bint ok
+    if x.shape[0] < 1:
+        return True
+    with nogil:
+        ok = all_finite(&x[0], x.shape[0])
+    return ok
+
+
+def k_activation_forward(str kind, floating[:, ::1] Z):
+    if kind not in ACT_CODES:
+        raise ValueError(f"kind: unknown activation {kind!r}")
+    cdef int code = ACT_CODES[kind]
+    if Z.shape[0] < 1 or Z.shape[1] < 1:
+        return
+    with nogil:
+        activation_forward(code, &Z[0, 0], Z.shape[0], Z.shape[1])
+
+
+def k_activation_backward(str kind, const floating[:, ::1] A, floating[:, ::1] D):
+    cdef int code = _derivable_activation("kind", kind)
+    if A.shape[0] != D.shape[0] or A.shape[1] != D.shape[1]:
+        raise ValueError("activation_backward: inconsistent shapes")
+    if A.shape[0] < 1 or A.shape[1] < 1:
+        return
+    with nogil:
+        activation_backward(code, &A[0, 0], &D[0, 0], A.shape[0] * A.shape[1])
+
+
+def k_sk_loss_delta(str kind, const floating[:, ::1] P, const floating[:, ::1] Y,
+                    const floating[::1] sw, floating[:, ::1] D):
+    cdef int code
+    cdef double loss, norm
+    if kind not in LOSS_CODES or LOSS_CODES[kind] < C_LOSS_SK_SQUARED:
+        raise ValueError(f"kind: expected a scikit-learn loss, got {kind!r}")
+    code = LOSS_CODES[kind]
+    if (Y.shape[0] != P.shape[0] or Y.shape[1] != P.shape[1] or D.shape[0] != P.shape[0]
+            or D.shape[1] != P.shape[1] or P.shape[0] < 1 or P.shape[1] < 1
+            or (sw is not None and sw.shape[0] != P.shape[0])):
+        raise ValueError("sk_loss_delta: inconsistent shapes")
+    norm = P.shape[0] if sw is None else float(np.sum(sw, dtype=np.float64))
+    with nogil:
+        loss = sk_loss_delta(code, &P[0, 0], &Y[0, 0], NULL if sw is None else &sw[0],
+                             P.shape[0], P.shape[1], norm, &D[0, 0])
+    return loss
+
+
+def k_momentum_update(floating[::1] theta, const floating[::1] grad, floating[::1] vel,
+                      double lr, double momentum, bint nesterov):
+    if theta.shape[0] != grad.shape[0] or vel.shape[0] != theta.shape[0]:
+        raise ValueError("momentum_update: theta, grad and velocity differ in size")
+    if theta.shape[0] < 1:
+        return
+    with nogil:
+        momentum_update(&theta[0], &grad[0], &vel[0], theta.shape[0], <floating>lr,
+                        <floating>momentum, nesterov, 0, 1)
+
+
+def k_adam_update(floating[::1] theta, const floating[::1] grad, floating[::1] m,
+                  floating[::1] v, double lr, double beta1, double beta2, double eps,
+                  int64_t t):
+    if (theta.shape[0] != grad.shape[0] or m.shape[0] != theta.shape[0]
+            or v.shape[0] != theta.shape[0]):
+        raise ValueError("adam_update: theta, grad, m and v differ in size")
+    if t < 1:
+        raise ValueError("t: expected the step count, >= 1")
+    if theta.shape[0] < 1:
+        return
+    with nogil:
+        adam_update(&theta[0], &grad[0], &m[0], &v[0], theta.shape[0], lr, beta1, beta2,
+                    eps, t, 0, 1)
+
+
+def adam_step_size(double lr, double beta1, double beta2, int64_t t):
+    """Adam's bias-corrected step size η·√(1 − β2ᵗ)/(1 − β1ᵗ) after t ≥ 1 steps."""
+    if t < 1:
+        raise ValueError("t: expected the step count, >= 1")
+    return _adam_step_size(lr, beta1, beta2, t)

@@ -1,0 +1,128 @@
+# Output losses and their deltas Δ(L) = ∂L/∂Z(L): the seeds' own (000, 002, 003), then
+# scikit-learn's variants, which its estimators reproduce.  Every loss is accumulated in
+# double for both dtypes.
+#
+# fastmlp's deltas carry the 1/n of the batch mean, so backpropagation needs no further
+# scaling (see linear_backward in _layers.pxd).
+
+from cython cimport floating
+from libc.math cimport log
+from libc.stdint cimport int64_t
+
+from fastmlp._fmath cimport feps, fexp, xlogy
+from fastmlp._layers cimport activation_backward
+
+# Loss codes; _core.LOSS_CODES maps their names to them.
+cdef enum:
+    C_LOSS_MSE = 0              # (1/n)·Σ‖ŷ − y‖², any element-wise output activation
+    C_LOSS_SOFTMAX_XENT = 1     # −(1/n)·Σ y·log softmax(z), from logits (identity output)
+    C_LOSS_SK_SQUARED = 2       # scikit-learn: ½·mean over outputs of the weighted mean
+    C_LOSS_SK_LOG = 3           # scikit-learn: log-loss of softmax probabilities, clipped
+    C_LOSS_SK_BINARY_LOG = 4    # scikit-learn: binary log-loss of logistic outputs, clipped
+    C_LOSS_SK_POISSON = 5       # scikit-learn: half Poisson deviance of exp outputs
+
+
+# ---------------------------------------------------------------- the seeds' losses
+
+cdef inline double mse_loss_delta(const floating* Yhat, const floating* Y, Py_ssize_t n,
+                                  Py_ssize_t k, floating* D) noexcept nogil:
+    # L = (1/n)·Σᵢ‖ŷᵢ − yᵢ‖² and ∇ŷ = (2/n)·(Ŷ − Y)  (seed 000 eq. 10–11, seed 001 §3:
+    # R = f(X) − Y, factor 2 kept).
+    cdef Py_ssize_t i
+    cdef double total = 0.0
+    cdef floating r
+    cdef floating scale = <floating>(2.0 / n)
+    for i in range(n * k):
+        r = Yhat[i] - Y[i]
+        total += <double>r * r
+        D[i] = scale * r
+    return total / n
+
+
+cdef inline void output_activation_delta(int out_act, const floating* Yhat, floating* D,
+                                         Py_ssize_t size) noexcept nogil:
+    # Seed 002: through an element-wise output activation ŷ = g(a), ∇a = g'(a) ⊙ ∇ŷ, with
+    # g' written through ŷ (activation_backward).  Turns mse_loss_delta's ∇ŷ into Δ(L).
+    activation_backward(out_act, Yhat, D, size)
+
+
+cdef inline double softmax_xent_loss_delta(const floating* logits, const floating* Y,
+                                           const int64_t* labels, Py_ssize_t n,
+                                           Py_ssize_t k, floating* D) noexcept nogil:
+    # L = −(1/n)·Σᵢ Σₖ yᵢₖ·log pᵢₖ with p = softmax(logits), and Δ(L) = (P·sᵢ − Y)/n with
+    # sᵢ = Σₖ yᵢₖ (seed 003 eq. 3–4, 10: δ = p − y once rows of Y sum to 1, as they do).
+    # log pᵢₖ = zᵢₖ − (m + log Σ exp(z − m)), m = max z: finite for logits of any size.
+    # Y is either dense (n, k) or, when Y is NULL, int labels (n,).
+    cdef Py_ssize_t i, j
+    cdef double total = 0.0
+    cdef double row_loss, y_sum
+    cdef floating m, s, scale
+    cdef const floating* z
+    cdef const floating* y
+    cdef floating* d
+    cdef floating inv_n = <floating>(1.0 / n)
+    for i in range(n):
+        z = logits + i * k
+        d = D + i * k
+        m = z[0]
+        for j in range(1, k):
+            if z[j] > m:
+                m = z[j]
+        s = 0
+        for j in range(k):
+            d[j] = fexp(z[j] - m)
+            s += d[j]
+        if Y == NULL:
+            # (m − z) first: for huge logits m + log s would round log s away.
+            total += (<double>m - z[labels[i]]) + log(<double>s)
+            scale = inv_n / s
+            for j in range(k):
+                d[j] *= scale
+            d[labels[i]] -= inv_n
+        else:
+            y = Y + i * k
+            row_loss = 0.0
+            y_sum = 0.0
+            for j in range(k):
+                row_loss += <double>y[j] * ((<double>m - z[j]) + log(<double>s))
+                y_sum += y[j]
+            total += row_loss
+            scale = <floating>(y_sum / s) * inv_n
+            for j in range(k):
+                d[j] = d[j] * scale - y[j] * inv_n
+    return total / n
+
+
+# ---------------------------------------------------------------- scikit-learn's losses
+
+cdef inline double sk_loss_delta(int kind, const floating* P, const floating* Y,
+                                 const floating* sw, Py_ssize_t n, Py_ssize_t k,
+                                 double norm, floating* D) noexcept nogil:
+    # scikit-learn's output losses over P, the output layer after its activation, with
+    # optional sample weights (NULL: all 1) and norm = Σ weights.  Every one pairs with its
+    # canonical output activation, so the raw delta is (P − Y)·wᵢ, unscaled; scikit-learn
+    # divides the gradients by Σw instead.  Probabilities are clipped to [eps, 1 − eps]
+    # inside the logarithms, as scikit-learn does.
+    cdef Py_ssize_t i, j
+    cdef double total = 0.0, row
+    cdef floating w, p, y, eps = feps(<floating>0), one_m_eps = 1 - feps(<floating>0)
+    for i in range(n):
+        w = 1 if sw == NULL else sw[i]
+        row = 0.0
+        for j in range(k):
+            p = P[i * k + j]
+            y = Y[i * k + j]
+            D[i * k + j] = (p - y) * w
+            if kind == C_LOSS_SK_SQUARED:
+                row += <double>((y - p) * (y - p))
+            elif kind == C_LOSS_SK_POISSON:
+                row += <double>(xlogy(y, y / p) - y + p)
+            else:
+                p = eps if p < eps else (one_m_eps if p > one_m_eps else p)
+                row -= <double>xlogy(y, p)
+                if kind == C_LOSS_SK_BINARY_LOG:
+                    row -= <double>xlogy(1 - y, 1 - p)
+        total += row * w
+    if kind == C_LOSS_SK_SQUARED:
+        return 0.5 * total / norm / k
+    return total / norm
