@@ -40,6 +40,7 @@ import tracemalloc
 
 import numpy as np
 
+from fastmlp._core import Layout
 from fastmlp.bench import run
 
 LOSS = "softmax_cross_entropy"
@@ -66,7 +67,7 @@ def bound_parts(layer_sizes, batch: int, itemsize: int) -> dict:
     Not counted: the data set, the batch's targets, optimizer state (none for SGD), the
     epoch's permutation of the rows.
     """
-    n_params = sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
+    n_params = Layout(layer_sizes).n_params
     return {"parameters": n_params * itemsize, "gradients": n_params * itemsize,
             "activations": batch * sum(layer_sizes) * itemsize,
             "deltas": batch * sum(layer_sizes[1:]) * itemsize}
