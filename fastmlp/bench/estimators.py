@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         ap.error(f"unknown solver(s) {sorted(bad)}" if bad else "--repeats must be >= 1")
     undo = None
     if args.threads is not None:
-        from fastmlp.bench.run import pin_threads
+        from fastmlp.bench.harness import pin_threads
         undo = pin_threads(args.threads, ["sklearn"])
     try:
         rows = run(args.quick, dtypes, solvers, args.repeats)

@@ -11,6 +11,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from fastmlp.bench.harness import measure, summarize
+
 # name: (n rows, d_in, d_out, k classes) — a hidden layer of the 'small' and 'mnist' nets
 SIZES = {"small": (64, 128, 128, 10), "mnist": (128, 784, 256, 10)}
 
@@ -133,7 +135,6 @@ def cases(n: int, d_in: int, d_out: int, k: int,
 def run(dtypes: Sequence[str] = ("float32",),
         settings: Sequence[Any] = (5, 0.008, 0.05, 0.15, False)) -> list[dict[str, Any]]:
     """Time every kernel at every size and dtype; returns a list of result dicts."""
-    from fastmlp.bench.run import measure, summarize
     out = []
     for dtype in dtypes:
         for size_name, size in SIZES.items():
@@ -158,6 +159,9 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 if __name__ == "__main__":
+    # Only when run as a script: this file is then __main__, and run imports
+    # fastmlp.bench.kernels as a module of its own, so no module imports run and kernels
+    # both ways.  The script is `fastmlp bench --workloads none --kernels`, options and all.
     import sys
     from fastmlp.bench.run import main
     raise SystemExit(main(["--workloads", "none", "--kernels"] + sys.argv[1:]))

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from fastmlp.bench import peers as P
-from fastmlp.bench import run
+from fastmlp.bench import harness
 
 LOSS = "softmax_cross_entropy"
 BATCH_LAYERS = [256, 256, 256, 10]
@@ -67,7 +67,7 @@ def gemm_flops(layers, n: int) -> int:
 
 def measure_point(layers, n, dtype, peer_names, cfg, pause_s) -> dict:
     """Time one step of every available peer on a batch of n rows; one sweep point."""
-    X, Y = run.make_data(n, layers, LOSS, dtype)
+    X, Y = harness.make_data(n, layers, LOSS, dtype)
     fns, skipped = {}, {}
     for name in peer_names:
         why = P.BY_NAME[name].available()
@@ -89,11 +89,11 @@ def measure_point(layers, n, dtype, peer_names, cfg, pause_s) -> dict:
     probe()
     per_call = time.perf_counter() - t0
     rounds = min(cfg["rounds"], max(MIN_ROUNDS, int(cfg["point_s"] / (per_call * len(fns)))))
-    load = run.OtherLoad()
-    timed = run.measure(fns, rounds, cfg["block_s"], cfg["warmup_s"], pause_s)
+    load = harness.OtherLoad()
+    timed = harness.measure(fns, rounds, cfg["block_s"], cfg["warmup_s"], pause_s)
     point.update(rounds=rounds, other_load_pct=load.percent())
     for name, t in timed.items():
-        s = run.summarize(t["samples_us"])
+        s = harness.summarize(t["samples_us"])
         s["gflops"] = flops / s["median_us"] / 1e3
         s.update(t)
         point["peers"][name] = s
@@ -124,12 +124,12 @@ def table(kind, result) -> str:
         cells = []
         for p in names:
             s = pt["peers"].get(p)
-            flag = " (!)" if s and run.is_noisy(s) else ""
-            cells += [f"{run.fmt_us(s['median_us'])}{flag}", f"{s['gflops']:.1f}"] if s \
+            flag = " (!)" if s and harness.is_noisy(s) else ""
+            cells += [f"{harness.fmt_us(s['median_us'])}{flag}", f"{s['gflops']:.1f}"] if s \
                 else ["–", "–"]
         fm, gm = pt["peers"].get("fastmlp"), pt["peers"].get("gemms")
         ratio = f"{fm['median_us'] / gm['median_us']:.2f}" if fm and gm else "–"
-        busy = " [load]" if (pt.get("other_load_pct") or 0) > run.BUSY_PCT else ""
+        busy = " [load]" if (pt.get("other_load_pct") or 0) > harness.BUSY_PCT else ""
         lines.append(f"| {key}{busy} | {pt['layers']} | {pt['flops'] / 1e6:,.2f} | "
                      + " | ".join(cells) + f" | {ratio} |")
     return "\n".join(lines)
@@ -248,16 +248,16 @@ def parse_args(argv):
 def main(argv=None) -> int:
     """The command line; returns the exit status.  Thread limits are undone on return."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    undo_threads = run.pin_threads(args.threads, args.peers)
+    undo_threads = harness.pin_threads(args.threads, args.peers)
     try:
-        env = run.environment(args.threads)
-        print(run.env_summary(env), flush=True)
-        pause_s = run.PAUSE_S if args.threads > 1 else 0.0
+        env = harness.environment(args.threads)
+        print(harness.env_summary(env), flush=True)
+        pause_s = harness.PAUSE_S if args.threads > 1 else 0.0
         dtype = np.dtype(args.dtype)
         report = {"env": env, "config": {**args.cfg, "dtype": dtype.name, "loss": LOSS,
                                          "peers": args.peers, "pause_s": pause_s,
                                          "flops": "6·n·Σ d_in·d_out per step"}}
-        t_start, load = time.perf_counter(), run.OtherLoad()
+        t_start, load = time.perf_counter(), harness.OtherLoad()
         if args.cfg["batches"]:
             report["batch"] = sweep("batch", args.cfg["batches"], dtype, args.peers, args.cfg,
                                     pause_s)
@@ -277,7 +277,7 @@ def main(argv=None) -> int:
     other = report["other_load_pct"]
     print(f"\n(benchmark time {report['elapsed_s']:.1f} s; other processes used "
           f"{'?' if other is None else f'{other:.0f}%'} of the CPUs meanwhile; "
-          f"[load]: > {run.BUSY_PCT}% during that point, (!): IQR > {run.NOISY:.0%} "
+          f"[load]: > {harness.BUSY_PCT}% during that point, (!): IQR > {harness.NOISY:.0%} "
           "of the median)")
     if args.json:
         with open(args.json, "w") as f:

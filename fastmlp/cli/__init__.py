@@ -10,9 +10,11 @@ before anything runs.
 
 This module holds the argument parser and ``main``; the rest is in
 ``fastmlp.cli.commands`` (what each command does), ``fastmlp.cli.training`` (the epoch
-loop, its progress bar and the scores) and ``fastmlp.cli.data`` (reading DATA, the
-targets, the model's sidecar JSON).  Their public names are re-exported here, so
-``fastmlp.cli.<name>`` works as it did when the command was one module.
+loop, its progress bar and the scores), ``fastmlp.cli.data`` (reading DATA, the
+targets, the model's sidecar JSON) and ``fastmlp.cli.demo`` (the demo's data and
+network).  Their public names are re-exported here, so ``fastmlp.cli.<name>`` works as it
+did when the command was one module; the submodules import one another, never this
+package, so that importing any of them does not need the parser.
 """
 from __future__ import annotations
 
@@ -25,12 +27,12 @@ import numpy as np
 
 import fastmlp
 from fastmlp import _validation as v
-from fastmlp.demo import EPOCHS as DEMO_EPOCHS, N_SAMPLES as DEMO_SAMPLES
 from fastmlp.cli.commands import (cmd_bench, cmd_demo, cmd_predict, cmd_train,
                                   plot_losses)
 from fastmlp.cli.data import (CsvTable, encode_classes, label_names, label_values,
                               load_prediction_data, load_training_data, read_sidecar,
                               regression_targets, sidecar_path, write_sidecar)
+from fastmlp.cli.demo import EPOCHS as DEMO_EPOCHS, N_SAMPLES as DEMO_SAMPLES
 from fastmlp.cli.training import fit_epochs, rate, regression_scores, score
 
 __all__ = [

@@ -12,6 +12,7 @@ import fastmlp
 from fastmlp.cli.data import (encode_classes, label_names, load_prediction_data,
                               load_training_data, read_sidecar, regression_targets,
                               sidecar_path, write_sidecar)
+from fastmlp.cli.demo import run as run_demo
 from fastmlp.cli.training import fit_epochs, rate, regression_scores, score
 
 
@@ -21,10 +22,9 @@ def _format_scores(scores) -> str:
 
 def cmd_demo(args) -> int:
     """``fastmlp demo``."""
-    from fastmlp.demo import run
     if args.samples < 10:
         raise ValueError(f"--samples: expected at least 10, got {args.samples}")
-    run(args.samples, args.epochs, args.seed)
+    run_demo(args.samples, args.epochs, args.seed)
     return 0
 
 

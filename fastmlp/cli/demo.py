@@ -6,6 +6,7 @@ import contextlib
 
 import numpy as np
 
+from fastmlp.cli.training import fit_epochs, rate
 from fastmlp.model import MLP
 
 N_FEATURES, N_CLASSES = 20, 4
@@ -42,8 +43,6 @@ def run(n: int = N_SAMPLES, epochs: int = EPOCHS, seed: int = 0,
     """Train ``LAYERS`` on ``n`` generated rows (80 % training, 20 % test) for ``epochs``
     epochs with a progress bar; print and return the losses, test accuracy and
     throughput."""
-    from fastmlp.cli import fit_epochs, rate
-
     if n < 10:
         raise ValueError(f"n: expected at least 10 rows, got {n}")
     X, y = make_blobs(n, N_FEATURES, N_CLASSES, seed)
@@ -64,6 +63,3 @@ def run(n: int = N_SAMPLES, epochs: int = EPOCHS, seed: int = 0,
           f"{note})")
     return {"losses": history["loss"], "accuracy": accuracy, "samples_per_s": throughput}
 
-
-if __name__ == "__main__":
-    run()
