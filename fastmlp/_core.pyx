@@ -131,17 +131,22 @@ def get_workspace_limit():
     return _workspace_limit
 
 
+def check_memory(str name, what, n_bytes, str remedy):
+    """Refuse, before anything is allocated, ``what`` (a batch, a model, a result)
+    needing ``n_bytes`` (a Python int: no overflow) over the workspace limit; the message
+    starts with ``name`` and ends with ``remedy``."""
+    if n_bytes > _workspace_limit:
+        raise ValueError(f"{name}: {what} needs {n_bytes} bytes, over the workspace limit "
+                         f"of {_workspace_limit} bytes; {remedy}")
+
+
 def check_workspace(str name, n_bytes, rows):
-    """Refuse, before anything is allocated, a batch of ``rows`` rows needing ``n_bytes``
-    (a Python int: no overflow) over the workspace limit, or more rows than one BLAS call
-    takes; the message starts with ``name``."""
+    """``check_memory`` for a batch of ``rows`` rows, which must also fit one BLAS call."""
     if rows > BLAS_MAX:
         raise ValueError(f"{name}: a batch of {rows} rows is more than one BLAS call takes "
                          f"({BLAS_MAX}, 32-bit sizes); use smaller batches")
-    if n_bytes > _workspace_limit:
-        raise ValueError(f"{name}: a batch of {rows} rows needs {n_bytes} bytes of "
-                         f"workspace, over the limit of {_workspace_limit} bytes; use "
-                         "smaller batches or fastmlp.set_workspace_limit")
+    check_memory(name, f"a batch of {rows} rows", n_bytes,
+                 "use smaller batches or fastmlp.set_workspace_limit")
 
 
 # Scratch of Network.forward: hidden activations of this many bytes at most (but never

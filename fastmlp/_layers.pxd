@@ -50,21 +50,31 @@ cdef inline void relu_mask_delta(const floating* A, floating* D, Py_ssize_t size
         D[i] = D[i] if A[i] > 0 else 0
 
 
+cdef inline floating shifted_exp_row(const floating* z, Py_ssize_t k, floating* e,
+                                     floating* m_out) noexcept nogil:
+    # e = exp(z − m) for one row z of k values, m = max z (into m_out); returns Σ e.
+    # Shifted by the maximum, no exp overflows (seed 003 eq. 3's softmax, and the
+    # log-sum-exp of its loss).  e may be z itself.
+    cdef Py_ssize_t j
+    cdef floating m = z[0], s = 0
+    for j in range(1, k):
+        if z[j] > m:
+            m = z[j]
+    for j in range(k):
+        e[j] = fexp(z[j] - m)
+        s += e[j]
+    m_out[0] = m
+    return s
+
+
 cdef inline void softmax_rows(floating* Z, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
-    # P = softmax(Z) row by row, in place, shifted by the row maximum (seed 003 eq. 3).
+    # P = softmax(Z) row by row, in place (seed 003 eq. 3).
     cdef Py_ssize_t i, j
     cdef floating m, s
     cdef floating* z
     for i in range(n):
         z = Z + i * k
-        m = z[0]
-        for j in range(1, k):
-            if z[j] > m:
-                m = z[j]
-        s = 0
-        for j in range(k):
-            z[j] = fexp(z[j] - m)
-            s += z[j]
+        s = shifted_exp_row(z, k, z, &m)
         for j in range(k):
             z[j] /= s
 

@@ -9,8 +9,8 @@ from cython cimport floating
 from libc.math cimport log
 from libc.stdint cimport int64_t
 
-from fastmlp._fmath cimport feps, fexp, xlogy
-from fastmlp._layers cimport activation_backward
+from fastmlp._fmath cimport feps, xlogy
+from fastmlp._layers cimport activation_backward, shifted_exp_row
 
 # Loss codes; _core.LOSS_CODES maps their names to them.
 cdef enum:
@@ -64,14 +64,7 @@ cdef inline double softmax_xent_loss_delta(const floating* logits, const floatin
     for i in range(n):
         z = logits + i * k
         d = D + i * k
-        m = z[0]
-        for j in range(1, k):
-            if z[j] > m:
-                m = z[j]
-        s = 0
-        for j in range(k):
-            d[j] = fexp(z[j] - m)
-            s += d[j]
+        s = shifted_exp_row(z, k, d, &m)
         if Y == NULL:
             # (m − z) first: for huge logits m + log s would round log s away.
             total += (<double>m - z[labels[i]]) + log(<double>s)

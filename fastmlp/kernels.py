@@ -54,10 +54,7 @@ def _out(name: str, out: object, shape: tuple[int, ...], dtype: np.dtype) -> np.
         need = dtype.itemsize
         for d in shape:
             need *= d
-        limit = _core.get_workspace_limit()
-        if need > limit:
-            raise ValueError(f"{name}: a {shape} result needs {need} bytes, over the workspace "
-                             f"limit of {limit} bytes; see fastmlp.set_workspace_limit")
+        _core.check_memory(name, f"a {shape} result", need, "see fastmlp.set_workspace_limit")
         return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name}: expected an ndarray, got {type(out).__name__}")

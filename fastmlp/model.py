@@ -101,21 +101,19 @@ class MLP:
         self.optimizer: str = optimizer
         self.l2: float = l2
         self.hyper: dict[str, float] = {"momentum": momentum, "beta1": beta_1, "beta2": beta_2, "eps": epsilon}
-        self.layout: _core.Layout = _core.Layout(sizes)
-        n_params = self.layout.n_params
-        n_state = self.layout.state_size(optimizer)
+        self._layout: _core.Layout = _core.Layout(sizes)
+        n_params = self._layout.n_params
+        n_state = self._layout.state_size(optimizer)
         # Refused before anything is allocated: parameters, gradient, optimizer state and
         # the float64 draw of the largest initial weight matrix.
         if n_params > v.MAX_PARAMS:
             raise ValueError(f"layer_sizes: {n_params} parameters, over the limit of "
                              f"{v.MAX_PARAMS}")
-        need = (2 * n_params + n_state) * dt.itemsize + 8 * self.layout.largest_weight
-        limit = _core.get_workspace_limit()
-        if need > limit:
-            raise ValueError(f"layer_sizes: a model of {n_params} parameters needs {need} "
-                             f"bytes, over the workspace limit of {limit} bytes; see "
-                             "fastmlp.set_workspace_limit")
-        self._flat = FlatParams(self.layout, np.zeros(n_params, dtype=dt))
+        _core.check_memory(
+            "layer_sizes", f"a model of {n_params} parameters",
+            (2 * n_params + n_state) * dt.itemsize + 8 * self._layout.largest_weight,
+            "see fastmlp.set_workspace_limit")
+        self._flat = FlatParams(self._layout, np.zeros(n_params, dtype=dt))
         self.params: np.ndarray = self._flat.theta
         self.weights, self.biases = self._flat.weights, self._flat.biases
         for W in self.weights:
@@ -123,7 +121,7 @@ class MLP:
             W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / fan)
         self._engine, self._grad = self._flat.engine(activation, output_activation, loss, l2)
         self._network = self._engine.network
-        self._grad_weights, self._grad_biases = self.layout.views(self._grad)
+        self._grad_weights, self._grad_biases = self._layout.views(self._grad)
         self.optimizer_state: np.ndarray = np.zeros(n_state, dtype=dt)
         self._engine.set_optimizer(optimizer, self.optimizer_state, **self.hyper)
         # Training calls share the engine's workspace and the gradient buffer.
@@ -169,7 +167,7 @@ class MLP:
         """
         X = self._X(X)
         n = X.shape[0]
-        _core.check_workspace("X", self.layout.forward_bytes(n, self.dtype.itemsize), n)
+        _core.check_workspace("X", self._layout.forward_bytes(n, self.dtype.itemsize), n)
         out = np.empty((n, self.layer_sizes[-1]), dtype=self.dtype)
         return self._network.forward(X, out)
 
@@ -194,7 +192,7 @@ class MLP:
                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         X = self._X(X)
         if rows_name is not None:
-            _core.check_workspace(rows_name, self.layout.train_bytes(X.shape[0], self.dtype.itemsize),
+            _core.check_workspace(rows_name, self._layout.train_bytes(X.shape[0], self.dtype.itemsize),
                                   X.shape[0])
         Yd, labels = v.as_targets(Y, self.loss_name, self.dtype, X.shape[0],
                                   self.layer_sizes[-1])
@@ -273,7 +271,7 @@ class MLP:
         n = X.shape[0]
         batch_size = min(batch_size, n)
         _core.check_workspace("batch_size",
-                              self.layout.train_bytes(batch_size, self.dtype.itemsize), batch_size)
+                              self._layout.train_bytes(batch_size, self.dtype.itemsize), batch_size)
         if not _core.k_all_finite(X.reshape(-1)):
             raise ValueError("X: contains NaN or infinity")
         if Yd is not None and not _core.k_all_finite(Yd.reshape(-1)):

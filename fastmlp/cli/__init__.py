@@ -55,35 +55,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"fastmlp: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+def _argument(convert, ok, expected: str):
+    """An argparse ``type``: ``convert(text)``, refused unless ``ok`` with a message
+    saying what was ``expected``."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, "
-                                         f"got {text!r}")
-    return value
+_positive_int = _argument(int, lambda v: v >= 1, "an integer >= 1")
+_positive_float = _argument(float, lambda v: np.isfinite(v) and v > 0, "a finite number > 0")
+_fraction = _argument(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
 
 
 def parse_layers(text: str) -> list[int]:
