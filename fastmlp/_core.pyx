@@ -41,10 +41,12 @@ from fastmlp.errors import DivergenceError
 
 from fastmlp._blas cimport DGEMM, DGEMV, DGER, SGEMM, SGEMV, SGER, blas_table, gemm, ger
 from fastmlp._fmath cimport all_finite, labels_in_range, max_abs
-from fastmlp._layers cimport (C_ACT_EXP, C_ACT_IDENTITY, C_ACT_LOGISTIC, C_ACT_RELU,
-                              C_ACT_SOFTMAX, C_ACT_TANH, activation_backward,
-                              activation_forward, backprop_delta, column_sums,
-                              linear_backward, linear_forward, relu_forward,
+from fastmlp._layers cimport (C_ACT_ELU, C_ACT_EXP, C_ACT_GELU, C_ACT_IDENTITY,
+                              C_ACT_LEAKY_RELU, C_ACT_LOGISTIC, C_ACT_RELU, C_ACT_SILU,
+                              C_ACT_SOFTMAX, C_ACT_SOFTPLUS, C_ACT_TANH, ELU_ALPHA,
+                              LEAKY_RELU_SLOPE, activation_backward, activation_forward,
+                              activation_max_slope, activation_needs_z, backprop_delta,
+                              column_sums, linear_backward, linear_forward, relu_forward,
                               relu_mask_delta, softmax_rows)
 from fastmlp._losses cimport (C_LOSS_MSE, C_LOSS_SK_BINARY_LOG, C_LOSS_SK_LOG,
                               C_LOSS_SK_POISSON, C_LOSS_SK_SQUARED, C_LOSS_SOFTMAX_XENT,
@@ -75,7 +77,14 @@ MAX_ROWS = BLAS_MAX
 MAX_WEIGHT_LAYERS = MAX_LAYERS
 
 ACT_CODES = {"identity": C_ACT_IDENTITY, "relu": C_ACT_RELU, "logistic": C_ACT_LOGISTIC,
-             "tanh": C_ACT_TANH, "softmax": C_ACT_SOFTMAX, "exp": C_ACT_EXP}
+             "tanh": C_ACT_TANH, "softmax": C_ACT_SOFTMAX, "exp": C_ACT_EXP,
+             "leaky_relu": C_ACT_LEAKY_RELU, "elu": C_ACT_ELU, "gelu": C_ACT_GELU,
+             "silu": C_ACT_SILU, "softplus": C_ACT_SOFTPLUS}
+# The activations a hidden layer may have (softmax and exp are output activations only).
+HIDDEN_ACTIVATIONS = ("relu", "tanh", "logistic", "identity", "leaky_relu", "elu", "gelu",
+                      "silu", "softplus")
+LEAKY_RELU_NEGATIVE_SLOPE = LEAKY_RELU_SLOPE
+ELU_ALPHA_VALUE = ELU_ALPHA
 LOSS_CODES = {"mse": C_LOSS_MSE, "softmax_cross_entropy": C_LOSS_SOFTMAX_XENT,
               "sk_squared_error": C_LOSS_SK_SQUARED, "sk_log_loss": C_LOSS_SK_LOG,
               "sk_binary_log_loss": C_LOSS_SK_BINARY_LOG, "sk_poisson": C_LOSS_SK_POISSON}
@@ -227,10 +236,13 @@ cdef class Layout:
             raise ValueError(f"optimizer: unknown optimizer {optimizer!r}")
         return STATE_VECTORS[optimizer] * self.n_params
 
-    def train_bytes(self, rows, itemsize):
-        """Workspace of a training step on ``rows`` rows: the activations of every layer
-        and two delta buffers of the widest layer (Python int: no overflow)."""
-        return int(rows) * (sum(self.dims[1:]) + 2 * self.max_width) * int(itemsize)
+    def train_bytes(self, rows, itemsize, kept_width=0):
+        """Workspace of a training step on ``rows`` rows: the activations of every layer,
+        two delta buffers of the widest layer, and the inputs Z of the hidden layers
+        whose activation derivative needs them, ``kept_width`` values a row (Python
+        int: no overflow)."""
+        return (int(rows) * (sum(self.dims[1:]) + 2 * self.max_width + int(kept_width))
+                * int(itemsize))
 
     def gather_bytes(self, rows, itemsize):
         """Batch buffers ``Engine.fit_epoch`` gathers shuffled rows into, at most."""
@@ -263,8 +275,7 @@ cdef struct Net:
     const Py_ssize_t* w_off  # offset of W(l) in theta / grad
     const Py_ssize_t* b_off  # offset of b(l)
     Py_ssize_t n_params
-    int hidden_act
-    int out_act
+    const int* acts          # activation of each layer; acts[L-1] is the output's
     int loss
     double l2                # α: penalty α/(2·Σw)·Σ‖W‖², gradient α·W/Σw
     bint sk_scaling          # scikit-learn's gradient convention (see module docstring)
@@ -284,16 +295,19 @@ cdef struct Batch:
 # --------------------------------------------------------------------------------------
 
 cdef void forward_pass(const Net* net, const floating* theta, const floating* X,
-                       Py_ssize_t n, floating** acts) noexcept nogil:
+                       Py_ssize_t n, floating** acts, floating** zs) noexcept nogil:
     # acts[l] receives A(l+1), (n, dims[l+1]); the last holds the network's output, after
-    # the output activation (identity for raw outputs and logits).
+    # the output activation (identity for raw outputs and logits).  zs: NULL (prediction)
+    # or, for training, where to keep Z(l+1) before its activation, NULL for the layers
+    # whose derivative does not need it.
     cdef int l, L = net.n_layers
     cdef const floating* A_prev = X
     for l in range(L):
         linear_forward(A_prev, n, net.dims[l], theta + net.w_off[l], theta + net.b_off[l],
                        net.dims[l + 1], acts[l])
-        activation_forward(net.hidden_act if l < L - 1 else net.out_act, acts[l], n,
-                           net.dims[l + 1])
+        if zs != NULL and zs[l] != NULL:
+            memcpy(zs[l], acts[l], n * net.dims[l + 1] * sizeof(floating))
+        activation_forward(net.acts[l], acts[l], n, net.dims[l + 1])
         A_prev = acts[l]
 
 
@@ -304,7 +318,7 @@ cdef double output_loss_delta(const Net* net, const floating* out, const Batch* 
     cdef double loss
     if net.loss == C_LOSS_MSE:
         loss = mse_loss_delta(out, <const floating*>b.Y, b.n, k, D)
-        output_activation_delta(net.out_act, out, D, b.n * k)
+        output_activation_delta(net.acts[net.n_layers - 1], out, D, b.n * k)
         return loss
     if net.loss == C_LOSS_SOFTMAX_XENT:
         return softmax_xent_loss_delta(out, <const floating*>b.Y, b.labels, b.n, k, D)
@@ -347,7 +361,6 @@ cdef bint fused_sgd_is_safe(const Net* net, const floating* theta, floating** ac
     cdef double big = 1e30 if floating is float else 1e300
     cdef double d_max = max_abs(D_out, n * net.dims[L])
     cdef double a_max, w_max, b_max, beta = 1 - lr * net.l2 / n
-    cdef double g_max = 0.25 if net.hidden_act == C_ACT_LOGISTIC else 1.0
     if beta < 0:
         beta = -beta
     for l in range(L - 1, -1, -1):
@@ -358,15 +371,17 @@ cdef bint fused_sgd_is_safe(const Net* net, const floating* theta, floating** ac
             return False
         if not (b_max + lr * n * d_max < big):
             return False
-        d_max = net.dims[l + 1] * d_max * w_max * g_max
+        if l > 0:
+            d_max = net.dims[l + 1] * d_max * w_max * activation_max_slope(net.acts[l - 1])
         if not (d_max < big):
             return False
     return True
 
 
 cdef void backward_pass(const Net* net, floating* theta, floating* grad, floating** acts,
-                        floating* D, floating* D_other, const floating* X, Py_ssize_t n,
-                        bint fused, double lr, bint scale, double norm) noexcept nogil:
+                        floating** zs, floating* D, floating* D_other, const floating* X,
+                        Py_ssize_t n, bint fused, double lr, bint scale,
+                        double norm) noexcept nogil:
     # Backpropagation from Δ(L) in D: seed 003's recursion (eq. 33, 34, 41, 42), of which
     # seed 001's two-layer gradients are the L = 2 case.  For l = L … 1:
     #   Δ(l-1) = g'(Z(l-1)) ⊙ (Δ(l)·W(l)ᵀ),  dW(l) = A(l-1)ᵀ·Δ(l),  db(l) = 1ᵀ·Δ(l).
@@ -378,7 +393,8 @@ cdef void backward_pass(const Net* net, floating* theta, floating* grad, floatin
     # - otherwise the raw gradients go into grad (the update passes turn them into ∇θ),
     #   or with `scale` the gradients themselves (decay, scikit-learn's 1/Σw), for a
     #   step that does not update.
-    # D and D_other are two delta buffers of the widest layer; their contents are lost.
+    # acts and zs as forward_pass left them.  D and D_other are two delta buffers of the
+    # widest layer; their contents are lost.
     cdef int l, L = net.n_layers
     cdef Py_ssize_t j, d_in, d_out
     cdef floating* tmp
@@ -394,7 +410,8 @@ cdef void backward_pass(const Net* net, floating* theta, floating* grad, floatin
         A_prev = X if l == 0 else acts[l - 1]
         W = theta + net.w_off[l]
         if l > 0:
-            backprop_delta(net.hidden_act, D, n, d_out, W, acts[l - 1], d_in, D_other)
+            backprop_delta(net.acts[l - 1], D, n, d_out, W, acts[l - 1], zs[l - 1], d_in,
+                           D_other)
         if fused:
             bias = theta + net.b_off[l]
             db = grad + net.b_off[l]
@@ -478,7 +495,8 @@ cdef void apply_update(const Net* net, Optim* opt, floating* theta, const floati
 
 
 cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
-                    floating** acts, floating* D_a, floating* D_b, const Batch* b,
+                    floating** acts, floating** zs, floating* D_a, floating* D_b,
+                    const Batch* b,
                     double lr, bint update, bint check_inputs,
                     double* loss_out) noexcept nogil:
     # Forward, loss, backward and, if update, the optimizer step — all in one call.
@@ -496,7 +514,7 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
             return BAD_Y
         if b.Y == NULL and not labels_in_range(b.labels, n, k):
             return BAD_LABEL
-    forward_pass(net, theta, X, n, acts)
+    forward_pass(net, theta, X, n, acts, zs)
     loss_out[0] = output_loss_delta(net, acts[L - 1], b, D_a)
     if net.l2 != 0:
         loss_out[0] += 0.5 * net.l2 * l2_penalty(net, theta) / norm
@@ -504,7 +522,7 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
         return DIVERGED
     fused = (update and opt.kind == C_OPT_SGD and not net.sk_scaling
              and fused_sgd_is_safe(net, theta, acts, X, n, D_a, lr))
-    backward_pass(net, theta, grad, acts, D_a, D_b, X, n, fused, lr, not update, norm)
+    backward_pass(net, theta, grad, acts, zs, D_a, D_b, X, n, fused, lr, not update, norm)
     if fused:
         return OK
     if not update:
@@ -545,17 +563,26 @@ cdef class Network:
     ----------
     layout : Layout                  layer widths and offsets
     theta : (layout.n_params,)       float32 or float64, C-contiguous, writable
-    hidden_act, out_act : str        names from ACT_CODES (softmax and exp: output only)
+    hidden_act : str or sequence     a name of HIDDEN_ACTIVATIONS for every hidden layer,
+                                     or one per hidden layer (layout.n_layers - 1)
+    out_act : str                    a name from ACT_CODES
+
+    ``activations``: the names of every layer's activation, the output's last.
+    ``kept_width``: values a row of the hidden layers whose Z a training step keeps.
     """
     cdef Net net
     cdef readonly Layout layout
     cdef readonly cnp.ndarray theta
+    cdef readonly tuple activations
+    cdef readonly Py_ssize_t kept_width
+    cdef cnp.ndarray act_codes
     cdef int typenum
     cdef bint f64
     cdef Py_ssize_t isz
 
-    def __cinit__(self, Layout layout not None, cnp.ndarray theta, str hidden_act="relu",
+    def __cinit__(self, Layout layout not None, cnp.ndarray theta, hidden_act="relu",
                   str out_act="identity"):
+        cdef Py_ssize_t l, n_hidden = layout.n_layers - 1
         if theta.dtype == np.float64:
             self.typenum, self.f64, self.isz = cnp.NPY_FLOAT64, True, 8
         elif theta.dtype == np.float32:
@@ -565,18 +592,23 @@ cdef class Network:
         if not _is_writable_carray(theta, self.typenum, 1) or theta.shape[0] != layout.n_params:
             raise ValueError(f"theta: expected a writable contiguous array of "
                              f"{layout.n_params} {theta.dtype} values")
-        if hidden_act not in ACT_CODES or ACT_CODES[hidden_act] >= C_ACT_SOFTMAX:
-            raise ValueError(f"hidden_act: unknown hidden activation {hidden_act!r}")
+        hidden = (hidden_act,) * n_hidden if isinstance(hidden_act, str) else tuple(hidden_act)
+        if len(hidden) != n_hidden or not all(a in HIDDEN_ACTIVATIONS for a in hidden):
+            raise ValueError(f"hidden_act: expected a name of {HIDDEN_ACTIVATIONS} or "
+                             f"{n_hidden} of them, got {hidden_act!r}")
         if out_act not in ACT_CODES:
             raise ValueError(f"out_act: unknown output activation {out_act!r}")
+        self.activations = hidden + (out_act,)
+        self.act_codes = np.array([ACT_CODES[a] for a in self.activations], dtype=np.intc)
+        self.kept_width = sum(layout.dims[l + 1] for l in range(n_hidden)
+                              if activation_needs_z(ACT_CODES[hidden[l]]))
         self.layout, self.theta = layout, theta
         self.net.n_layers = <int>layout.n_layers
         self.net.dims = <const Py_ssize_t*>cnp.PyArray_DATA(layout.c_dims)
         self.net.w_off = <const Py_ssize_t*>cnp.PyArray_DATA(layout.c_w_off)
         self.net.b_off = <const Py_ssize_t*>cnp.PyArray_DATA(layout.c_b_off)
         self.net.n_params = layout.n_params
-        self.net.hidden_act = ACT_CODES[hidden_act]
-        self.net.out_act = ACT_CODES[out_act]
+        self.net.acts = <const int*>cnp.PyArray_DATA(self.act_codes)
         self.net.loss = C_LOSS_MSE          # unused by the forward pass; an Engine sets it
         self.net.l2 = 0.0
         self.net.sk_scaling = False
@@ -638,10 +670,11 @@ cdef class Network:
                 if self.f64:
                     forward_pass[double](&self.net, <const double*>tp,
                                          <const double*>xp + start * d0, rows,
-                                         <double**>ptrs)
+                                         <double**>ptrs, NULL)
                 else:
                     forward_pass[float](&self.net, <const float*>tp,
-                                        <const float*>xp + start * d0, rows, <float**>ptrs)
+                                        <const float*>xp + start * d0, rows, <float**>ptrs,
+                                        NULL)
                 start += rows
         if not ok:
             raise ValueError("X: contains NaN or infinity")
@@ -677,6 +710,7 @@ cdef class Engine:
     cdef int typenum
     cdef bint f64
     cdef void* act_ptrs[MAX_LAYERS]
+    cdef void* z_ptrs[MAX_LAYERS]
     cdef void* theta_ptr
     cdef void* grad_ptr
     cdef void* delta_ptrs[2]
@@ -736,16 +770,20 @@ cdef class Engine:
         self.opt.s1 = base if need else NULL
         self.opt.s2 = base + self.net.n_params * self.isz if STATE_VECTORS[kind] == 2 else NULL
 
+    def train_bytes(self, rows):
+        """Workspace of a training step on ``rows`` rows (Layout.train_bytes)."""
+        return self.layout.train_bytes(rows, self.isz, self.network.kept_width)
+
     cdef void _reserve(self, Py_ssize_t n) except *:
-        # Workspace for a batch of n rows (Layout.train_bytes): A(1..L) and two delta
-        # buffers of the widest layer.  Allocated once per new maximum batch size, then
-        # reused by every step.
+        # Workspace for a batch of n rows (train_bytes): A(1..L), two delta buffers of
+        # the widest layer, and the kept Z of hidden layers.  Allocated once per new
+        # maximum batch size, then reused by every step.
         cdef Py_ssize_t l, off = 0
         cdef int L = self.net.n_layers
         cdef char* base
         if n <= self.cap:
             return
-        nbytes = self.layout.train_bytes(n, self.isz)
+        nbytes = self.train_bytes(n)
         check_workspace("X", nbytes, n)
         self.work = np.empty(nbytes // self.isz, dtype=self.network.theta.dtype)
         base = <char*>cnp.PyArray_DATA(self.work)
@@ -754,6 +792,12 @@ cdef class Engine:
             off += n * self.net.dims[l + 1]
         self.delta_ptrs[0] = base + off * self.isz
         self.delta_ptrs[1] = base + (off + n * self.layout.max_width) * self.isz
+        off += 2 * n * self.layout.max_width
+        for l in range(L):
+            self.z_ptrs[l] = NULL
+            if l < L - 1 and activation_needs_z(self.net.acts[l]):
+                self.z_ptrs[l] = base + off * self.isz
+                off += n * self.net.dims[l + 1]
         self.cap = n
 
     cdef double _check_batch(self, object X, object Y, object labels, object sw) except -1:
@@ -797,11 +841,11 @@ cdef class Engine:
         cdef void* db = self.delta_ptrs[1]
         if self.f64:
             return train_step[double](&self.net, &self.opt, <double*>tp, <double*>gp,
-                                      <double**>self.act_ptrs, <double*>da, <double*>db,
-                                      b, lr, update, check, loss)
+                                      <double**>self.act_ptrs, <double**>self.z_ptrs,
+                                      <double*>da, <double*>db, b, lr, update, check, loss)
         return train_step[float](&self.net, &self.opt, <float*>tp, <float*>gp,
-                                 <float**>self.act_ptrs, <float*>da, <float*>db,
-                                 b, lr, update, check, loss)
+                                 <float**>self.act_ptrs, <float**>self.z_ptrs,
+                                 <float*>da, <float*>db, b, lr, update, check, loss)
 
     cdef double _run(self, Batch* b, double lr, bint update) except? -1:
         # One checked step on a batch whose arrays have passed the flag checks.  Small

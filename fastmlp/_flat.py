@@ -2,6 +2,8 @@
 objects that work on it: what ``MLP`` and the scikit-learn estimators share."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from fastmlp import _core
@@ -21,21 +23,23 @@ class FlatParams:
         self.layout = layout
         self.theta = theta
         self.weights, self.biases = layout.views(theta)
-        self._network: tuple[tuple[str, str], _core.Network] | None = None
+        self._network: tuple[tuple[object, str], _core.Network] | None = None
         self._engine: tuple[tuple[object, ...], _core.Engine, np.ndarray] | None = None
 
-    def network(self, hidden_act: str, out_act: str) -> _core.Network:
-        """The forward pass over ``theta`` with these activations."""
-        key = (hidden_act, out_act)
+    def network(self, hidden_act: str | Sequence[str], out_act: str) -> _core.Network:
+        """The forward pass over ``theta`` with these activations (hidden: one name, or
+        one per hidden layer)."""
+        key = (hidden_act if isinstance(hidden_act, str) else tuple(hidden_act), out_act)
         if self._network is None or self._network[0] != key:
             self._network = (key, _core.Network(self.layout, self.theta, hidden_act, out_act))
         return self._network[1]
 
-    def engine(self, hidden_act: str, out_act: str, loss: str, l2: float = 0.0,
-               sk_scaling: bool = False) -> tuple[_core.Engine, np.ndarray]:
+    def engine(self, hidden_act: str | Sequence[str], out_act: str, loss: str,
+               l2: float = 0.0, sk_scaling: bool = False) -> tuple[_core.Engine, np.ndarray]:
         """(engine, grad): the training engine over ``theta`` and its gradient buffer
         (the layout of ``theta``)."""
-        key = (hidden_act, out_act, loss, l2, sk_scaling)
+        key = (hidden_act if isinstance(hidden_act, str) else tuple(hidden_act), out_act,
+               loss, l2, sk_scaling)
         if self._engine is None or self._engine[0] != key:
             grad = np.zeros_like(self.theta)
             engine = _core.Engine(self.network(hidden_act, out_act), grad, loss, l2,

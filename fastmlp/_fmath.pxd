@@ -3,7 +3,8 @@
 
 from cython cimport floating
 from libc.float cimport DBL_EPSILON, FLT_EPSILON
-from libc.math cimport INFINITY, exp, expf, log, logf, sqrt, sqrtf, tanh, tanhf
+from libc.math cimport (INFINITY, erfc, erfcf, exp, expf, expm1, expm1f, log, log1p, log1pf,
+                        logf, sqrt, sqrtf, tanh, tanhf)
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcpy
 
@@ -20,6 +21,27 @@ cdef inline floating flog(floating x) noexcept nogil:
         return logf(x)
     else:
         return log(x)
+
+
+cdef inline floating fexpm1(floating x) noexcept nogil:
+    if floating is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
+
+
+cdef inline floating flog1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline floating ferfc(floating x) noexcept nogil:
+    if floating is float:
+        return erfcf(x)
+    else:
+        return erfc(x)
 
 
 cdef inline floating ftanh(floating x) noexcept nogil:

@@ -5,10 +5,22 @@
 
 
 cdef int _derivable_activation(str name, str kind) except -1:
-    if kind not in ACT_CODES or ACT_CODES[kind] >= C_ACT_SOFTMAX:
+    if kind not in HIDDEN_ACTIVATIONS:
         raise ValueError(f"{name}: expected an element-wise activation with a derivative, "
                          f"got {kind!r}")
     return ACT_CODES[kind]
+
+
+cdef const floating* _z_pointer(int code, const floating[:, ::1] Z,
+                                const floating[:, ::1] A) except? NULL:
+    # The activation's input where its derivative needs it (shape of A), else NULL.
+    if not activation_needs_z(code):
+        return NULL
+    if Z is None or Z.shape[0] != A.shape[0] or Z.shape[1] != A.shape[1]:
+        raise ValueError("Z: the activation's derivative needs its input Z, shaped as A")
+    if Z.shape[0] < 1 or Z.shape[1] < 1:
+        return NULL
+    return &Z[0, 0]
 
 
 cdef _check_blas_dims(str name, Py_ssize_t a, Py_ssize_t b, Py_ssize_t c):
@@ -44,16 +56,18 @@ def k_relu_mask_delta(const floating[:, ::1] A, floating[:, ::1] D):
 
 
 def k_backprop_delta(const floating[:, ::1] D_next, const floating[:, ::1] W_next,
-                     const floating[:, ::1] A, floating[:, ::1] D, str activation="relu"):
+                     const floating[:, ::1] A, floating[:, ::1] D, str activation="relu",
+                     const floating[:, ::1] Z=None):
     cdef int code = _derivable_activation("activation", activation)
     if (W_next.shape[1] != D_next.shape[1] or A.shape[0] != D_next.shape[0]
             or A.shape[1] != W_next.shape[0] or D.shape[0] != A.shape[0]
             or D.shape[1] != A.shape[1] or min(A.shape[0], A.shape[1], D_next.shape[1]) < 1):
         raise ValueError("backprop_delta: inconsistent shapes")
     _check_blas_dims("backprop_delta", A.shape[0], A.shape[1], D_next.shape[1])
+    cdef const floating* zp = _z_pointer(code, Z, A)
     with nogil:
         backprop_delta(code, &D_next[0, 0], D_next.shape[0], D_next.shape[1],
-                       &W_next[0, 0], &A[0, 0], A.shape[1], &D[0, 0])
+                       &W_next[0, 0], &A[0, 0], zp, A.shape[1], &D[0, 0])
 
 
 def k_linear_backward(const floating[:, ::1] A_prev, const floating[:, ::1] D,
@@ -147,14 +161,16 @@ def k_activation_forward(str kind, floating[:, ::1] Z):
         activation_forward(code, &Z[0, 0], Z.shape[0], Z.shape[1])
 
 
-def k_activation_backward(str kind, const floating[:, ::1] A, floating[:, ::1] D):
+def k_activation_backward(str kind, const floating[:, ::1] A, floating[:, ::1] D,
+                          const floating[:, ::1] Z=None):
     cdef int code = _derivable_activation("kind", kind)
     if A.shape[0] != D.shape[0] or A.shape[1] != D.shape[1]:
         raise ValueError("activation_backward: inconsistent shapes")
+    cdef const floating* zp = _z_pointer(code, Z, A)
     if A.shape[0] < 1 or A.shape[1] < 1:
         return
     with nogil:
-        activation_backward(code, &A[0, 0], &D[0, 0], A.shape[0] * A.shape[1])
+        activation_backward(code, &A[0, 0], zp, &D[0, 0], A.shape[0] * A.shape[1])
 
 
 def k_sk_loss_delta(str kind, const floating[:, ::1] P, const floating[:, ::1] Y,

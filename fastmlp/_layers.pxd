@@ -6,9 +6,10 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from fastmlp._blas cimport gemm, gemv, ger
-from fastmlp._fmath cimport fexp, ftanh
+from fastmlp._fmath cimport ferfc, fexp, fexpm1, flog1p, ftanh
 
-# Activation codes; _core.ACT_CODES maps their names to them.
+# Activation codes; _core.ACT_CODES maps their names to them.  The definitions are
+# PyTorch's (its modules are the oracle and the export target).
 cdef enum:
     C_ACT_IDENTITY = 0
     C_ACT_RELU = 1
@@ -16,6 +17,43 @@ cdef enum:
     C_ACT_TANH = 3
     C_ACT_SOFTMAX = 4   # output layer only
     C_ACT_EXP = 5       # output layer only (scikit-learn's Poisson regressor)
+    C_ACT_LEAKY_RELU = 6    # z if z > 0 else s·z, s = LEAKY_RELU_SLOPE
+    C_ACT_ELU = 7           # z if z > 0 else α·(eᶻ − 1), α = ELU_ALPHA
+    C_ACT_GELU = 8          # z·Φ(z) = ½·z·erfc(−z/√2), the exact form
+    C_ACT_SILU = 9          # z·σ(z), also called swish
+    C_ACT_SOFTPLUS = 10     # log(1 + eᶻ)
+
+# Their constants (PyTorch's defaults; _core exports them for the ONNX and torch
+# exports), and the largest |g'(z)| of GELU and SiLU for the fused SGD step's a priori
+# bounds: GELU's derivative peaks at 1.1289 (z ≈ 1.414), SiLU's at 1.0998 (z ≈ 2.40).
+cdef extern from *:
+    """
+    #define FASTMLP_LEAKY_RELU_SLOPE 0.01
+    #define FASTMLP_ELU_ALPHA 1.0
+    #define FASTMLP_INV_SQRT_2 0.70710678118654752440
+    #define FASTMLP_INV_SQRT_2PI 0.39894228040143267794
+    #define FASTMLP_GELU_SILU_MAX_SLOPE 1.13
+    """
+    const double LEAKY_RELU_SLOPE "FASTMLP_LEAKY_RELU_SLOPE"
+    const double ELU_ALPHA "FASTMLP_ELU_ALPHA"
+    const double INV_SQRT_2 "FASTMLP_INV_SQRT_2"          # 1/√2
+    const double INV_SQRT_2PI "FASTMLP_INV_SQRT_2PI"      # 1/√(2π)
+    const double GELU_SILU_MAX_SLOPE "FASTMLP_GELU_SILU_MAX_SLOPE"
+
+
+cdef inline bint activation_needs_z(int kind) noexcept nogil:
+    # Whether g' must be computed from Z: GELU's and SiLU's derivatives are no function
+    # of their output, so a training step keeps those layers' Z (every other g' is
+    # written through A, which the forward pass leaves in place of Z).
+    return kind == C_ACT_GELU or kind == C_ACT_SILU
+
+
+cdef inline double activation_max_slope(int kind) noexcept nogil:
+    if kind == C_ACT_LOGISTIC:
+        return 0.25
+    if kind == C_ACT_GELU or kind == C_ACT_SILU:
+        return GELU_SILU_MAX_SLOPE
+    return 1.0
 
 
 cdef inline void linear_forward(const floating* A, Py_ssize_t n, Py_ssize_t d_in,
@@ -82,7 +120,10 @@ cdef inline void softmax_rows(floating* Z, Py_ssize_t n, Py_ssize_t k) noexcept 
 cdef inline void activation_forward(int kind, floating* Z, Py_ssize_t n,
                                     Py_ssize_t k) noexcept nogil:
     # A = g(Z) in place, for the element-wise activations and the row-wise softmax.
+    # NaN stays NaN in every branch, so that a diverging step is seen.
     cdef Py_ssize_t i, size = n * k
+    cdef floating z, s = <floating>LEAKY_RELU_SLOPE, a = <floating>ELU_ALPHA
+    cdef floating r2 = <floating>INV_SQRT_2
     if kind == C_ACT_RELU:
         relu_forward(Z, size)
     elif kind == C_ACT_LOGISTIC:
@@ -96,15 +137,42 @@ cdef inline void activation_forward(int kind, floating* Z, Py_ssize_t n,
             Z[i] = fexp(Z[i])
     elif kind == C_ACT_SOFTMAX:
         softmax_rows(Z, n, k)
+    elif kind == C_ACT_LEAKY_RELU:
+        for i in range(size):
+            Z[i] = Z[i] if Z[i] > 0 else s * Z[i]
+    elif kind == C_ACT_ELU:
+        for i in range(size):
+            Z[i] = Z[i] if Z[i] > 0 else a * fexpm1(Z[i])
+    elif kind == C_ACT_GELU:
+        # Φ(z) = ½·erfc(−z/√2): the same as ½·(1 + erf(z/√2)) without its cancellation,
+        # which loses every digit of Φ(z) below z ≈ −6 (−4 in float32).
+        for i in range(size):
+            z = Z[i]
+            Z[i] = z * <floating>0.5 * ferfc(-z * r2)
+    elif kind == C_ACT_SILU:
+        for i in range(size):
+            z = Z[i]
+            Z[i] = z / (1 + fexp(-z))
+    elif kind == C_ACT_SOFTPLUS:
+        # max(z, 0) + log(1 + e^(−|z|)): no overflow for any z, and exact to rounding
+        # where PyTorch's threshold (z > 20: z) cuts off.
+        for i in range(size):
+            z = Z[i]
+            Z[i] = (z if z > 0 else 0) + flog1p(fexp(-(z if z > 0 else -z)))
 
 
-cdef inline void activation_backward(int kind, const floating* A, floating* D,
-                                     Py_ssize_t size) noexcept nogil:
-    # D ⊙= g'(Z), with g' written through the activation's output A: relu [A > 0],
-    # logistic A·(1 − A), tanh 1 − A², identity 1 (seed 002: ∇a = g'(a) ⊙ ∇ŷ; seed 003
-    # eq. 34).  Softmax and exp are output activations whose derivative the matching
-    # loss folds into its delta, so they never come here.
+cdef inline void activation_backward(int kind, const floating* A, const floating* Z,
+                                     floating* D, Py_ssize_t size) noexcept nogil:
+    # D ⊙= g'(Z) (seed 002: ∇a = g'(a) ⊙ ∇ŷ; seed 003 eq. 34).  g' is written through
+    # the activation's output A where it can be: relu [A > 0], logistic A·(1 − A),
+    # tanh 1 − A², leaky ReLU [A > 0] + s·[A ≤ 0], ELU [A > 0] + (A + α)·[A ≤ 0]
+    # (eᶻ = A/α + 1 below 0), softplus 1 − e^(−A) (= σ(z)), identity 1.  GELU and SiLU
+    # need Z (activation_needs_z): Φ(z) + z·φ(z) and σ(z)·(1 + z·(1 − σ(z))).  Softmax
+    # and exp are output activations whose derivative the matching loss folds into its
+    # delta, so they never come here.
     cdef Py_ssize_t i
+    cdef floating z, p, s = <floating>LEAKY_RELU_SLOPE, a = <floating>ELU_ALPHA
+    cdef floating r2 = <floating>INV_SQRT_2, r2pi = <floating>INV_SQRT_2PI
     if kind == C_ACT_RELU:
         relu_mask_delta(A, D, size)
     elif kind == C_ACT_LOGISTIC:
@@ -113,21 +181,41 @@ cdef inline void activation_backward(int kind, const floating* A, floating* D,
     elif kind == C_ACT_TANH:
         for i in range(size):
             D[i] = D[i] * (1 - A[i] * A[i])
+    elif kind == C_ACT_LEAKY_RELU:
+        for i in range(size):
+            D[i] = D[i] if A[i] > 0 else s * D[i]
+    elif kind == C_ACT_ELU:
+        for i in range(size):
+            D[i] = D[i] if A[i] > 0 else D[i] * (A[i] + a)
+    elif kind == C_ACT_SOFTPLUS:
+        for i in range(size):
+            D[i] = D[i] * -fexpm1(-A[i])
+    elif kind == C_ACT_GELU:
+        for i in range(size):
+            z = Z[i]
+            D[i] = D[i] * (<floating>0.5 * ferfc(-z * r2)
+                           + z * r2pi * fexp(<floating>-0.5 * z * z))
+    elif kind == C_ACT_SILU:
+        for i in range(size):
+            z = Z[i]
+            p = 1 / (1 + fexp(-z))
+            D[i] = D[i] * (p * (1 + z * (1 - p)))
 
 
 cdef inline void backprop_delta(int act, const floating* D_next, Py_ssize_t n,
                                 Py_ssize_t d_next, const floating* W_next,
-                                const floating* A, Py_ssize_t d,
+                                const floating* A, const floating* Z, Py_ssize_t d,
                                 floating* D) noexcept nogil:
     # Δ(l) = g'(Z(l)) ⊙ (Δ(l+1)·W(l+1)ᵀ)   (seed 003 eq. 34/42, there with g = θ):
-    # (n, d_next)·(d_next, d), then the derivative of the layer's activation `act`.
+    # (n, d_next)·(d_next, d), then the derivative of the layer's activation `act`,
+    # from its output A (and its input Z where activation_needs_z; else Z may be NULL).
     if n == 1:
         gemv(False, <int>d, <int>d_next, <floating>1.0, W_next, <int>d_next, D_next,
              <floating>0.0, D)
     else:
         gemm(False, True, <int>n, <int>d, <int>d_next, <floating>1.0, D_next, <int>d_next,
              W_next, <int>d_next, <floating>0.0, D, <int>d)
-    activation_backward(act, A, D, n * d)
+    activation_backward(act, A, Z, D, n * d)
 
 
 cdef inline void column_sums(const floating* D, Py_ssize_t n, Py_ssize_t d,

@@ -43,7 +43,7 @@ cdef inline void output_activation_delta(int out_act, const floating* Yhat, floa
                                          Py_ssize_t size) noexcept nogil:
     # Seed 002: through an element-wise output activation ŷ = g(a), ∇a = g'(a) ⊙ ∇ŷ, with
     # g' written through ŷ (activation_backward).  Turns mse_loss_delta's ∇ŷ into Δ(L).
-    activation_backward(out_act, Yhat, D, size)
+    activation_backward(out_act, Yhat, NULL, D, size)
 
 
 cdef inline double softmax_xent_loss_delta(const floating* logits, const floating* Y,

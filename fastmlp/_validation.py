@@ -14,7 +14,10 @@ import numpy as np
 from fastmlp import _core
 
 LOSSES = ("mse", "softmax_cross_entropy")
-ACTIVATIONS = ("relu", "tanh", "logistic", "identity")
+ACTIVATIONS = _core.HIDDEN_ACTIVATIONS
+# Activations whose networks start from He's initialisation (ReLU and its smooth or leaky
+# relatives, unbounded above); the others start from Glorot's.
+HE_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "softplus")
 OUTPUT_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 DTYPES = (np.float32, np.float64)
@@ -60,6 +63,20 @@ def check_choice(name: str, value, choices) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def check_activations(name: str, value, n_hidden: int) -> str | tuple[str, ...]:
+    """A hidden activation name, or a sequence of one name per hidden layer (returned as
+    a tuple of names)."""
+    if isinstance(value, str):
+        return check_choice(name, value, ACTIVATIONS)
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name}: expected a name of {', '.join(map(repr, ACTIVATIONS))} "
+                         f"or a sequence of {n_hidden} of them, got {value!r}")
+    if len(value) != n_hidden:
+        raise ValueError(f"{name}: expected one name per hidden layer ({n_hidden}), got "
+                         f"{len(value)}")
+    return tuple(check_choice(f"{name}[{i}]", a, ACTIVATIONS) for i, a in enumerate(value))
 
 
 def _real(name: str, value) -> float:

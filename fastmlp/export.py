@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastmlp import _core
 from fastmlp.model import MLP
 
 __all__ = ["to_onnx", "to_torch", "from_torch", "DEFAULT_OPSET", "MIN_OPSET"]
@@ -23,7 +24,70 @@ __all__ = ["to_onnx", "to_torch", "from_torch", "DEFAULT_OPSET", "MIN_OPSET"]
 MIN_OPSET = 13
 DEFAULT_OPSET = 17
 
-_ONNX_ACTIVATION = {"relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid", "identity": None}
+# ONNX's own operator for an activation, with its attributes.  onnxruntime's CPU
+# provider has no float64 kernel for LeakyRelu (opset ≥ 16), Elu, Softplus, Erf or Gelu,
+# so a float64 model gets those (but GELU) composed of core operators (_composed).
+_ONNX_ACTIVATION = {"relu": ("Relu", {}), "tanh": ("Tanh", {}), "logistic": ("Sigmoid", {}),
+                    "leaky_relu": ("LeakyRelu", {"alpha": _core.LEAKY_RELU_NEGATIVE_SLOPE}),
+                    "elu": ("Elu", {"alpha": float(_core.ELU_ALPHA_VALUE)}),
+                    "softplus": ("Softplus", {})}
+_GELU_OPSET = 20      # the first opset with a Gelu operator
+
+
+def _layer_activations(net: MLP) -> list[str]:
+    """The activation after each layer, the output's last."""
+    hidden = net.activation
+    n_hidden = len(net.layer_sizes) - 2
+    names = [hidden] * n_hidden if isinstance(hidden, str) else list(hidden)
+    return names + [net.output_activation]
+
+
+def _onnx_activation(helper, act: str, z: str, a: str, i: int, opset: int,
+                     dtype: np.dtype, inits: list) -> list:
+    """Nodes computing ``a = act(z)`` for layer i (identity never comes here)."""
+    from onnx import numpy_helper
+
+    def const(name: str, value: float) -> str:
+        inits.append(numpy_helper.from_array(np.array(value, dtype=dtype), name=f"{name}{i}"))
+        return f"{name}{i}"
+
+    def node(op: str, inputs: list[str], out: str | None = None, **attrs):
+        return helper.make_node(op, inputs, [out or f"{op.lower()}{i}_{len(nodes)}"],
+                                name=f"{act}_{op.lower()}{i}_{len(nodes)}", **attrs)
+
+    nodes: list = []
+
+    def add(op: str, inputs: list[str], out: str | None = None, **attrs) -> str:
+        nodes.append(node(op, inputs, out, **attrs))
+        return nodes[-1].output[0]
+
+    composed = dtype == np.float64
+    if act in _ONNX_ACTIVATION and not (composed and act in ("leaky_relu", "elu", "softplus")):
+        op, attrs = _ONNX_ACTIVATION[act]
+        add(op, [z], a, **attrs)
+    elif act == "leaky_relu":       # z if z > 0 else s·z
+        positive = add("Greater", [z, const("zero", 0.0)])
+        add("Where", [positive, z, add("Mul", [z, const("slope", _core.LEAKY_RELU_NEGATIVE_SLOPE)])], a)
+    elif act == "elu":              # z if z > 0 else α·(eᶻ − 1)
+        positive = add("Greater", [z, const("zero", 0.0)])
+        below = add("Mul", [add("Sub", [add("Exp", [z]), const("one", 1.0)]),
+                            const("alpha", float(_core.ELU_ALPHA_VALUE))])
+        add("Where", [positive, z, below], a)
+    elif act == "softplus":         # max(z, 0) + log(1 + e^(−|z|)), as the core computes it
+        tail = add("Log", [add("Add", [add("Exp", [add("Neg", [add("Abs", [z])])]),
+                                       const("one", 1.0)])])
+        add("Add", [add("Relu", [z]), tail], a)
+    elif act == "silu":             # z·σ(z)
+        add("Mul", [z, add("Sigmoid", [z])], a)
+    elif act == "gelu" and opset >= _GELU_OPSET:
+        add("Gelu", [z], a)
+    elif act == "gelu":             # ½·z·(1 + erf(z/√2))
+        cdf2 = add("Add", [add("Erf", [add("Div", [z, const("sqrt2_", np.sqrt(2.0))])]),
+                           const("one", 1.0)])
+        add("Mul", [add("Mul", [z, cdf2]), const("half", 0.5)], a)
+    else:
+        raise ValueError(f"activation: {act!r} has no ONNX export")
+    return nodes
 
 
 def _require(module: str, purpose: str, install: str):
@@ -54,8 +118,10 @@ def to_onnx(net: MLP, path, *, opset: int | None = None):
     Graph: input ``"input"`` of shape (batch, d0) with a symbolic batch dimension, in the
     model's dtype (float32 → ONNX FLOAT, float64 → DOUBLE).  Each layer is one ``Gemm``
     (X·W + b, W stored as (d_in, d_out) like ``net.weights``) followed by the hidden
-    activation (``Relu``, ``Tanh``, ``Sigmoid``; nothing for identity); the last layer
-    by the output activation.  Outputs:
+    activation (``Relu``, ``Tanh``, ``Sigmoid``, ``LeakyRelu``, ``Elu``, ``Softplus``;
+    ``Gelu`` from opset 20, before it ½·z·(1 + Erf(z/√2)) in core operators; SiLU as
+    z·Sigmoid(z); nothing for identity); the last layer by the output activation.
+    Outputs:
 
     - ``"output"`` (batch, dL): exactly what ``net.forward`` returns — outputs for mse
       (after ``output_activation``), logits for softmax_cross_entropy;
@@ -90,16 +156,15 @@ def to_onnx(net: MLP, path, *, opset: int | None = None):
     nodes, inits = [], []
     x = "input"
     layers = _snapshot(net)
-    for i, (W, b) in enumerate(layers, start=1):
+    for i, ((W, b), act) in enumerate(zip(layers, _layer_activations(net)), start=1):
         last = i == len(layers)
-        act = _ONNX_ACTIVATION[net.output_activation if last else net.activation]
         inits.append(numpy_helper.from_array(W, name=f"W{i}"))
         inits.append(numpy_helper.from_array(b, name=f"b{i}"))
-        z = "output" if last and act is None else f"Z{i}"
+        z = "output" if last and act == "identity" else f"Z{i}"
         nodes.append(helper.make_node("Gemm", [x, f"W{i}", f"b{i}"], [z], name=f"gemm{i}"))
-        if act is not None:
+        if act != "identity":
             a = "output" if last else f"A{i}"
-            nodes.append(helper.make_node(act, [z], [a], name=f"{act.lower()}{i}"))
+            nodes += _onnx_activation(helper, act, z, a, i, opset, net.dtype, inits)
             z = a
         x = z
 
@@ -118,7 +183,8 @@ def to_onnx(net: MLP, path, *, opset: int | None = None):
     model = helper.make_model(graph, opset_imports=opsets, producer_name="fastmlp",
                               producer_version=__version__,
                               ir_version=helper.find_min_ir_version_for(opsets))
-    helper.set_model_props(model, {"loss": net.loss_name, "activation": net.activation,
+    activation = net.activation if isinstance(net.activation, str) else ",".join(net.activation)
+    helper.set_model_props(model, {"loss": net.loss_name, "activation": activation,
                                    "output_activation": net.output_activation})
     onnx.checker.check_model(model)
     onnx.save_model(model, path)
@@ -131,8 +197,19 @@ _TORCH_INSTALL = "pip install torch (see fastmlp's README for the CPU-only build
 
 
 def _torch_activations(nn):
-    """fastmlp activation name → torch module class (identity: no module)."""
-    return {"relu": nn.ReLU, "tanh": nn.Tanh, "logistic": nn.Sigmoid}
+    """fastmlp activation name → (torch module class, the constructor arguments that give
+    fastmlp's definition) (identity: no module)."""
+    return {"relu": (nn.ReLU, {}), "tanh": (nn.Tanh, {}), "logistic": (nn.Sigmoid, {}),
+            "leaky_relu": (nn.LeakyReLU, {"negative_slope": _core.LEAKY_RELU_NEGATIVE_SLOPE}),
+            "elu": (nn.ELU, {"alpha": float(_core.ELU_ALPHA_VALUE)}),
+            "gelu": (nn.GELU, {"approximate": "none"}), "silu": (nn.SiLU, {}),
+            "softplus": (nn.Softplus, {"beta": 1.0, "threshold": 20.0})}
+
+
+def _torch_settings(m) -> dict:
+    """The constructor arguments of activation module m that fastmlp's definitions fix."""
+    return {key: getattr(m, key) for key in ("negative_slope", "alpha", "approximate",
+                                             "beta", "threshold") if hasattr(m, key)}
 
 
 def to_torch(net: MLP):
@@ -140,8 +217,9 @@ def to_torch(net: MLP):
 
     Each ``Linear(d_in, d_out)`` holds ``weight = weights[l].T`` (d_out, d_in) and
     ``bias = biases[l]`` (d_out,), copied, in the model's dtype (float32 or float64).
-    Hidden and output activations become ``ReLU``/``Tanh``/``Sigmoid`` modules; identity
-    adds none.  For softmax_cross_entropy the result returns logits, like
+    Hidden and output activations become the matching modules (``ReLU``, ``Tanh``,
+    ``Sigmoid``, ``LeakyReLU``, ``ELU``, ``GELU``, ``SiLU``, ``Softplus``); identity adds
+    none.  For softmax_cross_entropy the result returns logits, like
     ``net.forward``; apply ``torch.softmax(·, dim=1)`` for probabilities.
     """
     _check_net(net)
@@ -151,15 +229,15 @@ def to_torch(net: MLP):
     dtype = torch.float64 if net.dtype == np.float64 else torch.float32
     modules = []
     layers = _snapshot(net)
-    for i, (W, b) in enumerate(layers, start=1):
+    for (W, b), act in zip(layers, _layer_activations(net)):
         lin = nn.Linear(W.shape[0], W.shape[1], dtype=dtype)
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(W.T))
             lin.bias.copy_(torch.from_numpy(b))
         modules.append(lin)
-        act = net.output_activation if i == len(layers) else net.activation
         if act != "identity":
-            modules.append(acts[act]())
+            cls, kwargs = acts[act]
+            modules.append(cls(**kwargs))
     return nn.Sequential(*modules)
 
 
@@ -167,10 +245,12 @@ def from_torch(seq, *, loss: str = "mse", **options) -> MLP:
     """An ``MLP`` with the layers and parameters of a ``torch.nn.Sequential``.
 
     ``seq`` must be ``Linear`` layers, each followed by at most one activation module
-    (``ReLU``, ``Tanh``, ``Sigmoid`` or ``Identity``); two Linear layers in a row mean an
-    identity activation between them.  Every hidden activation must be the same (fastmlp
-    has one); the module after the last Linear, if any, is the output activation, which
-    ``loss="softmax_cross_entropy"`` does not allow (that model's outputs are logits).
+    (``ReLU``, ``Tanh``, ``Sigmoid``, ``LeakyReLU`` (slope 0.01), ``ELU`` (α = 1),
+    ``GELU`` (exact), ``SiLU``, ``Softplus`` (PyTorch's defaults) or ``Identity``); two
+    Linear layers in a row mean an identity activation between them.  Different hidden
+    activations become a per-layer ``activation`` sequence; the module after the last
+    Linear, if any, is the output activation, which ``loss="softmax_cross_entropy"``
+    does not allow (that model's outputs are logits).
     The Linear layers' parameters must all be float32 or all float64; the MLP gets that
     dtype and ``weights[l] = linear.weight.T``, ``biases[l] = linear.bias`` (zeros for a
     Linear without bias), copied exactly.  A network without hidden layers gets
@@ -179,8 +259,9 @@ def from_torch(seq, *, loss: str = "mse", **options) -> MLP:
     ``options`` go to ``MLP`` (``optimizer``, ``l2``, ``momentum``, …); the layer sizes,
     activations, dtype and seed come from ``seq``.  Anything else in ``seq`` — Conv,
     Dropout, BatchNorm, Softmax, a nested Sequential, a subclass of Linear — is refused
-    with a TypeError naming its position and class; a misplaced activation, different
-    hidden activations or mismatched widths with a ValueError naming the module.
+    with a TypeError naming its position and class; a misplaced activation, an activation
+    module with other settings than fastmlp's or mismatched widths with a ValueError
+    naming the module.
     """
     torch = _require("torch", "fastmlp.export.from_torch", _TORCH_INSTALL)
     nn = torch.nn
@@ -190,7 +271,8 @@ def from_torch(seq, *, loss: str = "mse", **options) -> MLP:
     if fixed:
         raise TypeError(f"from_torch: {', '.join(sorted(fixed))} come from seq and cannot "
                         "be passed")
-    names = {cls: name for name, cls in _torch_activations(nn).items()}
+    known = {cls: (name, kwargs) for name, (cls, kwargs) in _torch_activations(nn).items()}
+    names = {cls: name for cls, (name, _) in known.items()}
     names[nn.Identity] = "identity"
 
     linears = []          # (position, module)
@@ -207,6 +289,10 @@ def from_torch(seq, *, loss: str = "mse", **options) -> MLP:
             if i == 0 or type(seq[i - 1]) is not nn.Linear:
                 raise ValueError(f"{where}: {kind.__name__} does not follow a Linear layer; "
                                  "fastmlp applies one activation after each Linear")
+            want = known[kind][1] if kind in known else {}
+            if any(_torch_settings(m).get(k) != v for k, v in want.items()):
+                raise ValueError(f"{where}: {kind.__name__} with {_torch_settings(m)}; "
+                                 f"fastmlp's {names[kind]} is {want}")
             acts[-1] = names[kind]
             act_where[-1] = f"{where} ({kind.__name__})"
         else:
@@ -216,16 +302,12 @@ def from_torch(seq, *, loss: str = "mse", **options) -> MLP:
                         "predict_proba applies the softmax, so drop it")
             raise TypeError(
                 f"{where}: {kind.__name__} is not supported; from_torch takes Linear "
-                f"layers and ReLU, Tanh, Sigmoid or Identity activations{hint}")
+                f"layers and {', '.join(c.__name__ for c in names)} activations{hint}")
     if not linears:
         raise ValueError("seq: contains no Linear layer")
 
-    hidden = set(acts[:-1])
-    if len(hidden) > 1:
-        found = ", ".join(f"{a} after {w}" for (w, _), a in zip(linears[:-1], acts[:-1]))
-        raise ValueError(f"seq: fastmlp uses one hidden activation for every layer; "
-                         f"found {found}")
-    activation = hidden.pop() if hidden else "relu"
+    hidden = acts[:-1]
+    activation = (hidden[0] if len(set(hidden)) == 1 else hidden) if hidden else "relu"
     output_activation = acts[-1]
     if loss == "softmax_cross_entropy" and output_activation != "identity":
         raise ValueError(f"{act_where[-1]}: an activation after the last Linear is an "

@@ -174,6 +174,14 @@ def _scalar_str(z: dict[str, np.ndarray], key: str) -> str:
     return str(a[()])
 
 
+def _activation(z: dict[str, np.ndarray]) -> str | list[str]:
+    """The hidden activation: one name (a scalar string), or one per hidden layer."""
+    a = z["activation"]
+    if a.dtype.kind == "U" and a.ndim == 1:
+        return [str(x) for x in a]
+    return _scalar_str(z, "activation")
+
+
 def load(path: PathLike, build: Callable[..., Model]) -> Model:
     """Read a model written by ``save``; every field is checked before use.
 
@@ -200,7 +208,7 @@ def load(path: PathLike, build: Callable[..., Model]) -> Model:
             if n_params > MAX_PARAMS:
                 raise ValueError(f"file: declares {n_params} parameters, over the limit")
             dtype = v.check_dtype(_scalar_str(z, "dtype"))
-            activation = _scalar_str(z, "activation")
+            activation = _activation(z)
             loss = _scalar_str(z, "loss")
             params = _read_member(zf, "params", ((n_params,), dtype))
             if not np.all(np.isfinite(params)):

@@ -151,13 +151,14 @@ def relu_backward(A: ArrayLike, dA: ArrayLike, out: np.ndarray | None = None) ->
 
 
 def backprop_delta(D_next: ArrayLike, W_next: ArrayLike, A: ArrayLike,
-                   out: np.ndarray | None = None, activation: str = "relu") -> np.ndarray:
+                   out: np.ndarray | None = None, activation: str = "relu",
+                   Z: ArrayLike | None = None) -> np.ndarray:
     """Δ(l) = g'(Z(l)) ⊙ (Δ(l+1)·W(l+1)ᵀ)  (seed 003 eq. 34 and 42, there with g = ReLU).
 
     D_next: (n, d_next) = Δ(l+1); W_next: (d, d_next) = W(l+1); A: (n, d) = output of
     layer l's activation g, one of "relu", "tanh", "logistic", "identity" (g' is written
-    through A, as in ``activation_backward``).  Returns Δ(l): (n, d).  One gemm
-    (beta = 0) and one pass for g'.
+    through A, as in ``activation_backward``; "gelu" and "silu" need the layer's input
+    ``Z`` too).  Returns Δ(l): (n, d).  One gemm (beta = 0) and one pass for g'.
     """
     activation = check_choice("activation", activation, ACTIVATIONS)
     dt = _float_dtype("D_next", D_next)
@@ -170,9 +171,15 @@ def backprop_delta(D_next: ArrayLike, W_next: ArrayLike, A: ArrayLike,
                  f"A: expected shape {(n, W_next.shape[0])}, got {A.shape}")
     _shape_check(min(n, d_next, A.shape[1]) >= 1, "D_next, A: every dimension must be >= 1")
     _blas_sizes("D_next, A", n, d_next, A.shape[1])
+    Zc = None
+    if activation in _NEED_Z:
+        if Z is None:
+            raise ValueError(f"Z: the derivative of {activation!r} needs the layer's input Z")
+        Zc = _in("Z", Z, dt, 2)
+        _shape_check(Zc.shape == A.shape, f"Z: expected shape {A.shape}, got {Zc.shape}")
     D = _out("out", out, A.shape, dt)
-    _no_overlap("out", D, {"D_next": D_next, "W_next": W_next, "A": A})
-    _core.k_backprop_delta(D_next, W_next, A, D, activation)
+    _no_overlap("out", D, {"D_next": D_next, "W_next": W_next, "A": A, "Z": Zc})
+    _core.k_backprop_delta(D_next, W_next, A, D, activation, Zc)
     return D
 
 
@@ -300,10 +307,12 @@ def sgd_update(theta: np.ndarray, grad: ArrayLike, lr: float) -> np.ndarray:
 
 
 # Activations by name: what activation_forward computes, and which of them have a
-# derivative activation_backward can read from the output (softmax's goes through the
-# loss, exp is only scikit-learn's Poisson output, whose delta the loss gives directly).
-_ACTIVATIONS = ("identity", "relu", "logistic", "tanh", "softmax", "exp")
-_ACT_DERIVATIVES = ("identity", "relu", "logistic", "tanh")
+# derivative activation_backward computes (softmax's goes through the loss, exp is only
+# scikit-learn's Poisson output, whose delta the loss gives directly).
+_ACTIVATIONS = ACTIVATIONS + ("softmax", "exp")
+_ACT_DERIVATIVES = ACTIVATIONS
+# Those whose derivative needs the activation's input Z, not only its output A.
+_NEED_Z = ("gelu", "silu")
 
 
 def _kind(kind: object, choices: tuple[str, ...]) -> str:
@@ -316,9 +325,12 @@ def activation_forward(kind: str, Z: ArrayLike, out: np.ndarray | None = None) -
     """A = g(Z) for the activation ``kind``; Z: (n, k) float32/float64 → A: (n, k).
 
     ``kind``: "identity" (A = Z), "relu" (max(Z, 0), as ``relu_forward``), "logistic"
-    (1/(1 + e^−z)), "tanh", "exp" (e^z, scikit-learn's Poisson output) element-wise, or
-    "softmax" row-wise (as ``softmax``).  Computed in the dtype with its libm; logistic
-    saturates to exactly 0 or 1 and never gives NaN for finite z, NaN stays NaN.
+    (1/(1 + e^−z)), "tanh", "leaky_relu" (z if z > 0 else 0.01·z), "elu" (z if z > 0
+    else e^z − 1), "gelu" (z·Φ(z) = ½·z·(1 + erf(z/√2))), "silu" (z/(1 + e^−z)),
+    "softplus" (max(z, 0) + log(1 + e^−|z|): no overflow), "exp" (e^z, scikit-learn's
+    Poisson output) element-wise, or "softmax" row-wise (as ``softmax``) — PyTorch's
+    definitions.  Computed in the dtype with its libm; logistic saturates to exactly 0
+    or 1 and never gives NaN for finite z, NaN stays NaN.
     Pass ``out=Z`` to work in place.
     """
     kind = _kind(kind, _ACTIVATIONS)
@@ -332,23 +344,32 @@ def activation_forward(kind: str, Z: ArrayLike, out: np.ndarray | None = None) -
 
 
 def activation_backward(kind: str, A: ArrayLike, D: ArrayLike,
-                        out: np.ndarray | None = None) -> np.ndarray:
-    """Δ = D ⊙ g'(Z), with g' read from the activation's output A = g(Z) (seed 002:
-    ∇a = g'(a) ⊙ ∇ŷ; seed 003 eq. 34 for ReLU).
+                        out: np.ndarray | None = None, Z: ArrayLike | None = None) -> np.ndarray:
+    """Δ = D ⊙ g'(Z) (seed 002: ∇a = g'(a) ⊙ ∇ŷ; seed 003 eq. 34 for ReLU), with g' read
+    from the activation's output A = g(Z) where it can be.
 
     ``kind``: "identity" (g' = 1), "relu" ([A > 0], as ``relu_backward``), "logistic"
-    (A·(1 − A)) or "tanh" (1 − A²).  A, D: (n, k) of one dtype; returns Δ (n, k).
-    ``out=D`` works in place; ``out`` must not overlap A.
+    (A·(1 − A)), "tanh" (1 − A²), "leaky_relu" (1 if A > 0 else 0.01), "elu" (1 if
+    A > 0 else A + 1), "softplus" (1 − e^−A = σ(z)); "gelu" (Φ(z) + z·φ(z)) and "silu"
+    (σ(z)·(1 + z·(1 − σ(z)))) need ``Z``, the activation's input.  A, D (and Z): (n, k)
+    of one dtype; returns Δ (n, k).  ``out=D`` works in place; ``out`` must not overlap
+    A or Z.
     """
     kind = _kind(kind, _ACT_DERIVATIVES)
     dt = _float_dtype("A", A)
     A, Dc = _in("A", A, dt, 2), _in("D", D, dt, 2)
     _shape_check(Dc.shape == A.shape, f"D: expected shape {A.shape}, got {Dc.shape}")
+    Zc = None
+    if kind in _NEED_Z:
+        if Z is None:
+            raise ValueError(f"Z: the derivative of {kind!r} needs the activation's input Z")
+        Zc = _in("Z", Z, dt, 2)
+        _shape_check(Zc.shape == A.shape, f"Z: expected shape {A.shape}, got {Zc.shape}")
     Delta = _out("out", out, A.shape, dt)
-    _no_overlap("out", Delta, {"A": A})
+    _no_overlap("out", Delta, {"A": A, "Z": Zc})
     if Delta is not Dc:
         np.copyto(Delta, Dc)
-    _core.k_activation_backward(kind, A, Delta)
+    _core.k_activation_backward(kind, A, Delta, Zc)
     return Delta
 
 

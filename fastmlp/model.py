@@ -33,8 +33,11 @@ class MLP:
         than 2**31 parameters, or whose parameters, gradient and optimizer state would
         exceed the workspace limit (``fastmlp.set_workspace_limit``, default 8 GiB), is
         refused with a ValueError before anything is allocated.
-    activation : {"relu", "tanh", "logistic", "identity"}
-        Hidden-layer activation.
+    activation : str or sequence of str
+        Hidden-layer activation, one name for every hidden layer or one per hidden layer:
+        "relu", "tanh", "logistic", "identity", "leaky_relu" (slope 0.01 below 0), "elu"
+        (α = 1), "gelu" (exact, z·Φ(z)), "silu" (z·σ(z)) or "softplus" (log(1 + eᶻ)),
+        as PyTorch defines them.
     loss : {"mse", "softmax_cross_entropy"}
         ``mse``: L = (1/n)·Σᵢ‖f(xᵢ) − yᵢ‖² (summed over outputs, averaged over samples,
         seeds 000/001).  ``softmax_cross_entropy``: L = −(1/n)·Σᵢ Σₖ yᵢₖ·log softmax(zᵢ)ₖ
@@ -42,9 +45,11 @@ class MLP:
     dtype : float32 or float64
         Dtype of parameters and of every computation.
     seed : int or None
-        Seeds the initial weights; the same seed gives the same weights.  ReLU networks use
-        He initialisation, W(l) ~ N(0, 2/d(l-1)); the other activations Glorot's,
-        W(l) ~ N(0, 2/(d(l-1) + d(l))).  Biases start at 0.
+        Seeds the initial weights; the same seed gives the same weights.  A layer followed
+        by a ReLU-like activation (relu, leaky_relu, elu, gelu, silu, softplus) starts from
+        He initialisation, W(l) ~ N(0, 2/d(l-1)); the others from Glorot's,
+        W(l) ~ N(0, 2/(d(l-1) + d(l))); the output layer follows the last hidden layer's
+        rule.  Biases start at 0.
     output_activation : {"identity", "logistic", "tanh", "relu"}
         Element-wise g applied to the last layer (``mse`` only; the cross-entropy works on
         logits).  Its derivative enters the output delta as g'(a) ⊙ ∇ŷ (seed 002).
@@ -64,13 +69,14 @@ class MLP:
         Live views into ``params``.
     """
 
-    def __init__(self, layer_sizes: Sequence[int], *, activation: str = "relu",
+    def __init__(self, layer_sizes: Sequence[int], *,
+                 activation: str | Sequence[str] = "relu",
                  loss: str = "mse", dtype: DTypeLike = np.float32, seed: int | None = None,
                  output_activation: str = "identity", optimizer: str = "sgd",
                  l2: float = 0.0, momentum: float = 0.9, beta_1: float = 0.9,
                  beta_2: float = 0.999, epsilon: float = 1e-8) -> None:
         sizes = v.check_layer_sizes(layer_sizes)
-        activation = v.check_choice("activation", activation, v.ACTIVATIONS)
+        acts = v.check_activations("activation", activation, len(sizes) - 2)
         loss = v.check_choice("loss", loss, v.LOSSES)
         output_activation = v.check_choice("output_activation", output_activation,
                                            v.OUTPUT_ACTIVATIONS)
@@ -94,7 +100,7 @@ class MLP:
             raise ValueError(f"epsilon: {epsilon!r} rounds to 0 in {dt.name}; expected at "
                              f"least {np.finfo(dt).smallest_subnormal}")
         self.layer_sizes: tuple[int, ...] = sizes
-        self.activation: str = activation
+        self.activation: str | tuple[str, ...] = acts
         self.output_activation: str = output_activation
         self.loss_name: str = loss
         self.dtype: np.dtype = dt
@@ -116,10 +122,12 @@ class MLP:
         self._flat = FlatParams(self._layout, np.zeros(n_params, dtype=dt))
         self.params: np.ndarray = self._flat.theta
         self.weights, self.biases = self._flat.weights, self._flat.biases
-        for W in self.weights:
-            fan = W.shape[0] if activation == "relu" else (W.shape[0] + W.shape[1]) / 2
+        for l, W in enumerate(self.weights):
+            # The output layer follows the last hidden layer's rule.
+            act = acts if isinstance(acts, str) else acts[min(l, len(acts) - 1)]
+            fan = W.shape[0] if act in v.HE_ACTIVATIONS else W.shape[0] + W.shape[1]
             W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / fan)
-        self._engine, self._grad = self._flat.engine(activation, output_activation, loss, l2)
+        self._engine, self._grad = self._flat.engine(acts, output_activation, loss, l2)
         self._network = self._engine.network
         self._grad_weights, self._grad_biases = self._layout.views(self._grad)
         self.optimizer_state: np.ndarray = np.zeros(n_state, dtype=dt)
@@ -192,7 +200,7 @@ class MLP:
                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         X = self._X(X)
         if rows_name is not None:
-            _core.check_workspace(rows_name, self._layout.train_bytes(X.shape[0], self.dtype.itemsize),
+            _core.check_workspace(rows_name, self._engine.train_bytes(X.shape[0]),
                                   X.shape[0])
         Yd, labels = v.as_targets(Y, self.loss_name, self.dtype, X.shape[0],
                                   self.layer_sizes[-1])
@@ -271,7 +279,7 @@ class MLP:
         n = X.shape[0]
         batch_size = min(batch_size, n)
         _core.check_workspace("batch_size",
-                              self._layout.train_bytes(batch_size, self.dtype.itemsize), batch_size)
+                              self._engine.train_bytes(batch_size), batch_size)
         if not _core.k_all_finite(X.reshape(-1)):
             raise ValueError("X: contains NaN or infinity")
         if Yd is not None and not _core.k_all_finite(Yd.reshape(-1)):
@@ -306,7 +314,9 @@ class MLP:
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this model (without its parameters)."""
-        return {"layer_sizes": list(self.layer_sizes), "activation": self.activation,
+        activation = (self.activation if isinstance(self.activation, str)
+                      else list(self.activation))
+        return {"layer_sizes": list(self.layer_sizes), "activation": activation,
                 "loss": self.loss_name, "dtype": self.dtype.name,
                 "output_activation": self.output_activation, "optimizer": self.optimizer,
                 "l2": self.l2, "momentum": self.hyper["momentum"],

@@ -73,7 +73,7 @@ def _compiled_names() -> dict[str, object]:
     return {name: obj for name, obj in vars(_core).items()
             if not name.startswith("__")
             and (getattr(obj, "__module__", None) == "fastmlp._core"
-                 or (name.isupper() and isinstance(obj, (dict, int))))}
+                 or (name.isupper() and isinstance(obj, (dict, int, float, tuple))))}
 
 
 def test_core_stub_names_match_the_compiled_module():

@@ -208,22 +208,28 @@ def test_forward_while_training_does_not_crash():
     net = MLP([8, 64, 64, 3], dtype=np.float32, seed=5)
     X, Y = data(2000, 8, 3, 0, False)
     stop = threading.Event()
+    # Training starts once both readers are reading, so that on a loaded machine the
+    # whole fit cannot finish before a reader is scheduled at all.
+    reading = [threading.Event(), threading.Event()]
 
     def trainer():
         try:
+            for started in reading:
+                started.wait(timeout=60)
             net.fit(X, Y, epochs=5, batch_size=32, lr=0.01)
         finally:
             stop.set()
 
-    def reader():
+    def reader(i):
         count = 0
         while not stop.is_set():
             out = net.forward(X[:100])
             assert out.shape == (100, 3) and np.all(np.isfinite(out))
             count += 1
+            reading[i].set()
         return count
 
-    counts = run_threads([trainer, reader, reader])
+    counts = run_threads([trainer, lambda: reader(0), lambda: reader(1)])
     assert counts[1] > 0 and counts[2] > 0
 
 
