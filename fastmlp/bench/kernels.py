@@ -105,7 +105,35 @@ def cases(n: int, d_in: int, d_out: int, k: int,
         v[...] += 0.001 * (grad * grad)
         theta[...] -= adam_lr_t * m / (np.sqrt(v) + 1e-8)
 
+    # Each hidden activation's forward and backward pass, as one training step runs them:
+    # A = g(Z) and Δ = D ⊙ g'(Z), against numpy (and scipy.special) written the same way.
+    from scipy.special import erfc, expit
+    D = r(n, d_out)
+    Act = np.empty((n, d_out), dtype)
+    numpy_activations: dict[str, Callable[[], object]] = {
+        "tanh": lambda: (np.tanh(Z, out=Act), np.multiply(D, 1 - Act * Act, out=out)),
+        "leaky_relu": lambda: (np.multiply(Z, np.where(Z > 0, 1, 0.01).astype(dtype), out=Act),
+                               np.multiply(D, np.where(Act > 0, 1, 0.01).astype(dtype), out=out)),
+        "elu": lambda: (np.copyto(Act, np.where(Z > 0, Z, np.expm1(np.minimum(Z, 0)))),
+                        np.multiply(D, np.where(Act > 0, 1, Act + 1), out=out)),
+        "gelu": lambda: (np.multiply(Z * 0.5, erfc(-Z / np.sqrt(2)), out=Act),
+                         np.multiply(D, 0.5 * erfc(-Z / np.sqrt(2))
+                                     + Z * np.exp(-0.5 * Z * Z) / np.sqrt(2 * np.pi), out=out)),
+        "silu": lambda: (np.multiply(Z, expit(Z), out=Act),
+                         np.multiply(D, expit(Z) * (1 + Z * (1 - expit(Z))), out=out)),
+        "softplus": lambda: (np.logaddexp(0, Z, out=Act),
+                             np.multiply(D, -np.expm1(-Act), out=out)),
+    }
+
+    def fastmlp_activation(kind: str) -> Callable[[], object]:
+        def step() -> object:
+            fk.activation_forward(kind, Z, out=Act)
+            return fk.activation_backward(kind, Act, D, out=out, Z=Z)
+        return step
+
     return {
+        **{f"{kind} forward+backward": (fastmlp_activation(kind), f_np)
+           for kind, f_np in numpy_activations.items()},
         "linear_forward": (lambda: fk.linear_forward(A, W, b, out=out), np_linear),
         "relu_forward": (lambda: fk.relu_forward(Z, out=out),
                          lambda: np.maximum(Z, 0, out=out)),
