@@ -313,3 +313,16 @@ def test_onnx_export_matches_forward(dtype, opset):
         out = ort.InferenceSession(path).run(None, {"input": X})[0]
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(out, net.forward(X), rtol=tol, atol=tol)
+
+
+def test_benchmark_compares_like_with_like():
+    """fastmlp bench --kernels times each activation's forward+backward against a numpy
+    version: both must compute the same Δ (float64; rounding only)."""
+    from fastmlp.bench import kernels as bench_kernels
+    cases = bench_kernels.cases(8, 5, 6, 3, np.dtype(np.float64))
+    for kind in ("tanh",) + NEW:
+        fast, slow = cases[f"{kind} forward+backward"]
+        got = np.array(fast(), copy=True)
+        slow()
+        want = slow()[1]
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=kind)
