@@ -41,6 +41,17 @@ Where fastmlp differs
   rounded to float32); scikit-learn then mixes float64 gradients into float32 parameters.
 - Sparse ``X`` is accepted and densified (memory n_samples × n_features) before training;
   ``predict`` densifies in blocks of rows.
+
+Beyond scikit-learn (README, "Beyond scikit-learn"); at their defaults nothing changes
+---------------------------------------------------------------------------------------
+- ``MLPClassifier(class_weight=...)``: folded into the sample weights before anything else
+  (split, training, validation score, callbacks), so it *is* the equivalent
+  ``sample_weight``.
+- ``validation_loss_curve_``: with early stopping, the objective on the validation split
+  after each epoch, from a second engine over the same parameters.
+- scikit-learn's callback API (>= 1.9, ``sklearn.callback``): ``set_callbacks``; one task
+  per ``fit``/``partial_fit`` with one subtask per epoch (per L-BFGS iteration).  Nothing
+  is set up when no callback is set.
 """
 from __future__ import annotations
 
@@ -886,6 +897,26 @@ _DOC_PARAMS = """
 """
 
 
+_DOC_BEYOND = """
+    validation_loss_curve_ : list of float or None
+        Beyond scikit-learn: with ``early_stopping``, after each epoch, scikit-learn's
+        training objective (its loss plus alpha·Σ‖W‖²/(2·Σ weights), sample-weighted;
+        what ``loss_`` is for lbfgs) evaluated on the whole validation split at the
+        epoch's parameters; NaN where not finite.  Its L2 term is scaled by the split's
+        total weight, not by a minibatch's as in ``loss_curve_``.  None without early
+        stopping; absent, like ``validation_scores_``, after an lbfgs fit.
+
+    Callbacks
+    ---------
+    ``set_callbacks(*callbacks)`` (scikit-learn >= 1.9): scikit-learn's callback protocol
+    (``sklearn.callback``).  ``fit`` is one task with a subtask per epoch (per L-BFGS
+    iteration), ``partial_fit`` one epoch; an ``on_fit_task_end`` returning True ends
+    training after that subtask.  The hooks get the training part of X, y as labels, the
+    sample weights training uses (class weights included) and, if asked, a copy of the
+    estimator fitted up to that point.
+"""
+
+
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     __doc__ = """Multi-layer perceptron classifier: scikit-learn's, trained by fastmlp's core.
 
@@ -896,12 +927,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     Parameters
     ----------""" + _DOC_PARAMS.format(name="MLPClassifier") + """
+    class_weight : dict, list of dict, 'balanced' or None, default=None
+        Beyond scikit-learn's MLPClassifier, with the meaning of its other classifiers:
+        each sample's weight is multiplied by its class's weight ({class: weight}; for
+        multilabel targets one {0: w, 1: w} per label column; 'balanced': n_samples /
+        (n_classes · class count), per column for multilabel; not for ``partial_fit``).
+        The fit equals the fit with that product passed as ``sample_weight``.
+
     Attributes
     ----------
     classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_,
     t_, coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_,
     n_outputs_, out_activation_ : as in scikit-learn.  ``coefs_[i]`` and ``intercepts_[i]``
-    are views into one flat parameter buffer that the core trains in place.
+    are views into one flat parameter buffer that the core trains in place.""" + _DOC_BEYOND + """
     """
 
     _extra_constraints = {"class_weight": _CLASS_WEIGHT}
@@ -1077,7 +1115,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_,
     coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_,
     n_outputs_, out_activation_ : as in scikit-learn.  ``coefs_[i]`` and ``intercepts_[i]``
-    are views into one flat parameter buffer that the core trains in place.
+    are views into one flat parameter buffer that the core trains in place.""" + _DOC_BEYOND + """
     """
 
     _extra_constraints = {"loss": [_options("squared_error", "poisson")]}

@@ -178,8 +178,9 @@ def test_class_weight_in_params_clone_and_pickle():
 
 # ------------------------------------------------------------------ validation_loss_curve_
 def _validation_split(est, X, y):
-    """The early-stopping split a fit with sample_weight=SW makes: random_state draws the initial weights (one
-    uniform draw per weight matrix, then per bias vector), then splits."""
+    """The early-stopping split a fit with sample_weight=SW makes: random_state draws
+    the initial weights (one uniform draw per weight matrix, then per bias vector), then
+    splits."""
     rs = np.random.RandomState(est.random_state)
     units = [X.shape[1], *est.hidden_layer_sizes, est.n_outputs_]
     for fan_in, fan_out in zip(units[:-1], units[1:]):
@@ -253,7 +254,8 @@ def test_validation_loss_curve_grows_with_warm_start_like_validation_scores():
     est = fastmlp.MLPRegressor(early_stopping=True, warm_start=True, **SMALL)
     fit(est, X_R, Y_R)
     fit(est, X_R, Y_R)
-    assert len(est.validation_loss_curve_) == len(est.validation_scores_) == 2 * SMALL["max_iter"]
+    n = len(est.validation_loss_curve_)
+    assert n == len(est.validation_scores_) == 2 * SMALL["max_iter"]
 
 
 # ------------------------------------------------------------------ callbacks
