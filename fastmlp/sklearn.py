@@ -41,6 +41,17 @@ Where fastmlp differs
   rounded to float32); scikit-learn then mixes float64 gradients into float32 parameters.
 - Sparse ``X`` is accepted and densified (memory n_samples × n_features) before training;
   ``predict`` densifies in blocks of rows.
+
+Beyond scikit-learn (README, "Beyond scikit-learn"); at their defaults nothing changes
+---------------------------------------------------------------------------------------
+- ``MLPClassifier(class_weight=...)``: folded into the sample weights before anything else
+  (split, training, validation score, callbacks), so it *is* the equivalent
+  ``sample_weight``.
+- ``validation_loss_curve_``: with early stopping, the objective on the validation split
+  after each epoch, from a second engine over the same parameters.
+- scikit-learn's callback API (>= 1.9, ``sklearn.callback``): ``set_callbacks``; one task
+  per ``fit``/``partial_fit`` with one subtask per epoch (per L-BFGS iteration).  Nothing
+  is set up when no callback is set.
 """
 from __future__ import annotations
 
@@ -61,6 +72,7 @@ try:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_array, check_random_state
+    from sklearn.utils.class_weight import compute_sample_weight
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import type_of_target, unique_labels
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -68,6 +80,14 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "fastmlp.MLPClassifier and fastmlp.MLPRegressor need scikit-learn (>= 1.6): "
         "pip install fastmlp[sklearn]") from exc
+
+try:
+    from sklearn.callback import CallbackSupportMixin, with_callbacks
+except ImportError:  # scikit-learn < 1.9: no callback API, so nothing to call back
+    CallbackSupportMixin = None
+
+    def with_callbacks(method):
+        return method
 
 from fastmlp import _core
 from fastmlp._flat import FlatParams
@@ -173,6 +193,16 @@ _CONSTRAINTS = {
 }
 
 
+def _is_class_weight_list(v):
+    return isinstance(v, list) and all(isinstance(d, dict) for d in v)
+
+
+# Beyond scikit-learn's MLPClassifier: the class_weight of its other classifiers (a list of
+# dicts, one per label column, for multilabel targets, as RandomForestClassifier takes).
+_CLASS_WEIGHT = [_options("balanced"), (lambda v: isinstance(v, dict), "a dict"),
+                 (_is_class_weight_list, "a list of dicts"), (lambda v: v is None, "None")]
+
+
 def _shuffled(sample_idx, random_state):
     """``sklearn.utils.shuffle(sample_idx, random_state=…)``: the same draw (one
     RandomState.permutation of n), without its per-call validation overhead."""
@@ -204,6 +234,39 @@ def _check_sample_weight(sample_weight, X):
     if np.all(sample_weight == 0):
         raise ValueError("Sample weights must contain at least one non-zero number.")
     return sample_weight
+
+
+class _FitTasks:
+    """scikit-learn's callback tasks of one fit: the root task (the whole fit) and one
+    subtask per epoch (per L-BFGS iteration).
+
+    The hooks get ``data``, the keyword arguments for the data the subtasks train on
+    (``_BaseMLP._hook_data``), and ``fitted_estimator``: a copy of the estimator with the
+    parameters of that moment, built only if a hook asks for it.
+    """
+
+    def __init__(self, est, root, data, name):
+        self.est, self.root, self.data, self.name = est, root, data, name
+        self.task = None
+
+    def begin(self, snapshot=None):
+        """Open the next subtask and call its begin hooks."""
+        self.task = self.root.subcontext(task_name=self.name)
+        self.task.call_on_fit_task_begin(estimator=self.est, reconstruction_attributes=snapshot,
+                                         **self.data)
+
+    def end(self, snapshot):
+        """Close the open subtask; True when a callback asks to stop."""
+        task, self.task = self.task, None
+        return task.call_on_fit_task_end(estimator=self.est,
+                                         reconstruction_attributes=snapshot, **self.data)
+
+    def abandon(self):
+        """Close a subtask that did not complete (training stopped inside it): its end
+        hooks are called without data, as scikit-learn does for an unfinished task."""
+        if self.task is not None:
+            task, self.task = self.task, None
+            task.call_on_fit_task_end(estimator=self.est)
 
 
 class _Optimizer:
@@ -270,8 +333,15 @@ class _Optimizer:
 # The shared estimator
 # --------------------------------------------------------------------------------------
 
-class _BaseMLP(BaseEstimator):
-    """Training, prediction and state shared by both estimators."""
+class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)),
+               BaseEstimator):
+    """Training, prediction and state shared by both estimators.
+
+    With scikit-learn >= 1.9 it takes scikit-learn's callbacks (``set_callbacks``, from
+    ``sklearn.callback.CallbackSupportMixin``); with an older scikit-learn there is no
+    ``set_callbacks``, which is how scikit-learn's meta-estimators recognise an estimator
+    without callback support.
+    """
 
     # --------------------------------------------------------------- parameters
     def _check_params(self):
@@ -409,20 +479,25 @@ class _BaseMLP(BaseEstimator):
             self._no_improvement_count = 0
             if self.early_stopping:
                 self.validation_scores_ = []
+                self.validation_loss_curve_ = []
                 self.best_validation_score_ = -np.inf
                 self.best_loss_ = None
             else:
                 self.best_loss_ = np.inf
                 self.validation_scores_ = None
+                self.validation_loss_curve_ = None
                 self.best_validation_score_ = None
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
         self._check_params()
         hidden = self._hidden_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        X, y, class_sw = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
+        if class_sw is not None:
+            # As scikit-learn's classifiers: a sample weighs sample_weight · its class weight.
+            sample_weight = class_sw if sample_weight is None else sample_weight * class_sw
         if y.ndim == 1:
             y = y.reshape((-1, 1))
         self.n_outputs_ = y.shape[1]
@@ -437,16 +512,56 @@ class _BaseMLP(BaseEstimator):
                     f"warm_start/partial_fit: the data and hidden_layer_sizes give layer sizes "
                     f"{tuple(layer_units)}, but the fitted network has {self._layer_units}; "
                     "refit without warm_start")
+        stochastic = self.solver in _STOCHASTIC
+        root = self._callback_root(1 if stochastic and incremental
+                                   else self.max_iter if stochastic
+                                   # scikit-learn's bound for L-BFGS (LogisticRegression)
+                                   else self.max_iter + 1)
+        if root is not None:
+            fit_data = self._hook_data(X, y, sample_weight)
+            root.call_on_fit_task_begin(estimator=self, **fit_data)
         with sklearn.config_context(skip_parameter_validation=True):
-            if self.solver in _STOCHASTIC:
-                self._fit_stochastic(X, y, sample_weight, incremental)
+            if stochastic:
+                self._fit_stochastic(X, y, sample_weight, incremental, root)
             else:
-                self._fit_lbfgs(X, y, sample_weight)
+                self._fit_lbfgs(X, y, sample_weight, root)
         if not np.all(np.isfinite(self._theta)):
             raise ValueError(_NON_FINITE_MSG)
+        if root is not None:
+            root.call_on_fit_task_end(estimator=self, reconstruction_attributes={}, **fit_data)
         return self
 
-    def _fit_lbfgs(self, X, y, sample_weight):
+    # --------------------------------------------------------------- callbacks
+    def _callback_root(self, max_subtasks):
+        """The root callback context of this fit, or None when there is nobody to call
+        back (no callbacks set nor propagated from a meta-estimator, or a scikit-learn
+        without the callback API): then the fit pays nothing for them."""
+        if CallbackSupportMixin is None or not (hasattr(self, "_skl_callbacks")
+                                                or hasattr(self, "_parent_callback_ctx")):
+            return None
+        return self._init_callback_context(max_subtasks=max_subtasks)
+
+    def _hook_data(self, X, y, sample_weight):
+        """Keyword arguments of the callback hooks for training data X and the encoded
+        targets y: y goes to the hooks as labels (as fit takes them), decoded only if a
+        hook asks for it."""
+        return dict(X=X, y=lambda: self._predict_from_output(y),
+                    metadata=None if sample_weight is None else {"sample_weight": sample_weight})
+
+    def _snapshot(self):
+        """Reconstruction attributes of the fitted state right now: copies of what the
+        training loop goes on changing in place."""
+        attrs = {"coefs_": [c.copy() for c in self.coefs_],
+                 "intercepts_": [b.copy() for b in self.intercepts_]}
+        for name in ("n_iter_", "t_", "loss_", "best_loss_", "best_validation_score_"):
+            if hasattr(self, name):
+                attrs[name] = getattr(self, name)
+        for name in ("loss_curve_", "validation_scores_", "validation_loss_curve_"):
+            if getattr(self, name, None) is not None:
+                attrs[name] = list(getattr(self, name))
+        return attrs
+
+    def _fit_lbfgs(self, X, y, sample_weight, root=None):
         units = self._layer_units
         # scipy sees the parameters as scikit-learn packs them, [W1, W2, …, b1, b2, …], in
         # their dtype, so that its arithmetic runs in the same order.  scipy (>= 1.x)
@@ -469,7 +584,28 @@ class _BaseMLP(BaseEstimator):
                                   np.ascontiguousarray(y, dtype=dtype), sw)
             return engines[dtype]
 
+        # One callback subtask per L-BFGS iteration.  scipy reports only the ends of
+        # iterations, so an iteration's task begins at its first evaluation; one that
+        # never completes (max_fun reached inside it) is abandoned after the run.
+        tasks = (None if root is None
+                 else _FitTasks(self, root, self._hook_data(X, y, sample_weight), "iteration"))
+        n_iters, stopped = [0], []
+
+        def snapshot(x):
+            def attrs():
+                coefs, intercepts = layout.views(np.ascontiguousarray(x[engine_to_sk]))
+                return {"coefs_": coefs, "intercepts_": intercepts, "n_iter_": n_iters[0]}
+            return attrs
+
+        def iteration_ends(intermediate_result):
+            n_iters[0] += 1
+            if tasks.end(snapshot(intermediate_result.x.copy())):
+                stopped.append(True)
+                raise StopIteration
+
         def loss_grad(x):
+            if tasks is not None and tasks.task is None and n_iters[0] <= self.max_iter:
+                tasks.begin(snapshot(x.copy()))
             dtype = np.result_type(x.dtype, X.dtype)
             if dtype not in (np.float32, np.float64):
                 dtype = np.dtype(np.float64)
@@ -485,9 +621,12 @@ class _BaseMLP(BaseEstimator):
         if _SCIPY_BEFORE_1_15:
             options["iprint"] = 1 if (self.verbose is True or self.verbose >= 1) else -1
         result = scipy.optimize.minimize(loss_grad, self._theta[sk_to_engine],
-                                         method="L-BFGS-B", jac=True, options=options)
+                                         method="L-BFGS-B", jac=True, options=options,
+                                         callback=None if tasks is None else iteration_ends)
+        if tasks is not None:
+            tasks.abandon()
         self.n_iter_ = min(result.nit, self.max_iter)
-        if result.status != 0:
+        if result.status != 0 and not stopped:
             msg = (f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
                    f"(status={result.status}):\n{result.message}\n")
             if self.n_iter_ == self.max_iter:
@@ -505,7 +644,7 @@ class _BaseMLP(BaseEstimator):
         if best_alias:
             self._best_theta = self._theta
 
-    def _fit_stochastic(self, X, y, sample_weight, incremental):
+    def _fit_stochastic(self, X, y, sample_weight, incremental, root=None):
         dtype = np.result_type(X.dtype, self._theta.dtype)
         if self._theta.dtype != dtype:
             self._promote(dtype)
@@ -533,15 +672,24 @@ class _BaseMLP(BaseEstimator):
             if X_val.shape[0] < 2:
                 raise ValueError("The validation set is too small. Increase "
                                  "'validation_fraction' or the size of your dataset.")
+            Y_val = np.ascontiguousarray(y_val, dtype=dtype)
             if is_classifier(self):
                 y_val = self._label_binarizer.inverse_transform(y_val)
             X_val = _dense(X_val, dtype)
+            sw_val_core = None if sw_val is None else np.ascontiguousarray(sw_val, dtype=dtype)
             if getattr(self, "validation_scores_", None) is None:
                 self.validation_scores_ = []
                 self.best_validation_score_ = -np.inf
+            if getattr(self, "validation_loss_curve_", None) is None:
+                self.validation_loss_curve_ = []
+            # Its own engine over the same parameters: the training engine's gradient
+            # buffer and workspace (sized for a minibatch) stay as training left them.
+            val_engine, _ = FlatParams(self._flat.layout, self._theta).engine(
+                self.activation, self.out_activation_, self._engine_loss(), float(self.alpha),
+                True)
         else:
             X_train, y_train, sw_train = X, y, sample_weight
-            X_val = y_val = sw_val = None
+            X_val = y_val = Y_val = sw_val = sw_val_core = val_engine = None
         if getattr(self, "loss_curve_", None) is None:
             self.loss_curve_ = []
         if getattr(self, "best_loss_", None) is None and not early_stopping:
@@ -565,9 +713,13 @@ class _BaseMLP(BaseEstimator):
 
         engine, _ = self._engine()
         opt.attach(engine)
+        tasks = (None if root is None
+                 else _FitTasks(self, root, self._hook_data(X_train, y_train, sw_train), "epoch"))
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
+                if tasks is not None:
+                    tasks.begin(self._snapshot)
                 if self.shuffle:
                     sample_idx = _shuffled(sample_idx, self._random_state)
                 # One GIL-free call: every minibatch step of the epoch.
@@ -584,6 +736,8 @@ class _BaseMLP(BaseEstimator):
                             "training stopped and the parameters with the best validation "
                             "score were restored. Lower learning_rate_init or scale the data.",
                             ConvergenceWarning)
+                        if tasks is not None:
+                            tasks.abandon()
                         break
                     raise SolverDivergedError(
                         f"{_NON_FINITE_MSG} (fastmlp: non-finite loss or gradient at {where}; "
@@ -595,8 +749,12 @@ class _BaseMLP(BaseEstimator):
                 self.loss_curve_.append(self.loss_)
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                if early_stopping:
+                    self.validation_loss_curve_.append(
+                        self._validation_loss(val_engine, X_val, Y_val, sw_val_core))
                 self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
                 opt.iteration_ends(self.t_)
+                converged = False
                 if self._no_improvement_count > self.n_iter_no_change:
                     if early_stopping:
                         msg = ("Validation score did not improve more than tol=%f for %d "
@@ -604,10 +762,13 @@ class _BaseMLP(BaseEstimator):
                     else:
                         msg = ("Training loss did not improve more than tol=%f for %d "
                                "consecutive epochs." % (self.tol, self.n_iter_no_change))
-                    if opt.trigger_stopping(msg, self.verbose):
-                        break
-                    self._no_improvement_count = 0
-                if incremental:
+                    converged = opt.trigger_stopping(msg, self.verbose)
+                    if not converged:
+                        self._no_improvement_count = 0
+                # A callback's stop ends the fit like convergence: no max_iter warning.
+                if tasks is not None and tasks.end(self._snapshot):
+                    converged = True
+                if converged or incremental:
                     break
                 if self.n_iter_ == self.max_iter:
                     warnings.warn(
@@ -616,11 +777,21 @@ class _BaseMLP(BaseEstimator):
                         ConvergenceWarning)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
+            if tasks is not None:
+                tasks.abandon()
         if early_stopping:
             # Restore the best parameters; from here on they are the live ones (as in
             # scikit-learn, where coefs_ becomes the very list of best coefficients).
             self._theta[...] = self._best_theta
             self._best_theta = self._theta
+
+    def _validation_loss(self, engine, X_val, Y_val, sw_val):
+        """The training objective (loss plus L2 term) on the validation split, at the
+        current parameters: one evaluation without update.  NaN when it is not finite."""
+        try:
+            return engine.train_step(X_val, Y_val, None, 0.0, False, sw_val)
+        except DivergenceError:
+            return math.nan
 
     def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val):
         if early_stopping:
@@ -726,6 +897,26 @@ _DOC_PARAMS = """
 """
 
 
+_DOC_BEYOND = """
+    validation_loss_curve_ : list of float or None
+        Beyond scikit-learn: with ``early_stopping``, after each epoch, scikit-learn's
+        training objective (its loss plus alpha·Σ‖W‖²/(2·Σ weights), sample-weighted;
+        what ``loss_`` is for lbfgs) evaluated on the whole validation split at the
+        epoch's parameters; NaN where not finite.  Its L2 term is scaled by the split's
+        total weight, not by a minibatch's as in ``loss_curve_``.  None without early
+        stopping; absent, like ``validation_scores_``, after an lbfgs fit.
+
+    Callbacks
+    ---------
+    ``set_callbacks(*callbacks)`` (scikit-learn >= 1.9): scikit-learn's callback protocol
+    (``sklearn.callback``).  ``fit`` is one task with a subtask per epoch (per L-BFGS
+    iteration), ``partial_fit`` one epoch; an ``on_fit_task_end`` returning True ends
+    training after that subtask.  The hooks get the training part of X, y as labels, the
+    sample weights training uses (class weights included) and, if asked, a copy of the
+    estimator fitted up to that point.
+"""
+
+
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     __doc__ = """Multi-layer perceptron classifier: scikit-learn's, trained by fastmlp's core.
 
@@ -736,22 +927,30 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     Parameters
     ----------""" + _DOC_PARAMS.format(name="MLPClassifier") + """
+    class_weight : dict, list of dict, 'balanced' or None, default=None
+        Beyond scikit-learn's MLPClassifier, with the meaning of its other classifiers:
+        each sample's weight is multiplied by its class's weight ({class: weight}; for
+        multilabel targets one {0: w, 1: w} per label column; 'balanced': n_samples /
+        (n_classes · class count), per column for multilabel; not for ``partial_fit``).
+        The fit equals the fit with that product passed as ``sample_weight``.
+
     Attributes
     ----------
     classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_,
     t_, coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_,
     n_outputs_, out_activation_ : as in scikit-learn.  ``coefs_[i]`` and ``intercepts_[i]``
-    are views into one flat parameter buffer that the core trains in place.
+    are views into one flat parameter buffer that the core trains in place.""" + _DOC_BEYOND + """
     """
 
-    _extra_constraints: dict = {}
+    _extra_constraints = {"class_weight": _CLASS_WEIGHT}
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 class_weight=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -775,6 +974,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.class_weight = class_weight
 
     # scikit-learn's loss naming: log-loss, binary for logistic outputs.
     def _output_activation(self):
@@ -806,10 +1006,30 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{self.classes_}. 'y' has {classes}.")
+        class_sw = self._class_sample_weight(y, incremental)
         # bool, not int: keeps float32 training in float32
         y = self._label_binarizer.transform(y).astype(bool)
-        return X, y
+        return X, y, class_sw
 
+    def _class_sample_weight(self, y, incremental):
+        """The weight class_weight gives each sample of the labels y (None without
+        class_weight), by scikit-learn's own rules (``compute_sample_weight``)."""
+        if self.class_weight is None:
+            return None
+        if isinstance(self.class_weight, str) and incremental:
+            raise ValueError(
+                "class_weight='balanced' is not supported by partial_fit: one batch's class "
+                "frequencies are not the data's. Compute the weights once, with "
+                "sklearn.utils.class_weight.compute_class_weight('balanced', classes=classes, "
+                "y=y) on (a large enough sample of) the training targets, and pass them as a "
+                "dict.")
+        if isinstance(self.class_weight, list) and y.ndim == 1:
+            raise ValueError(
+                "class_weight: a list of dicts (one per label column) is for multilabel "
+                "targets; give a dict {class: weight} for these labels.")
+        return compute_sample_weight(self.class_weight, y)
+
+    @with_callbacks
     def fit(self, X, y, sample_weight=None):
         """Fit the model to X (n_samples, n_features) and labels y; returns self."""
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
@@ -834,6 +1054,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return False
 
     @available_if(lambda est: est._check_solver())
+    @with_callbacks
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y); ``classes`` is required on the first call."""
         self._check_params()
@@ -894,7 +1115,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_,
     coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_,
     n_outputs_, out_activation_ : as in scikit-learn.  ``coefs_[i]`` and ``intercepts_[i]``
-    are views into one flat parameter buffer that the core trains in place.
+    are views into one flat parameter buffer that the core trains in place.""" + _DOC_BEYOND + """
     """
 
     _extra_constraints = {"loss": [_options("squared_error", "poisson")]}
@@ -947,12 +1168,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if self.loss == "poisson" and np.any(y < 0):
             raise ValueError("Some value(s) of y are negative which is not allowed for "
                              "Poisson regression (loss='poisson').")
-        return X, y
+        return X, y, None
 
+    @with_callbacks
     def fit(self, X, y, sample_weight=None):
         """Fit the model to X (n_samples, n_features) and targets y; returns self."""
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
+    @with_callbacks
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y) (with solver='lbfgs': a whole fit from the current
         parameters, as in scikit-learn)."""
