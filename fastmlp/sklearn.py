@@ -162,7 +162,10 @@ def _is_array_like(v):
 
 _CONSTRAINTS = {
     "hidden_layer_sizes": [(_is_array_like, "an array-like"), _interval("int", 1, None, "left")],
-    "activation": [_options("identity", "logistic", "tanh", "relu")],
+    "activation": [_options(*_core.HIDDEN_ACTIVATIONS),
+                   (lambda v: isinstance(v, (list, tuple)) and len(v) > 0
+                    and all(isinstance(a, str) and a in _core.HIDDEN_ACTIVATIONS for a in v),
+                    "a list of those names, one per hidden layer")],
     "solver": [_options("lbfgs", "sgd", "adam")],
     "alpha": [_interval("real", 0, None, "left")],
     "batch_size": [_options("auto"), _interval("int", 1, None, "left")],
@@ -457,6 +460,16 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
                 opt.state = np.array(opt.state, order="C")
 
     # --------------------------------------------------------------- fitting
+    def _layer_activations(self, n_hidden):
+        """The hidden activation of each of n_hidden layers (at least one entry, for the
+        initialisation of a network without hidden layers)."""
+        if isinstance(self.activation, str):
+            return [self.activation] * max(n_hidden, 1)
+        if len(self.activation) != n_hidden:
+            raise ValueError(f"activation: {len(self.activation)} names for {n_hidden} "
+                             "hidden layers; give one per hidden layer, or one name")
+        return list(self.activation)
+
     def _initialize(self, y, layer_units, dtype):
         self.n_iter_ = 0
         self.t_ = 0
@@ -467,8 +480,11 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
         theta = np.empty(layout.n_params, dtype=dtype)
         # Glorot-style uniform bounds, √(6/(fan_in + fan_out)) (√2 for logistic); each
         # layer draws its weights then its biases from random_state, in float64.
-        factor = 2.0 if self.activation == "logistic" else 6.0
-        for W, b in zip(*layout.views(theta)):
+        acts = self._layer_activations(len(layer_units) - 2)
+        for l, (W, b) in enumerate(zip(*layout.views(theta))):
+            # (per-layer activations: the one after layer l; the output layer's factor
+            # follows the last hidden layer's)
+            factor = 2.0 if acts[min(l, len(acts) - 1)] == "logistic" else 6.0
             bound = np.sqrt(factor / (W.shape[0] + W.shape[1]))
             W[...] = self._random_state.uniform(-bound, bound, W.shape)
             b[...] = self._random_state.uniform(-bound, bound, W.shape[1])
@@ -491,6 +507,7 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
     def _fit(self, X, y, sample_weight=None, incremental=False):
         self._check_params()
         hidden = self._hidden_sizes()
+        self._layer_activations(len(hidden))
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y, class_sw = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
@@ -867,8 +884,10 @@ _DOC_PARAMS = """
     :class:`sklearn.neural_network.{name}`.  In brief:
 
     hidden_layer_sizes : array-like of int, default=(100,)
-    activation : {{'identity', 'logistic', 'tanh', 'relu'}}, default='relu'
-        Hidden-layer activation.
+    activation : str or list of str, default='relu'
+        Hidden-layer activation: scikit-learn's 'identity', 'logistic', 'tanh', 'relu',
+        or beyond scikit-learn 'leaky_relu', 'elu', 'gelu', 'silu', 'softplus'
+        (PyTorch's definitions); or a list of one name per hidden layer.
     solver : {{'lbfgs', 'sgd', 'adam'}}, default='adam'
     alpha : float, default=1e-4
         L2 penalty: alpha/(2·Σw)·Σ‖W‖² is added to each batch's loss.

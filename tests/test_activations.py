@@ -326,3 +326,33 @@ def test_benchmark_compares_like_with_like():
         slow()
         want = slow()[1]
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=kind)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "softplus", ["silu", "leaky_relu"], ["tanh", "elu"]])
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_estimators_take_new_and_per_layer_activations(activation, solver):
+    pytest.importorskip("sklearn")
+    from fastmlp import MLPRegressor
+    rng = np.random.default_rng(21)
+    X = rng.standard_normal((80, 4))
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2]
+    est = MLPRegressor(hidden_layer_sizes=(8, 6), activation=activation, solver=solver,
+                       max_iter=20, random_state=0, tol=0).fit(X, y)
+    acts = [activation] * 2 if isinstance(activation, str) else activation
+    A = X
+    for l, (W, b) in enumerate(zip(est.coefs_, est.intercepts_)):
+        A = A @ W + b
+        if l < 2:
+            A = DEFINITIONS[acts[l]](A)
+    np.testing.assert_allclose(est.predict(X), A.ravel(), rtol=1e-12, atol=1e-12)
+    assert est.loss_curve_[-1] < est.loss_curve_[0] if solver == "adam" else est.loss_ < 1.0
+
+
+def test_estimator_refuses_activation_list_of_wrong_length():
+    pytest.importorskip("sklearn")
+    from fastmlp import MLPClassifier
+    X, y = np.random.default_rng(22).standard_normal((30, 3)), np.arange(30) % 2
+    with pytest.raises(ValueError, match="^activation: 1 names for 2 hidden layers"):
+        MLPClassifier(hidden_layer_sizes=(4, 4), activation=["gelu"]).fit(X, y)
+    with pytest.raises(ValueError, match="activation"):
+        MLPClassifier(activation="swish").fit(X, y)

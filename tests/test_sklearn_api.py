@@ -244,7 +244,7 @@ def test_convergence_warnings_match_sklearn(solver):
 
 
 @pytest.mark.parametrize("param, value", [
-    ("alpha", -1.0), ("solver", "newton"), ("activation", "softplus"),
+    ("alpha", -1.0), ("solver", "newton"), ("activation", "swish"),
     ("learning_rate", "cosine"), ("learning_rate_init", 0.0), ("max_iter", 0),
     ("batch_size", 0), ("momentum", 1.5), ("validation_fraction", 1.0), ("beta_1", 1.0),
     ("epsilon", 0.0), ("n_iter_no_change", 0), ("max_fun", 0), ("hidden_layer_sizes", 0),
