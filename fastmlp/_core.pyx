@@ -29,8 +29,8 @@ Two gradient conventions share the kernels:
   reproduced closely.
 """
 from cython cimport floating
-from libc.stdint cimport int64_t
-from libc.string cimport memcpy
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, dgemv, dger, sgemm, sgemv, sger
 
 cimport numpy as cnp
@@ -46,7 +46,8 @@ from fastmlp._layers cimport (C_ACT_ELU, C_ACT_EXP, C_ACT_GELU, C_ACT_IDENTITY,
                               C_ACT_SOFTMAX, C_ACT_SOFTPLUS, C_ACT_TANH, ELU_ALPHA,
                               LEAKY_RELU_SLOPE, activation_backward, activation_forward,
                               activation_max_slope, activation_needs_z, backprop_delta,
-                              column_sums, linear_backward, linear_forward, relu_forward,
+                              column_sums, dropout_backward, dropout_forward,
+                              linear_backward, linear_forward, relu_forward,
                               relu_mask_delta, softmax_rows)
 from fastmlp._losses cimport (C_LOSS_MSE, C_LOSS_SK_BINARY_LOG, C_LOSS_SK_LOG,
                               C_LOSS_SK_POISSON, C_LOSS_SK_SQUARED, C_LOSS_SOFTMAX_XENT,
@@ -276,6 +277,7 @@ cdef struct Net:
     const Py_ssize_t* b_off  # offset of b(l)
     Py_ssize_t n_params
     const int* acts          # activation of each layer; acts[L-1] is the output's
+    const double* drop_p     # dropout probability of each hidden layer, or NULL: none
     int loss
     double l2                # α: penalty α/(2·Σw)·Σ‖W‖², gradient α·W/Σw
     bint sk_scaling          # scikit-learn's gradient convention (see module docstring)
@@ -290,25 +292,42 @@ cdef struct Batch:
     double norm              # Σ sample weights, or n
 
 
+cdef struct Scratch:
+    # Where a pass keeps each layer's values: pointers into a workspace, per layer l
+    # (the layer that outputs A(l+1)).  Prediction uses acts only.
+    void* acts[MAX_LAYERS]   # A(l+1) (after dropout): the next layer's input
+    void* zs[MAX_LAYERS]     # Z(l+1), where g' needs it (activation_needs_z), else NULL
+    void* pre[MAX_LAYERS]    # A(l+1) before dropout, for g', where dropped, else NULL
+    void* masks[MAX_LAYERS]  # dropout mask, where dropped, else NULL
+    uint64_t rng             # dropout's counter (dropout_forward)
+
+
 # --------------------------------------------------------------------------------------
 # Whole-network passes over the flat parameter buffer
 # --------------------------------------------------------------------------------------
 
 cdef void forward_pass(const Net* net, const floating* theta, const floating* X,
-                       Py_ssize_t n, floating** acts, floating** zs) noexcept nogil:
-    # acts[l] receives A(l+1), (n, dims[l+1]); the last holds the network's output, after
-    # the output activation (identity for raw outputs and logits).  zs: NULL (prediction)
-    # or, for training, where to keep Z(l+1) before its activation, NULL for the layers
-    # whose derivative does not need it.
+                       Py_ssize_t n, Scratch* s, bint drop) noexcept nogil:
+    # s.acts[l] receives A(l+1), (n, dims[l+1]); the last holds the network's output,
+    # after the output activation (identity for raw outputs and logits).  Where s has
+    # them, Z(l+1) is kept before the activation, and with `drop` (training) the hidden
+    # layers with a dropout mask are dropped, their output kept before it in s.pre.
     cdef int l, L = net.n_layers
+    cdef Py_ssize_t size
     cdef const floating* A_prev = X
+    cdef floating* A
     for l in range(L):
+        A = <floating*>s.acts[l]
+        size = n * net.dims[l + 1]
         linear_forward(A_prev, n, net.dims[l], theta + net.w_off[l], theta + net.b_off[l],
-                       net.dims[l + 1], acts[l])
-        if zs != NULL and zs[l] != NULL:
-            memcpy(zs[l], acts[l], n * net.dims[l + 1] * sizeof(floating))
-        activation_forward(net.acts[l], acts[l], n, net.dims[l + 1])
-        A_prev = acts[l]
+                       net.dims[l + 1], A)
+        if s.zs[l] != NULL:
+            memcpy(s.zs[l], A, size * sizeof(floating))
+        activation_forward(net.acts[l], A, n, net.dims[l + 1])
+        if drop and s.masks[l] != NULL:
+            memcpy(s.pre[l], A, size * sizeof(floating))
+            dropout_forward(A, <floating*>s.masks[l], size, net.drop_p[l], &s.rng)
+        A_prev = A
 
 
 cdef double output_loss_delta(const Net* net, const floating* out, const Batch* b,
@@ -348,13 +367,14 @@ cdef double l2_penalty(const Net* net, const floating* theta) noexcept nogil:
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
-cdef bint fused_sgd_is_safe(const Net* net, const floating* theta, floating** acts,
+cdef bint fused_sgd_is_safe(const Net* net, const floating* theta, const Scratch* s,
                             const floating* X, Py_ssize_t n, const floating* D_out,
                             double lr) noexcept nogil:
     # The fused SGD step writes W(l) ← β·W(l) − η·A(l-1)ᵀ·Δ(l) straight from the GEMM, so
     # it cannot look at a gradient before applying it.  It is taken only when a priori
     # bounds prove every new value finite: |η·AᵀΔ| ≤ η·n·max|A|·max|Δ|, and the deltas
-    # below the output obey max|Δ(l-1)| ≤ d(l)·max|Δ(l)|·max|W(l)|·max|g'|.  The bounds
+    # below the output obey max|Δ(l-1)| ≤ d(l)·max|Δ(l)|·max|W(l)|·max|g'|·max(mask),
+    # the mask's 1/(1 − p) where layer l-1 is dropped.  The bounds
     # are loose by orders of magnitude in practice; if one fails, the exact-check path
     # runs instead, so divergence is still caught with the parameters untouched.
     cdef int l, L = net.n_layers
@@ -364,7 +384,7 @@ cdef bint fused_sgd_is_safe(const Net* net, const floating* theta, floating** ac
     if beta < 0:
         beta = -beta
     for l in range(L - 1, -1, -1):
-        a_max = max_abs(X if l == 0 else acts[l - 1], n * net.dims[l])
+        a_max = max_abs(X if l == 0 else <const floating*>s.acts[l - 1], n * net.dims[l])
         w_max = max_abs(theta + net.w_off[l], net.dims[l] * net.dims[l + 1])
         b_max = max_abs(theta + net.b_off[l], net.dims[l + 1])
         if not (beta * w_max + lr * n * a_max * d_max < big):
@@ -373,18 +393,23 @@ cdef bint fused_sgd_is_safe(const Net* net, const floating* theta, floating** ac
             return False
         if l > 0:
             d_max = net.dims[l + 1] * d_max * w_max * activation_max_slope(net.acts[l - 1])
+            if s.masks[l - 1] != NULL:
+                d_max = d_max / (1 - net.drop_p[l - 1])
         if not (d_max < big):
             return False
     return True
 
 
-cdef void backward_pass(const Net* net, floating* theta, floating* grad, floating** acts,
-                        floating** zs, floating* D, floating* D_other, const floating* X,
+cdef void backward_pass(const Net* net, floating* theta, floating* grad, const Scratch* s,
+                        bint dropped, floating* D, floating* D_other, const floating* X,
                         Py_ssize_t n, bint fused, double lr, bint scale,
                         double norm) noexcept nogil:
     # Backpropagation from Δ(L) in D: seed 003's recursion (eq. 33, 34, 41, 42), of which
     # seed 001's two-layer gradients are the L = 2 case.  For l = L … 1:
-    #   Δ(l-1) = g'(Z(l-1)) ⊙ (Δ(l)·W(l)ᵀ),  dW(l) = A(l-1)ᵀ·Δ(l),  db(l) = 1ᵀ·Δ(l).
+    #   Δ(l-1) = g'(Z(l-1)) ⊙ (Δ(l)·W(l)ᵀ),  dW(l) = A(l-1)ᵀ·Δ(l),  db(l) = 1ᵀ·Δ(l),
+    # where a layer was dropped (`dropped`: the forward pass drew masks) A(l-1) is its
+    # dropped output and Δ(l-1) also takes the mask's factor (dropout_backward), g'
+    # reading the output before dropout.
     # Δ(l-1) is computed before anything of layer l is written, from W(l) as it was.
     # - fused: plain SGD folded into the weight GEMM (seed 003 eq. 33 and seed 000 eq. 12
     #   in one BLAS call), W(l) ← β·W(l) − η·A(l-1)ᵀ·Δ(l) with β = 1 − η·α/n, and
@@ -393,8 +418,8 @@ cdef void backward_pass(const Net* net, floating* theta, floating* grad, floatin
     # - otherwise the raw gradients go into grad (the update passes turn them into ∇θ),
     #   or with `scale` the gradients themselves (decay, scikit-learn's 1/Σw), for a
     #   step that does not update.
-    # acts and zs as forward_pass left them.  D and D_other are two delta buffers of the
-    # widest layer; their contents are lost.
+    # s as forward_pass left it.  D and D_other are two delta buffers of the widest
+    # layer; their contents are lost.
     cdef int l, L = net.n_layers
     cdef Py_ssize_t j, d_in, d_out
     cdef floating* tmp
@@ -402,16 +427,21 @@ cdef void backward_pass(const Net* net, floating* theta, floating* grad, floatin
     cdef floating* bias
     cdef floating* db
     cdef const floating* A_prev
+    cdef bint mask
     cdef floating flr = <floating>lr
     cdef floating beta = <floating>(1 - lr * net.l2 / n)
     for l in range(L - 1, -1, -1):
         d_in = net.dims[l]
         d_out = net.dims[l + 1]
-        A_prev = X if l == 0 else acts[l - 1]
+        A_prev = X if l == 0 else <const floating*>s.acts[l - 1]
         W = theta + net.w_off[l]
         if l > 0:
-            backprop_delta(net.acts[l - 1], D, n, d_out, W, acts[l - 1], zs[l - 1], d_in,
-                           D_other)
+            mask = dropped and s.masks[l - 1] != NULL
+            backprop_delta(net.acts[l - 1], D, n, d_out, W,
+                           <const floating*>(s.pre[l - 1] if mask else s.acts[l - 1]),
+                           <const floating*>s.zs[l - 1], d_in, D_other)
+            if mask:
+                dropout_backward(D_other, <const floating*>s.masks[l - 1], n * d_in)
         if fused:
             bias = theta + net.b_off[l]
             db = grad + net.b_off[l]
@@ -495,11 +525,12 @@ cdef void apply_update(const Net* net, Optim* opt, floating* theta, const floati
 
 
 cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
-                    floating** acts, floating** zs, floating* D_a, floating* D_b,
-                    const Batch* b,
+                    Scratch* s, floating* D_a, floating* D_b, const Batch* b,
                     double lr, bint update, bint check_inputs,
                     double* loss_out) noexcept nogil:
     # Forward, loss, backward and, if update, the optimizer step — all in one call.
+    # Dropout applies to updating steps only: a step that only evaluates the loss and
+    # gradient (loss_and_grad, L-BFGS) sees the whole network, as prediction does.
     # Parameters and optimizer state are written only once the loss and every new value
     # are known to be finite, so a diverging step leaves them bit-identical.
     cdef int L = net.n_layers
@@ -514,15 +545,15 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
             return BAD_Y
         if b.Y == NULL and not labels_in_range(b.labels, n, k):
             return BAD_LABEL
-    forward_pass(net, theta, X, n, acts, zs)
-    loss_out[0] = output_loss_delta(net, acts[L - 1], b, D_a)
+    forward_pass(net, theta, X, n, s, update)
+    loss_out[0] = output_loss_delta(net, <const floating*>s.acts[L - 1], b, D_a)
     if net.l2 != 0:
         loss_out[0] += 0.5 * net.l2 * l2_penalty(net, theta) / norm
     if not (loss_out[0] - loss_out[0] == 0):
         return DIVERGED
     fused = (update and opt.kind == C_OPT_SGD and not net.sk_scaling
-             and fused_sgd_is_safe(net, theta, acts, X, n, D_a, lr))
-    backward_pass(net, theta, grad, acts, zs, D_a, D_b, X, n, fused, lr, not update, norm)
+             and fused_sgd_is_safe(net, theta, s, X, n, D_a, lr))
+    backward_pass(net, theta, grad, s, update, D_a, D_b, X, n, fused, lr, not update, norm)
     if fused:
         return OK
     if not update:
@@ -609,6 +640,7 @@ cdef class Network:
         self.net.b_off = <const Py_ssize_t*>cnp.PyArray_DATA(layout.c_b_off)
         self.net.n_params = layout.n_params
         self.net.acts = <const int*>cnp.PyArray_DATA(self.act_codes)
+        self.net.drop_p = NULL
         self.net.loss = C_LOSS_MSE          # unused by the forward pass; an Engine sets it
         self.net.l2 = 0.0
         self.net.sk_scaling = False
@@ -627,7 +659,7 @@ cdef class Network:
         """
         cdef Py_ssize_t n, l, width, chunk, start, rows, d0, dL
         cdef int L = self.net.n_layers
-        cdef void* ptrs[MAX_LAYERS]
+        cdef Scratch s
         cdef char* op
         cdef char* s0
         cdef char* s1
@@ -652,8 +684,9 @@ cdef class Network:
         scratch = np.empty(max(2 * chunk * width, 1), dtype=self.theta.dtype)
         s0 = <char*>cnp.PyArray_DATA(scratch)
         s1 = s0 + chunk * width * isz
+        memset(&s, 0, sizeof(Scratch))
         for l in range(L - 1):
-            ptrs[l] = s0 if l % 2 == 0 else s1
+            s.acts[l] = s0 if l % 2 == 0 else s1
         xp = cnp.PyArray_DATA(<cnp.ndarray>X)
         op = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
         d0 = self.net.dims[0]
@@ -666,15 +699,13 @@ cdef class Network:
             start = 0
             while ok and start < n:
                 rows = min(chunk, n - start)
-                ptrs[L - 1] = op + start * dL * isz
+                s.acts[L - 1] = op + start * dL * isz
                 if self.f64:
                     forward_pass[double](&self.net, <const double*>tp,
-                                         <const double*>xp + start * d0, rows,
-                                         <double**>ptrs, NULL)
+                                         <const double*>xp + start * d0, rows, &s, False)
                 else:
                     forward_pass[float](&self.net, <const float*>tp,
-                                        <const float*>xp + start * d0, rows, <float**>ptrs,
-                                        NULL)
+                                        <const float*>xp + start * d0, rows, &s, False)
                 start += rows
         if not ok:
             raise ValueError("X: contains NaN or infinity")
@@ -709,8 +740,9 @@ cdef class Engine:
     cdef Py_ssize_t cap, gather_cap, isz
     cdef int typenum
     cdef bint f64
-    cdef void* act_ptrs[MAX_LAYERS]
-    cdef void* z_ptrs[MAX_LAYERS]
+    cdef Scratch scratch
+    cdef cnp.ndarray drop_arr    # dropout probability of each layer (0: none), float64
+    cdef Py_ssize_t drop_width   # values a row of the dropped hidden layers
     cdef void* theta_ptr
     cdef void* grad_ptr
     cdef void* delta_ptrs[2]
@@ -739,6 +771,8 @@ cdef class Engine:
         self.opt.t = 0
         self.cap = 0
         self.gather_cap = 0
+        memset(&self.scratch, 0, sizeof(Scratch))
+        self.drop_width = 0
 
     @property
     def adam_steps(self):
@@ -770,14 +804,49 @@ cdef class Engine:
         self.opt.s1 = base if need else NULL
         self.opt.s2 = base + self.net.n_params * self.isz if STATE_VECTORS[kind] == 2 else NULL
 
+    def set_dropout(self, p, uint64_t state=0):
+        """Dropout on the hidden layers' outputs during updating steps: ``p`` one
+        probability in [0, 1) for every hidden layer or one per hidden layer; ``state``
+        the counter the masks are drawn from (``dropout_state``).  0 turns it off."""
+        cdef Py_ssize_t l, n_hidden = self.layout.n_layers - 1
+        ps = [float(p)] * n_hidden if isinstance(p, (int, float)) else [float(x) for x in p]
+        if len(ps) != n_hidden or not all(0 <= x < 1 for x in ps):
+            raise ValueError(f"dropout: expected a probability in [0, 1) or {n_hidden} of "
+                             f"them, got {p!r}")
+        self.drop_arr = np.array(ps + [0.0], dtype=np.float64)
+        self.net.drop_p = <const double*>cnp.PyArray_DATA(self.drop_arr)
+        self.drop_width = sum(self.layout.dims[l + 1] for l in range(n_hidden) if ps[l] > 0)
+        self.scratch.rng = state
+        self.cap = 0                     # the workspace gains (or loses) the masks
+
+    @property
+    def dropout(self):
+        """The dropout probability of each hidden layer (a tuple)."""
+        if self.drop_arr is None:
+            return (0.0,) * (self.layout.n_layers - 1)
+        return tuple(float(x) for x in self.drop_arr[:self.layout.n_layers - 1])
+
+    @property
+    def dropout_state(self):
+        """The counter the next dropout masks are drawn from (saved with a model, so that
+        training resumes with the same masks)."""
+        return self.scratch.rng
+
+    @dropout_state.setter
+    def dropout_state(self, uint64_t state):
+        self.scratch.rng = state
+
     def train_bytes(self, rows):
-        """Workspace of a training step on ``rows`` rows (Layout.train_bytes)."""
-        return self.layout.train_bytes(rows, self.isz, self.network.kept_width)
+        """Workspace of a training step on ``rows`` rows (Layout.train_bytes): with the
+        kept Z of the layers that need it, and a mask and the output before dropout for
+        each dropped layer."""
+        return self.layout.train_bytes(rows, self.isz,
+                                       self.network.kept_width + 2 * self.drop_width)
 
     cdef void _reserve(self, Py_ssize_t n) except *:
         # Workspace for a batch of n rows (train_bytes): A(1..L), two delta buffers of
-        # the widest layer, and the kept Z of hidden layers.  Allocated once per new
-        # maximum batch size, then reused by every step.
+        # the widest layer, the kept Z of hidden layers and the dropout buffers.
+        # Allocated once per new maximum batch size, then reused by every step.
         cdef Py_ssize_t l, off = 0
         cdef int L = self.net.n_layers
         cdef char* base
@@ -788,16 +857,20 @@ cdef class Engine:
         self.work = np.empty(nbytes // self.isz, dtype=self.network.theta.dtype)
         base = <char*>cnp.PyArray_DATA(self.work)
         for l in range(L):
-            self.act_ptrs[l] = base + off * self.isz
+            self.scratch.acts[l] = base + off * self.isz
             off += n * self.net.dims[l + 1]
         self.delta_ptrs[0] = base + off * self.isz
         self.delta_ptrs[1] = base + (off + n * self.layout.max_width) * self.isz
         off += 2 * n * self.layout.max_width
         for l in range(L):
-            self.z_ptrs[l] = NULL
+            self.scratch.zs[l] = self.scratch.pre[l] = self.scratch.masks[l] = NULL
             if l < L - 1 and activation_needs_z(self.net.acts[l]):
-                self.z_ptrs[l] = base + off * self.isz
+                self.scratch.zs[l] = base + off * self.isz
                 off += n * self.net.dims[l + 1]
+            if l < L - 1 and self.net.drop_p != NULL and self.net.drop_p[l] > 0:
+                self.scratch.pre[l] = base + off * self.isz
+                self.scratch.masks[l] = base + (off + n * self.net.dims[l + 1]) * self.isz
+                off += 2 * n * self.net.dims[l + 1]
         self.cap = n
 
     cdef double _check_batch(self, object X, object Y, object labels, object sw) except -1:
@@ -841,11 +914,11 @@ cdef class Engine:
         cdef void* db = self.delta_ptrs[1]
         if self.f64:
             return train_step[double](&self.net, &self.opt, <double*>tp, <double*>gp,
-                                      <double**>self.act_ptrs, <double**>self.z_ptrs,
-                                      <double*>da, <double*>db, b, lr, update, check, loss)
+                                      &self.scratch, <double*>da, <double*>db, b, lr,
+                                      update, check, loss)
         return train_step[float](&self.net, &self.opt, <float*>tp, <float*>gp,
-                                 <float**>self.act_ptrs, <float**>self.z_ptrs,
-                                 <float*>da, <float*>db, b, lr, update, check, loss)
+                                 &self.scratch, <float*>da, <float*>db, b, lr, update,
+                                 check, loss)
 
     cdef double _run(self, Batch* b, double lr, bint update) except? -1:
         # One checked step on a batch whose arrays have passed the flag checks.  Small

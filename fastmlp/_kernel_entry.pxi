@@ -222,3 +222,16 @@ def adam_step_size(double lr, double beta1, double beta2, int64_t t):
     if t < 1:
         raise ValueError("t: expected the step count, >= 1")
     return _adam_step_size(lr, beta1, beta2, t)
+
+
+def k_dropout_forward(floating[:, ::1] A, floating[:, ::1] mask, double p, uint64_t state):
+    """A ⊙= mask in place, mask drawn from ``state``; returns the advanced state."""
+    if A.shape[0] != mask.shape[0] or A.shape[1] != mask.shape[1]:
+        raise ValueError("dropout_forward: inconsistent shapes")
+    if not 0 <= p < 1:
+        raise ValueError(f"p: expected a probability in [0, 1), got {p!r}")
+    if A.shape[0] < 1 or A.shape[1] < 1:
+        return state
+    with nogil:
+        dropout_forward(&A[0, 0], &mask[0, 0], A.shape[0] * A.shape[1], p, &state)
+    return state

@@ -3,6 +3,7 @@
 # passes in _core.pyx chain them.
 
 from cython cimport floating
+from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
 
 from fastmlp._blas cimport gemm, gemv, ger
@@ -245,3 +246,40 @@ cdef inline void linear_backward(const floating* A_prev, Py_ssize_t n, Py_ssize_
     gemm(True, False, <int>d_in, <int>d_out, <int>n, <floating>1.0, A_prev, <int>d_in,
          D, <int>d_out, <floating>0.0, dW, <int>d_out)
     column_sums(D, n, d_out, db)
+
+
+# ---------------------------------------------------------------- dropout
+
+cdef inline uint64_t mix64(uint64_t z) noexcept nogil:
+    # SplitMix64's output function (Steele, Lea & Flood 2014): a bijective scramble of a
+    # 64-bit counter whose outputs pass BigCrush, for the dropout masks.
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EB
+    return z ^ (z >> 31)
+
+
+cdef inline void dropout_forward(floating* A, floating* mask, Py_ssize_t size, double p,
+                                 uint64_t* state) noexcept nogil:
+    # Inverted dropout on a layer's output during training: each unit is kept with
+    # probability 1 − p and scaled by 1/(1 − p) (so the expected output is unchanged and
+    # prediction needs no rescaling), else zeroed: mask = 1/(1 − p) or 0, A ⊙= mask.  The
+    # uniform number of element i is the top 53 bits of mix64(state + (i + 1)·γ), γ the
+    # golden-ratio increment: a counter, not a chain, so elements are independent and the
+    # loop vectorises; state advances by size·γ.
+    cdef Py_ssize_t i
+    cdef uint64_t base = state[0], gamma = <uint64_t>0x9E3779B97F4A7C15
+    cdef double u
+    cdef floating keep = <floating>(1.0 / (1.0 - p))
+    for i in range(size):
+        u = <double>(mix64(base + <uint64_t>(i + 1) * gamma) >> 11) * (1.0 / 9007199254740992.0)
+        mask[i] = 0 if u < p else keep
+        A[i] = A[i] * mask[i]
+    state[0] = base + <uint64_t>size * gamma
+
+
+cdef inline void dropout_backward(floating* D, const floating* mask,
+                                  Py_ssize_t size) noexcept nogil:
+    # ∂L/∂(pre-dropout output) = ∂L/∂(output) ⊙ mask.
+    cdef Py_ssize_t i
+    for i in range(size):
+        D[i] = D[i] * mask[i]

@@ -79,6 +79,17 @@ def check_activations(name: str, value, n_hidden: int) -> str | tuple[str, ...]:
     return tuple(check_choice(f"{name}[{i}]", a, ACTIVATIONS) for i, a in enumerate(value))
 
 
+def check_dropout(name: str, value, n_hidden: int) -> float | tuple[float, ...]:
+    """A dropout probability in [0, 1), or a sequence of one per hidden layer (a tuple)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n_hidden:
+            raise ValueError(f"{name}: expected one probability per hidden layer "
+                             f"({n_hidden}), got {len(value)}")
+        return tuple(check_fraction(f"{name}[{i}]", p, closed_low=True)
+                     for i, p in enumerate(value))
+    return check_fraction(name, value, closed_low=True)
+
+
 def _real(name: str, value) -> float:
     """A real number (not bool) as float; ints too large for a float become inf."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):

@@ -219,7 +219,9 @@ def to_torch(net: MLP):
     ``bias = biases[l]`` (d_out,), copied, in the model's dtype (float32 or float64).
     Hidden and output activations become the matching modules (``ReLU``, ``Tanh``,
     ``Sigmoid``, ``LeakyReLU``, ``ELU``, ``GELU``, ``SiLU``, ``Softplus``); identity adds
-    none.  For softmax_cross_entropy the result returns logits, like
+    none; a hidden layer with dropout gets a ``Dropout(p)`` module after its activation
+    (inactive in ``eval()`` mode, as in fastmlp's prediction).  For softmax_cross_entropy
+    the result returns logits, like
     ``net.forward``; apply ``torch.softmax(·, dim=1)`` for probabilities.
     """
     _check_net(net)
@@ -229,7 +231,9 @@ def to_torch(net: MLP):
     dtype = torch.float64 if net.dtype == np.float64 else torch.float32
     modules = []
     layers = _snapshot(net)
-    for (W, b), act in zip(layers, _layer_activations(net)):
+    n_hidden = len(layers) - 1
+    rates = [net.dropout] * n_hidden if isinstance(net.dropout, float) else list(net.dropout)
+    for l, ((W, b), act) in enumerate(zip(layers, _layer_activations(net))):
         lin = nn.Linear(W.shape[0], W.shape[1], dtype=dtype)
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(W.T))
@@ -238,6 +242,8 @@ def to_torch(net: MLP):
         if act != "identity":
             cls, kwargs = acts[act]
             modules.append(cls(**kwargs))
+        if l < n_hidden and rates[l] > 0:
+            modules.append(nn.Dropout(rates[l]))
     return nn.Sequential(*modules)
 
 
@@ -247,8 +253,9 @@ def from_torch(seq, *, loss: str = "mse", **options) -> MLP:
     ``seq`` must be ``Linear`` layers, each followed by at most one activation module
     (``ReLU``, ``Tanh``, ``Sigmoid``, ``LeakyReLU`` (slope 0.01), ``ELU`` (α = 1),
     ``GELU`` (exact), ``SiLU``, ``Softplus`` (PyTorch's defaults) or ``Identity``); two
-    Linear layers in a row mean an identity activation between them.  Different hidden
-    activations become a per-layer ``activation`` sequence; the module after the last
+    Linear layers in a row mean an identity activation between them; a ``Dropout(p)``
+    after a hidden layer becomes its ``dropout``.  Different hidden activations (or
+    dropout rates) become a per-layer sequence; the module after the last
     Linear, if any, is the output activation, which ``loss="softmax_cross_entropy"``
     does not allow (that model's outputs are logits).
     The Linear layers' parameters must all be float32 or all float64; the MLP gets that
@@ -257,17 +264,18 @@ def from_torch(seq, *, loss: str = "mse", **options) -> MLP:
     ``activation="relu"`` (unused).
 
     ``options`` go to ``MLP`` (``optimizer``, ``l2``, ``momentum``, …); the layer sizes,
-    activations, dtype and seed come from ``seq``.  Anything else in ``seq`` — Conv,
-    Dropout, BatchNorm, Softmax, a nested Sequential, a subclass of Linear — is refused
-    with a TypeError naming its position and class; a misplaced activation, an activation
-    module with other settings than fastmlp's or mismatched widths with a ValueError
-    naming the module.
+    activations, dropout, dtype and seed come from ``seq``.  Anything else in ``seq`` —
+    Conv, BatchNorm, Softmax, a nested Sequential, a subclass of Linear — is refused with a
+    TypeError naming its position and class; a misplaced activation or Dropout, an
+    activation module with other settings than fastmlp's or mismatched widths with a
+    ValueError naming the module.
     """
     torch = _require("torch", "fastmlp.export.from_torch", _TORCH_INSTALL)
     nn = torch.nn
     if not isinstance(seq, nn.Sequential):
         raise TypeError(f"seq: expected a torch.nn.Sequential, got {type(seq).__name__}")
-    fixed = {"layer_sizes", "activation", "output_activation", "dtype", "seed"} & set(options)
+    fixed = ({"layer_sizes", "activation", "output_activation", "dtype", "seed", "dropout"}
+             & set(options))
     if fixed:
         raise TypeError(f"from_torch: {', '.join(sorted(fixed))} come from seq and cannot "
                         "be passed")
@@ -278,6 +286,7 @@ def from_torch(seq, *, loss: str = "mse", **options) -> MLP:
     linears = []          # (position, module)
     acts = []             # activation name after each Linear
     act_where = []        # position and class of that activation module, or None
+    rates = []            # dropout probability after each Linear
     for i, m in enumerate(seq):
         where = f"seq[{i}]"
         kind = type(m)  # exact types: a subclass may compute something else
@@ -285,6 +294,13 @@ def from_torch(seq, *, loss: str = "mse", **options) -> MLP:
             linears.append((where, m))
             acts.append("identity")
             act_where.append(None)
+            rates.append(0.0)
+        elif kind is nn.Dropout:
+            if not linears or rates[-1] or type(seq[i + 1] if i + 1 < len(seq) else None) \
+                    is not nn.Linear:
+                raise ValueError(f"{where}: Dropout must follow a hidden layer (its Linear "
+                                 "and activation) and precede the next Linear")
+            rates[-1] = float(m.p)
         elif kind in names:
             if i == 0 or type(seq[i - 1]) is not nn.Linear:
                 raise ValueError(f"{where}: {kind.__name__} does not follow a Linear layer; "
@@ -308,6 +324,8 @@ def from_torch(seq, *, loss: str = "mse", **options) -> MLP:
 
     hidden = acts[:-1]
     activation = (hidden[0] if len(set(hidden)) == 1 else hidden) if hidden else "relu"
+    dropout = rates[:-1]
+    dropout = (dropout[0] if len(set(dropout)) == 1 else dropout) if dropout else 0.0
     output_activation = acts[-1]
     if loss == "softmax_cross_entropy" and output_activation != "identity":
         raise ValueError(f"{act_where[-1]}: an activation after the last Linear is an "
@@ -334,7 +352,7 @@ def from_torch(seq, *, loss: str = "mse", **options) -> MLP:
     dtype = np.float64 if dtypes.pop() == torch.float64 else np.float32
 
     net = MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0,
-              output_activation=output_activation, **options)
+              output_activation=output_activation, dropout=dropout, **options)
     for (_, lin), W, b in zip(linears, net.weights, net.biases):
         W[...] = lin.weight.detach().cpu().numpy().T
         b[...] = 0 if lin.bias is None else lin.bias.detach().cpu().numpy()

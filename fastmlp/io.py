@@ -28,8 +28,11 @@ class Model(Protocol):
 
     def config(self) -> dict[str, Any]: ...
 
+    @property
+    def dropout_state(self) -> int: ...
+
     def _set_state(self, params: np.ndarray, optimizer_state: np.ndarray,
-                   adam_steps: int) -> None: ...
+                   adam_steps: int, dropout_state: int | None = None) -> None: ...
 
 # What save and load accept as a file name.
 PathLike: TypeAlias = Union[str, os.PathLike[str]]
@@ -83,6 +86,8 @@ def save(model: Model, path: PathLike) -> None:
                 hyper=np.array([config[name] for name in _HYPER], dtype=np.float64),
                 optimizer_state=model.optimizer_state,
                 adam_steps=np.array(model.adam_steps, dtype=np.int64),
+                dropout=np.asarray(config["dropout"], dtype=np.float64),
+                dropout_state=np.array(model.dropout_state, dtype=np.uint64),
             )
             f.flush()
             os.fsync(f.fileno())
@@ -110,6 +115,8 @@ def _file_mode(path: str) -> int:
 _HYPER = ("l2", "momentum", "beta_1", "beta_2", "epsilon")
 _FIELDS = ("format_version", "layer_sizes", "activation", "loss", "dtype", "params",
            "output_activation", "optimizer", "hyper", "optimizer_state", "adam_steps")
+# Fields that files written before dropout existed lack (read as no dropout).
+_OPTIONAL_FIELDS = ("dropout", "dropout_state")
 
 
 def _read_member(zf: zipfile.ZipFile, key: str,
@@ -182,6 +189,19 @@ def _activation(z: dict[str, np.ndarray]) -> str | list[str]:
     return _scalar_str(z, "activation")
 
 
+def _dropout(z: dict[str, np.ndarray]) -> tuple[float | list[float], int | None]:
+    """(dropout, its counter): one probability (a scalar) or one per hidden layer; none
+    in files written before dropout existed."""
+    if "dropout" not in z:
+        return 0.0, None
+    p, state = z["dropout"], z.get("dropout_state")
+    if p.dtype != np.float64 or p.ndim > 1:
+        raise ValueError("file: dropout must be a float64 scalar or 1-D array")
+    if state is None or state.shape != () or state.dtype != np.uint64:
+        raise ValueError("file: dropout_state must be a uint64 scalar")
+    return (float(p) if p.ndim == 0 else [float(x) for x in p]), int(state)
+
+
 def load(path: PathLike, build: Callable[..., Model]) -> Model:
     """Read a model written by ``save``; every field is checked before use.
 
@@ -197,6 +217,8 @@ def load(path: PathLike, build: Callable[..., Model]) -> Model:
         with zf:
             z = {key: _read_member(zf, key) for key in _FIELDS
                  if key not in ("params", "optimizer_state")}
+            z.update({key: _read_member(zf, key) for key in _OPTIONAL_FIELDS
+                      if key + ".npy" in zf.namelist()})
             ver = z["format_version"]
             if ver.shape != () or ver.dtype.kind not in "iu" or int(ver) != FORMAT_VERSION:
                 raise ValueError(f"file: unsupported format version {ver!r}")
@@ -220,15 +242,16 @@ def load(path: PathLike, build: Callable[..., Model]) -> Model:
             if (steps.shape != () or steps.dtype.kind not in "iu"
                     or not 0 <= int(steps) < 2**63):
                 raise ValueError("file: adam_steps must be an integer in [0, 2**63)")
+            dropout, dropout_state = _dropout(z)
             # The constructor validates every name and hyper-parameter.
             model = build(layer_sizes=sizes, activation=activation, loss=loss, dtype=dtype,
                           output_activation=_scalar_str(z, "output_activation"),
-                          optimizer=_scalar_str(z, "optimizer"),
+                          optimizer=_scalar_str(z, "optimizer"), dropout=dropout,
                           **{name: float(x) for name, x in zip(_HYPER, hyper)})
             state = _read_member(zf, "optimizer_state", (model.optimizer_state.shape, dtype))
             if not np.all(np.isfinite(state)):
                 raise ValueError("file: optimizer_state contains NaN or infinity")
-            model._set_state(params, state, int(steps))
+            model._set_state(params, state, int(steps), dropout_state)
     except _ZIP_ERRORS as exc:
         raise ValueError(f"file: corrupted model file ({type(exc).__name__}: {exc})") from exc
     return model

@@ -28,7 +28,7 @@ from fastmlp._validation import (ACTIVATIONS, MAX_WIDTH, _numeric_array, check_c
 __all__ = ["linear_forward", "relu_forward", "relu_backward", "backprop_delta",
            "linear_backward", "mse_loss_delta", "softmax_cross_entropy_loss_delta",
            "softmax", "sgd_update", "activation_forward", "activation_backward",
-           "sklearn_loss_delta", "momentum_update", "adam_update"]
+           "sklearn_loss_delta", "momentum_update", "adam_update", "dropout_forward"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -490,3 +490,27 @@ def adam_update(theta: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray
                              f"{lr_t} is not finite in {dt}")
     _core.k_adam_update(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t)
     return theta
+
+
+def dropout_forward(A: ArrayLike, p: float, state: int,
+                    out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Inverted dropout of a layer's output A (n, k), as a training step applies it:
+    each unit kept with probability 1 − p and scaled by 1/(1 − p), else zeroed.
+
+    The masks come from a counter ``state`` (an int in [0, 2**64)), the one
+    ``MLP.dropout_state`` holds: a step draws its hidden layers' masks one after the
+    other from it, in layer order.  Returns (A ⊙ mask, mask, the advanced state); mask
+    holds 0 or 1/(1 − p) in A's dtype.  ``out=A`` works in place.
+    """
+    dt = _float_dtype("A", A)
+    Ac = _in("A", A, dt, 2)
+    p = check_fraction("p", p, closed_low=True)
+    if isinstance(state, (bool, np.bool_)) or not isinstance(state, numbers.Integral):
+        raise TypeError(f"state: expected an int, got {state!r}")
+    if not 0 <= int(state) < 2**64:
+        raise ValueError(f"state: expected an int in [0, 2**64), got {state}")
+    D = _out("out", out, Ac.shape, dt)
+    if D is not Ac:
+        np.copyto(D, Ac)
+    mask = np.empty_like(D)
+    return D, mask, int(_core.k_dropout_forward(D, mask, p, int(state)))

@@ -60,6 +60,13 @@ class MLP:
         scikit-learn's ``alpha`` convention.
     momentum, beta_1, beta_2, epsilon : float
         Hyper-parameters of the momentum and Adam optimizers.
+    dropout : float or sequence of float
+        p in [0, 1): inverted dropout on the hidden layers' outputs in ``train_step`` and
+        ``fit`` — each unit zeroed with probability p, the others scaled by 1/(1 − p);
+        one p for every hidden layer or one per hidden layer.  ``forward``, ``predict``,
+        ``loss`` and ``loss_and_grad`` never drop.  The masks are drawn from
+        ``dropout_state``, a counter seeded from ``seed``, so the same seeds give the
+        same training; it is saved with the model.
 
     Attributes
     ----------
@@ -74,7 +81,8 @@ class MLP:
                  loss: str = "mse", dtype: DTypeLike = np.float32, seed: int | None = None,
                  output_activation: str = "identity", optimizer: str = "sgd",
                  l2: float = 0.0, momentum: float = 0.9, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = 1e-8) -> None:
+                 beta_2: float = 0.999, epsilon: float = 1e-8,
+                 dropout: float | Sequence[float] = 0.0) -> None:
         sizes = v.check_layer_sizes(layer_sizes)
         acts = v.check_activations("activation", activation, len(sizes) - 2)
         loss = v.check_choice("loss", loss, v.LOSSES)
@@ -96,6 +104,7 @@ class MLP:
         beta_1 = v.check_fraction("beta_1", beta_1, closed_low=True)
         beta_2 = v.check_fraction("beta_2", beta_2, closed_low=True)
         epsilon = v.check_positive_float("epsilon", epsilon)
+        drop = v.check_dropout("dropout", dropout, len(sizes) - 2)
         if not dt.type(epsilon) > 0:      # Adam's ε is used in the model dtype
             raise ValueError(f"epsilon: {epsilon!r} rounds to 0 in {dt.name}; expected at "
                              f"least {np.finfo(dt).smallest_subnormal}")
@@ -132,8 +141,18 @@ class MLP:
         self._grad_weights, self._grad_biases = self._layout.views(self._grad)
         self.optimizer_state: np.ndarray = np.zeros(n_state, dtype=dt)
         self._engine.set_optimizer(optimizer, self.optimizer_state, **self.hyper)
+        # Drawn after the weights, so that the initial network is the same with or
+        # without dropout.
+        self._engine.set_dropout(drop, int(rng.integers(2**63)))
+        self.dropout: float | tuple[float, ...] = drop
         # Training calls share the engine's workspace and the gradient buffer.
         self._lock = threading.Lock()
+
+    @property
+    def dropout_state(self) -> int:
+        """The counter the next dropout masks are drawn from (fastmlp.kernels.dropout_forward)."""
+        state: int = self._engine.dropout_state
+        return state
 
     @property
     def adam_steps(self) -> int:
@@ -321,29 +340,36 @@ class MLP:
                 "output_activation": self.output_activation, "optimizer": self.optimizer,
                 "l2": self.l2, "momentum": self.hyper["momentum"],
                 "beta_1": self.hyper["beta1"], "beta_2": self.hyper["beta2"],
-                "epsilon": self.hyper["eps"]}
+                "epsilon": self.hyper["eps"],
+                "dropout": self.dropout if isinstance(self.dropout, float) else list(self.dropout)}
 
     def _set_state(self, params: ArrayLike, optimizer_state: ArrayLike,
-                   adam_steps: int) -> None:
+                   adam_steps: int, dropout_state: int | None = None) -> None:
         params = np.asarray(params)
         state = np.asarray(optimizer_state)
         if params.shape != self.params.shape or state.shape != self.optimizer_state.shape:
             raise ValueError("state: params or optimizer state do not match the model")
         if not 0 <= int(adam_steps) < 2**63:
             raise ValueError(f"state: Adam's step count must be in [0, 2**63), got {adam_steps}")
+        if dropout_state is not None and not 0 <= int(dropout_state) < 2**64:
+            raise ValueError(f"state: the dropout counter must be in [0, 2**64), got "
+                             f"{dropout_state}")
         self.params[...] = params
         self.optimizer_state[...] = state
         self._engine.adam_steps = int(adam_steps)
+        if dropout_state is not None:
+            self._engine.dropout_state = int(dropout_state)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"config": self.config(), "params": self.params.copy(),
                 "optimizer_state": self.optimizer_state.copy(),
-                "adam_steps": self.adam_steps}
+                "adam_steps": self.adam_steps, "dropout_state": self.dropout_state}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         config = dict(state["config"])
         type(self).__init__(self, config.pop("layer_sizes"), seed=0, **config)
-        self._set_state(state["params"], state["optimizer_state"], state["adam_steps"])
+        self._set_state(state["params"], state["optimizer_state"], state["adam_steps"],
+                        state.get("dropout_state"))
 
 
 def _build(layer_sizes: Sequence[int], **config: Any) -> MLP:

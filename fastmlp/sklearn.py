@@ -193,6 +193,10 @@ _CONSTRAINTS = {
                           and not isinstance(v, numbers.Integral) and v == math.inf,
                           "inf")],
     "max_fun": [_interval("int", 1, None, "left")],
+    "dropout": [_interval("real", 0, 1, "left"),
+                (lambda v: isinstance(v, (list, tuple)) and len(v) > 0
+                 and all(_interval("real", 0, 1, "left")[0](p) for p in v),
+                 "a list of such floats, one per hidden layer")],
 }
 
 
@@ -460,6 +464,26 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
                 opt.state = np.array(opt.state, order="C")
 
     # --------------------------------------------------------------- fitting
+    def _dropout_rates(self, n_hidden):
+        """The dropout probability of each of n_hidden layers (checked at fit)."""
+        if not isinstance(self.dropout, (list, tuple)):
+            return [float(self.dropout)] * n_hidden
+        if len(self.dropout) != n_hidden:
+            raise ValueError(f"dropout: {len(self.dropout)} probabilities for {n_hidden} "
+                             "hidden layers; give one per hidden layer, or one")
+        return [float(p) for p in self.dropout]
+
+    def _attach_dropout(self, engine):
+        """Dropout for this fit's updating steps.  The masks' counter is drawn from
+        random_state only when some layer drops, so that without dropout every draw is
+        scikit-learn's."""
+        rates = self._dropout_rates(len(self._layer_units) - 2)
+        if any(rates):
+            engine.set_dropout(rates, int(self._random_state.randint(2**31 - 1)) * 2**32
+                               + int(self._random_state.randint(2**31 - 1)))
+        elif any(engine.dropout):
+            engine.set_dropout(0.0)
+
     def _layer_activations(self, n_hidden):
         """The hidden activation of each of n_hidden layers (at least one entry, for the
         initialisation of a network without hidden layers)."""
@@ -508,6 +532,9 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
         self._check_params()
         hidden = self._hidden_sizes()
         self._layer_activations(len(hidden))
+        if any(self._dropout_rates(len(hidden))) and self.solver not in _STOCHASTIC:
+            raise ValueError("dropout: L-BFGS needs a deterministic objective; use "
+                             "solver='sgd' or 'adam' with dropout, or dropout=0")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y, class_sw = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
@@ -730,6 +757,7 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
 
         engine, _ = self._engine()
         opt.attach(engine)
+        self._attach_dropout(engine)
         tasks = (None if root is None
                  else _FitTasks(self, root, self._hook_data(X_train, y_train, sw_train), "epoch"))
         try:
@@ -913,6 +941,11 @@ _DOC_PARAMS = """
     n_iter_no_change : int, default=10
     max_fun : int, default=15000
         lbfgs: maximum number of loss evaluations.
+    dropout : float or list of float, default=0.0
+        Beyond scikit-learn: inverted dropout on the hidden layers' outputs during
+        training (sgd, adam), one probability in [0, 1) or one per hidden layer; the
+        masks are drawn from random_state (nothing is drawn when it is 0, so the default
+        is exactly scikit-learn's fit).
 """
 
 
@@ -969,7 +1002,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 class_weight=None):
+                 class_weight=None, dropout=0.0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -994,6 +1027,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.class_weight = class_weight
+        self.dropout = dropout
 
     # scikit-learn's loss naming: log-loss, binary for logistic outputs.
     def _output_activation(self):
@@ -1144,7 +1178,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dropout=0.0):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1169,6 +1204,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.dropout = dropout
 
     def _output_activation(self):
         return "exp" if self.loss == "poisson" else "identity"

@@ -356,3 +356,106 @@ def test_estimator_refuses_activation_list_of_wrong_length():
         MLPClassifier(hidden_layer_sizes=(4, 4), activation=["gelu"]).fit(X, y)
     with pytest.raises(ValueError, match="activation"):
         MLPClassifier(activation="swish").fit(X, y)
+
+
+# ------------------------------------------------------------------------- dropout
+
+def test_dropout_step_matches_numpy_with_the_same_masks():
+    """One training step with dropout on two hidden layers equals the numpy transcription
+    of inverted dropout's forward and backward, using the masks the documented counter
+    gives (fastmlp.kernels.dropout_forward from MLP.dropout_state, layer by layer)."""
+    rng = np.random.default_rng(23)
+    X, Y = rng.standard_normal((30, 4)), rng.standard_normal((30, 2))
+    net = MLP([4, 9, 7, 2], activation=["tanh", "gelu"], dropout=[0.3, 0.5],
+              dtype=np.float64, seed=24)
+    W = [w.copy() for w in net.weights]
+    b = [x.copy() for x in net.biases]
+    state, before = net.dropout_state, net.params.copy()
+    net.train_step(X, Y, lr=0.1)
+    Z1 = X @ W[0] + b[0]
+    A1, m1, state = kernels.dropout_forward(DEFINITIONS["tanh"](Z1), 0.3, state)
+    Z2 = A1 @ W[1] + b[1]
+    A2, m2, state = kernels.dropout_forward(DEFINITIONS["gelu"](Z2), 0.5, state)
+    D3 = 2 * (A2 @ W[2] + b[2] - Y) / len(X)
+    D2 = (D3 @ W[2].T) * m2 * DERIVATIVES["gelu"](Z2)
+    D1 = (D2 @ W[1].T) * m1 * DERIVATIVES["tanh"](Z1)
+    grads = [(X.T @ D1, D1.sum(0)), (A1.T @ D2, D2.sum(0)), (A2.T @ D3, D3.sum(0))]
+    want = before - 0.1 * np.concatenate([np.concatenate([gW.ravel(), gb]) for gW, gb in grads])
+    np.testing.assert_allclose(net.params, want, rtol=1e-12, atol=1e-15)
+    assert net.dropout_state == state
+    assert set(np.unique(m1)) <= {0.0, 1 / 0.7} and set(np.unique(m2)) <= {0.0, 2.0}
+
+
+def test_dropout_rate_and_what_never_drops():
+    rng = np.random.default_rng(25)
+    A = np.ones((400, 250))
+    out, mask, _ = kernels.dropout_forward(A, 0.2, 12345)
+    kept = np.mean(mask > 0)
+    assert abs(kept - 0.8) < 4 * np.sqrt(0.8 * 0.2 / A.size)     # 4 standard errors
+    assert out.mean() == pytest.approx(1.0, abs=0.01)
+    net = MLP([3, 16, 2], dropout=0.5, dtype=np.float64, seed=26)
+    X, Y = rng.standard_normal((20, 3)), rng.standard_normal((20, 2))
+    state = net.dropout_state
+    assert np.array_equal(net.forward(X), net.forward(X))
+    assert net.loss(X, Y) == net.loss(X, Y)
+    net.loss_and_grad(X, Y)
+    assert net.dropout_state == state                 # only training steps draw masks
+    net.fit(X, Y, epochs=2, batch_size=5)
+    assert net.dropout_state != state
+
+
+def test_dropout_same_seed_same_fit_and_resume(tmp_path):
+    rng = np.random.default_rng(27)
+    X, Y = rng.standard_normal((50, 3)), rng.standard_normal((50, 2))
+    kw = dict(dropout=0.25, optimizer="adam", dtype=np.float64)
+    a, b = MLP([3, 12, 2], seed=28, **kw), MLP([3, 12, 2], seed=28, **kw)
+    a.fit(X, Y, epochs=3, batch_size=10, lr=1e-2)
+    b.fit(X, Y, epochs=3, batch_size=10, lr=1e-2)
+    assert np.array_equal(a.params, b.params)
+    assert not np.array_equal(a.params, MLP([3, 12, 2], seed=29, **kw).params)
+    a.save(tmp_path / "m.npz")
+    c = fastmlp.load(tmp_path / "m.npz")
+    assert c.dropout == 0.25
+    a.fit(X, Y, epochs=1, batch_size=10, lr=1e-2)
+    c.fit(X, Y, epochs=1, batch_size=10, lr=1e-2)
+    assert np.array_equal(a.params, c.params)
+    no = MLP([3, 12, 2], seed=28, **dict(kw, dropout=0.0))
+    assert np.array_equal(no.params, MLP([3, 12, 2], seed=28, **kw).params)   # same start
+
+
+def test_dropout_validation():
+    with pytest.raises(ValueError, match="^dropout:"):
+        MLP([3, 4, 2], dropout=1.0)
+    with pytest.raises(ValueError, match=r"^dropout: expected one probability per hidden layer \(2\)"):
+        MLP([3, 4, 4, 2], dropout=[0.1])
+    with pytest.raises(ValueError, match=r"^dropout\[1\]:"):
+        MLP([3, 4, 4, 2], dropout=[0.1, -0.5])
+
+
+def test_estimators_dropout():
+    pytest.importorskip("sklearn")
+    from fastmlp import MLPClassifier, MLPRegressor
+    rng = np.random.default_rng(30)
+    X = rng.standard_normal((120, 5))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    kw = dict(hidden_layer_sizes=(16, 8), max_iter=15, random_state=0)
+    a = MLPClassifier(dropout=0.3, **kw).fit(X, y)
+    b = MLPClassifier(dropout=0.3, **kw).fit(X, y)
+    c = MLPClassifier(dropout=0.0, **kw).fit(X, y)
+    assert all(np.array_equal(p, q) for p, q in zip(a.coefs_, b.coefs_))
+    assert not np.array_equal(a.coefs_[0], c.coefs_[0])
+    assert np.array_equal(a.predict_proba(X), a.predict_proba(X))     # never drops
+    with pytest.raises(ValueError, match="^dropout: L-BFGS"):
+        MLPRegressor(solver="lbfgs", dropout=0.1).fit(X, y.astype(float))
+    with pytest.raises(ValueError, match="dropout"):
+        MLPRegressor(dropout=1.5).fit(X, y.astype(float))
+
+
+def test_torch_export_carries_dropout():
+    torch = pytest.importorskip("torch")
+    from fastmlp.export import from_torch, to_torch
+    net = MLP([3, 5, 4, 2], activation=["gelu", "relu"], dropout=[0.1, 0.0], seed=31)
+    seq = to_torch(net)
+    assert [type(m).__name__ for m in seq] == ["Linear", "GELU", "Dropout", "Linear", "ReLU", "Linear"]
+    back = from_torch(seq)
+    assert back.dropout == (0.1, 0.0) and np.array_equal(back.params, net.params)

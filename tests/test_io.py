@@ -19,6 +19,8 @@ DTYPES = [np.float32, np.float64]
 LOSSES = ["mse", "softmax_cross_entropy"]
 FIELDS = ["format_version", "layer_sizes", "activation", "loss", "dtype", "params",
           "output_activation", "optimizer", "hyper", "optimizer_state", "adam_steps"]
+# Written since dropout exists; files without them load with no dropout.
+OPTIONAL_FIELDS = ["dropout", "dropout_state"]
 
 
 # --------------------------------------------------------------------------------------
@@ -68,6 +70,8 @@ def good_fields(net=None):
         "hyper": np.array([net.l2, 0.9, 0.9, 0.999, 1e-8]),
         "optimizer_state": net.optimizer_state.copy(),
         "adam_steps": np.array(0, dtype=np.int64),
+        "dropout": np.array(0.0),
+        "dropout_state": np.array(7, dtype=np.uint64),
     }
 
 
@@ -153,7 +157,7 @@ def test_saved_file_is_plain_npz_without_pickles(tmp_path):
     net = trained_net()
     net.save(tmp_path / "m.npz")
     with np.load(tmp_path / "m.npz", allow_pickle=False) as z:
-        assert sorted(z.files) == sorted(FIELDS)
+        assert sorted(z.files) == sorted(FIELDS + OPTIONAL_FIELDS)
         assert int(z["format_version"]) == fio.FORMAT_VERSION
         assert z["params"].tobytes() == net.params.tobytes()
         assert all(z[k].dtype != object for k in z.files)
@@ -254,6 +258,16 @@ def test_load_missing_field(tmp_path, field):
     assert_load_rejected(path, match=field)
 
 
+def test_load_file_from_before_dropout(tmp_path):
+    path = write_npz(tmp_path / "m.npz", dropout=_DROP, dropout_state=_DROP)
+    assert fastmlp.load(path).dropout == 0.0
+    # dropout without its counter is a damaged file, not an old one
+    assert_load_rejected(write_npz(tmp_path / "n.npz", dropout_state=_DROP),
+                         match="dropout_state")
+    assert_load_rejected(write_npz(tmp_path / "o.npz", dropout=np.array([[0.1]])),
+                         match="dropout")
+
+
 @pytest.mark.parametrize("version", [
     np.array(0), np.array(2), np.array(-1), np.array(2**40), np.array(1.0), np.array("1"),
     np.array([1]), np.array(True),
@@ -341,7 +355,7 @@ class _Canary:
         return (os.makedirs, (self.path,))
 
 
-@pytest.mark.parametrize("field", FIELDS)
+@pytest.mark.parametrize("field", FIELDS + OPTIONAL_FIELDS)
 def test_load_object_array_is_not_unpickled(tmp_path, field):
     canary = tmp_path / "unpickled"
     obj = np.empty(1, dtype=object)

@@ -43,7 +43,8 @@ SMALL = dict(hidden_layer_sizes=(10,), random_state=0, max_iter=8)
 # What fastmlp adds to scikit-learn's estimators (README, "Beyond scikit-learn"): the
 # parameters with their defaults, fitted attributes, and the conformance checks that a
 # class_weight parameter brings in; everything else must be scikit-learn's.
-EXTRA_PARAMS = {"MLPClassifier": {"class_weight": None}, "MLPRegressor": {}}
+EXTRA_PARAMS = {"MLPClassifier": {"class_weight": None, "dropout": 0.0},
+                "MLPRegressor": {"dropout": 0.0}}
 EXTRA_ATTRIBUTES = {"validation_loss_curve_"}
 EXTRA_CHECKS = {"MLPClassifier": {"check_class_weight_classifiers"}, "MLPRegressor": set()}
 
