@@ -58,6 +58,13 @@ def make_classes(n=240, seed=0):
     return X, np.array(CLASSES)[k]
 
 
+def standardised(X, like=None):
+    """X with each column brought to mean 0 and variance 1 by the statistics of ``like``
+    (default X): what `fastmlp train` feeds the network."""
+    like = X if like is None else like
+    return (X - like.mean(axis=0)) / like.std(axis=0)
+
+
 def write_class_csv(path, X, names):
     # The target column sits between features: --target must pick it by name.
     write_csv(path, ["a", "label", "b", "c"],
@@ -119,11 +126,16 @@ def test_train_csv_with_string_labels_then_predict(classifier):
     model = fastmlp.load(folder / "model.npz")
     assert model.layer_sizes == (3, 16, 3) and model.loss_name == "softmax_cross_entropy"
 
+    # The statistics of the standardisation, saved as plain JSON numbers.
+    columns = meta["preprocessing"]["columns"]
+    np.testing.assert_allclose([c["center"] for c in columns], X.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose([c["scale"] for c in columns], X.std(axis=0), rtol=1e-12)
+
     proc = ok(run_cli("predict", "model.npz", "train.csv", "--out", "pred.csv", cwd=folder))
     header, rows = read_csv(folder / "pred.csv")
     predicted = np.array([row[0] for row in rows])
     assert header == ["prediction"] and len(rows) == len(X)
-    np.testing.assert_array_equal(predicted, np.array(CLASSES)[model.predict(X)])
+    np.testing.assert_array_equal(predicted, np.array(CLASSES)[model.predict(standardised(X))])
     accuracy = np.mean(predicted == names)
     assert accuracy > 0.85                           # chance is 1/3
     # The targets are in the file, so predict reports the same accuracy.
@@ -133,16 +145,18 @@ def test_train_csv_with_string_labels_then_predict(classifier):
 
 def test_predict_matches_columns_by_name_and_writes_probabilities(classifier):
     folder, X = classifier["folder"], classifier["X"]
-    # Columns reordered, target dropped, one extra column: features are found by name.
-    write_csv(folder / "new.csv", ["c", "extra", "b", "a"],
-              [[num(x[2]), "zzz", num(x[1]), num(x[0])] for x in X[:20]])
+    # New rows: columns reordered, no target column; features are found by name.
+    write_csv(folder / "new.csv", ["c", "b", "a"],
+              [[num(x[2]), num(x[1]), num(x[0])] for x in X[:20]])
     proc = ok(run_cli("predict", "model.npz", "new.csv", "--proba", cwd=folder))
     header, rows = read_csv_text(proc.stdout)
     assert header == ["prediction", "proba_cat", "proba_dog", "proba_emu"]
     model = fastmlp.load(folder / "model.npz")
+    inputs = standardised(X[:20], like=X)           # the training rows' statistics
     proba = np.array([[float(v) for v in row[1:]] for row in rows])
-    np.testing.assert_allclose(proba, model.predict_proba(X[:20]), rtol=1e-6, atol=1e-7)
-    assert [row[0] for row in rows] == list(np.array(CLASSES)[model.predict(X[:20])])
+    # float32 network; probabilities written in full: rounding of the float32 forward pass
+    np.testing.assert_allclose(proba, model.predict_proba(inputs), rtol=1e-6, atol=1e-7)
+    assert [row[0] for row in rows] == list(np.array(CLASSES)[model.predict(inputs)])
     assert "accuracy" not in proc.stderr             # no target column, no score
 
 
@@ -165,7 +179,8 @@ def test_train_npz_regression_then_predict(tmp_path):
     header, rows = read_csv(tmp_path / "pred.csv")
     assert header == ["prediction"]
     predicted = np.array([float(row[0]) for row in rows])
-    np.testing.assert_allclose(predicted, model.predict(X)[:, 0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(predicted, model.predict(standardised(X))[:, 0], rtol=1e-12,
+                               atol=1e-12)
     assert np.mean((predicted - y) ** 2) < 0.05 * np.var(y)   # it learned the function
 
 
@@ -180,7 +195,7 @@ def test_train_npy_with_numeric_labels_predicts_original_labels(tmp_path):
     _, rows = read_csv_text(proc.stdout)
     model = fastmlp.load(tmp_path / "model.npz")
     np.testing.assert_array_equal([row[0] for row in rows],
-                                  np.array(["10", "20", "40"])[model.predict(X)])
+                                  np.array(["10", "20", "40"])[model.predict(standardised(X))])
     assert "accuracy" in proc.stderr
 
 
@@ -208,7 +223,8 @@ def test_val_fraction_regression_reports_r2(tmp_path):
               [[num(a), num(b), num(a - b)] for a, b in X])
     proc = ok(run_cli("train", "r.csv", "--loss", "mse", "--epochs", "20",   # target: last
                       "--val-fraction", "0.2", cwd=tmp_path))
-    r2 = float(re.search(r"validation: R² (-?\d+\.\d+), MSE (\d+\.\d+)", proc.stdout).group(1))
+    r2 = float(re.search(r"validation: R² (-?\d+\.\d+), MAE \d+\.\d+, RMSE \d+\.\d+",
+                         proc.stdout).group(1))
     assert r2 > 0.5
 
 
