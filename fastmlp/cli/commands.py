@@ -116,8 +116,11 @@ def cmd_train(args) -> int:
 def _preprocessing_note(prep) -> str:
     """'; 2 text columns one-hot encoded (9 inputs), numbers standardised' and the like."""
     n_text = sum(c["kind"] == "text" for c in prep.columns)
-    notes = [f"{len(prep.columns) - n_text} numeric columns "
-             + ("standardised" if prep.scale else "not scaled (--no-scale)")]
+    n_numbers = len(prep.columns) - n_text
+    notes = []
+    if n_numbers:
+        notes.append(f"{n_numbers} numeric column{'s' * (n_numbers > 1)} "
+                     + ("standardised" if prep.scale else "not scaled (--no-scale)"))
     if n_text:
         notes.append(f"{n_text} text column{'s' * (n_text > 1)} one-hot encoded")
     if prep.impute:
