@@ -4,15 +4,17 @@ Mistakes a user can make — a missing or malformed file, an unknown column, dat
 not fit the model, a bad option value — end the command with one line on stderr,
 ``fastmlp: error: ...``, and exit status 2, never a traceback.
 
-tqdm (progress bars) and matplotlib (``--plot``) are optional: without tqdm, training
-prints one line per epoch instead of a bar; without matplotlib, ``--plot`` is refused
-before anything runs.
+tqdm (progress bars), matplotlib (``--plot``) and pyarrow (Parquet files) are optional:
+without tqdm, training prints one line per epoch instead of a bar; without matplotlib,
+``--plot`` is refused before anything runs; without pyarrow, a .parquet DATA is refused
+with the command that installs it.
 
 This module holds the argument parser and ``main``; the rest is in
 ``fastmlp.cli.commands`` (what each command does), ``fastmlp.cli.training`` (the epoch
 loop, its progress bar and the scores), ``fastmlp.cli.data`` (reading DATA, the
-targets, the model's sidecar JSON) and ``fastmlp.cli.demo`` (the demo's data and
-network).  Their public names are re-exported here, so ``fastmlp.cli.<name>`` works as it
+targets, the model's sidecar JSON), ``fastmlp.cli.preprocess`` (imputation, scaling and
+one-hot encoding of the features), ``fastmlp.cli.report`` (the validation report) and
+``fastmlp.cli.demo`` (the demo's data and network).  Their public names are re-exported here, so ``fastmlp.cli.<name>`` works as it
 did when the command was one module; the submodules import one another, never this
 package, so that importing any of them does not need the parser.
 """
@@ -29,19 +31,26 @@ import fastmlp
 from fastmlp import _validation as v
 from fastmlp.cli.commands import (cmd_bench, cmd_demo, cmd_predict, cmd_train,
                                   plot_losses)
-from fastmlp.cli.data import (CsvTable, encode_classes, label_names, label_values,
-                              load_prediction_data, load_training_data, read_sidecar,
-                              regression_targets, sidecar_path, write_sidecar)
+from fastmlp.cli.data import (MISSING_CELLS, Column, Table, encode_classes, label_names,
+                              label_values, load_prediction_data, load_training_data,
+                              read_sidecar, read_table, regression_targets, sidecar_path,
+                              write_sidecar)
 from fastmlp.cli.demo import EPOCHS as DEMO_EPOCHS, N_SAMPLES as DEMO_SAMPLES
-from fastmlp.cli.training import fit_epochs, rate, regression_scores, score
+from fastmlp.cli.preprocess import IMPUTE, Preprocessing
+from fastmlp.cli.report import (classification_report, confusion_matrix,
+                                format_classification_report, regression_scores)
+from fastmlp.cli.training import fit_epochs, rate, score
 
 __all__ = [
     "EXIT_USAGE", "build_parser", "main", "parse_layers",
     "cmd_bench", "cmd_demo", "cmd_predict", "cmd_train", "plot_losses",
-    "CsvTable", "encode_classes", "label_names", "label_values", "load_prediction_data",
-    "load_training_data", "read_sidecar", "regression_targets", "sidecar_path",
-    "write_sidecar",
-    "fit_epochs", "rate", "regression_scores", "score",
+    "MISSING_CELLS", "Column", "Table", "encode_classes", "label_names", "label_values",
+    "load_prediction_data", "load_training_data", "read_sidecar", "read_table",
+    "regression_targets", "sidecar_path", "write_sidecar",
+    "IMPUTE", "Preprocessing",
+    "classification_report", "confusion_matrix", "format_classification_report",
+    "regression_scores",
+    "fit_epochs", "rate", "score",
 ]
 
 EXIT_USAGE = 2
@@ -74,6 +83,15 @@ _positive_float = _argument(float, lambda v: np.isfinite(v) and v > 0, "a finite
 _fraction = _argument(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
 
 
+def parse_names(text: str) -> list[str]:
+    """``"region,zip"`` -> ["region", "zip"]: column names separated by commas."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected column names separated by commas, got "
+                                         f"{text!r}")
+    return names
+
+
 def parse_layers(text: str) -> list[int]:
     """``"256,128"`` -> [256, 128]; ``""`` or ``"none"`` -> [] (no hidden layer)."""
     if text.strip().lower() in ("", "none"):
@@ -91,25 +109,41 @@ def parse_layers(text: str) -> list[int]:
 
 _TRAIN_EPILOG = """\
 DATA formats:
-  .csv  a header row, then one row per sample; --target names the target column
-        (default: the last one); every other column is a numeric feature
-  .npz  features in array X, targets in array y (--target names another array)
-  .npy  a 2-D numeric array; --target is the index of the target column (default: -1)
+  .csv      a header row, then one row per sample; --target names the target column
+            (default: the last one); every other column is a feature
+  .parquet  the same, as a Parquet file (needs pyarrow: pip install "fastmlp[cli]")
+  .npz      features in array X, targets in array y (--target names another array)
+  .npy      a 2-D numeric array; --target is the index of the target column (default: -1)
+
+Features, as the network sees them (statistics from the training rows, kept in
+MODEL.json, applied again by `fastmlp predict`):
+  numbers   standardised to mean 0, variance 1 (--no-scale: as they are); a constant
+            column becomes 0
+  text      a column of words is one-hot encoded, one input per category of the
+            training rows; --categorical encodes columns of numbers so too (codes, zip
+            codes); a category not seen in training is all zeros, with a warning
+  missing   an empty cell (or %s; NaN in .npz/.npy; null in Parquet)
+            is an error unless --impute fills it (text: with its most frequent value)
 
 With --loss softmax_cross_entropy the targets are class labels of any kind (strings,
 numbers); they are numbered 0..k-1 in sorted order and their names are kept in
 MODEL.json next to the model, so that `fastmlp predict` writes them back.
 
+With --val-fraction, training ends with a report on the held-out rows: accuracy,
+per-class precision, recall and F1 and the confusion matrix, or R², MAE and RMSE.
+
 example:
   fastmlp train data.csv --target label --layers 64,32 --loss softmax_cross_entropy \\
       --epochs 20 --val-fraction 0.2 --out model.npz --plot loss.png
-"""
+""" % ", ".join(c for c in MISSING_CELLS if c)
 
 _PREDICT_EPILOG = """\
-DATA is read like `fastmlp train` reads it.  CSV columns are matched to the model's
-features by name (other columns, such as the target, are ignored); a .npy array may
-keep the target column the model was trained without.  If DATA also holds the targets,
-the score (accuracy, or R² and MSE) is printed on stderr.
+DATA is read like `fastmlp train` reads it, and transformed with the statistics saved
+in MODEL.json.  Table columns (.csv, .parquet) are matched to the model's features by
+name, in any order; the target column may be there or not; a feature missing from DATA,
+or any other column, is an error naming it.  A .npy array may keep the target column the
+model was trained without.  If DATA also holds the targets, the score (accuracy, or R²,
+MAE and RMSE) is printed on stderr.
 
 example:
   fastmlp predict model.npz data.csv --out predictions.csv
@@ -135,13 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     demo.set_defaults(func=cmd_demo)
 
-    train = sub.add_parser("train", help="train a network on a .csv, .npz or .npy file",
+    train = sub.add_parser("train", help="train a network on a .csv, .parquet, .npz or .npy "
+                                         "file",
                            description="Train a network on DATA and save it.",
                            epilog=_TRAIN_EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("data", metavar="DATA", help="training data: .csv, .npz or .npy")
+    train.add_argument("data", metavar="DATA",
+                       help="training data: .csv, .parquet, .npz or .npy")
     train.add_argument("--target", metavar="COL",
-                       help="target column (CSV name, .npy index) or .npz array name")
+                       help="target column (CSV/Parquet name, .npy index) or .npz array name")
     train.add_argument("--loss", required=True, choices=v.LOSSES,
                        help="mse for regression, softmax_cross_entropy for classification")
     train.add_argument("--layers", type=parse_layers, default=[64], metavar="SIZES",
@@ -162,14 +198,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0,
                        help="seeds the weights, the validation split and the shuffling "
                             "(default: %(default)s)")
+    train.add_argument("--no-scale", action="store_true",
+                       help="leave numeric features as they are (default: standardise them)")
+    train.add_argument("--categorical", type=parse_names, default=[], metavar="COLS",
+                       help="comma-separated columns to one-hot encode although they hold "
+                            "numbers (columns of text always are)")
+    train.add_argument("--impute", choices=IMPUTE,
+                       help="fill missing cells with the column's mean, median or most "
+                            "frequent value (default: a missing cell is an error)")
     train.add_argument("--val-fraction", type=_fraction, metavar="F",
-                       help="hold out this fraction of the rows and report the validation "
-                            "score after each epoch")
+                       help="hold out this fraction of the rows, report the validation "
+                            "score after each epoch and a full report at the end")
     train.add_argument("--out", default="model.npz", metavar="MODEL",
                        help="where to save the model (default: %(default)s; class names "
                             "and column names go to MODEL.json)")
     train.add_argument("--plot", metavar="PNG",
-                       help="write the loss curves to this image (needs matplotlib)")
+                       help="write the loss curves (and, for a classifier with "
+                            "--val-fraction, the confusion matrix) to this image "
+                            "(needs matplotlib)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
 
@@ -179,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                              epilog=_PREDICT_EPILOG,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     predict.add_argument("model", metavar="MODEL", help="a model saved by fastmlp (.npz)")
-    predict.add_argument("data", metavar="DATA", help=".csv, .npz or .npy")
+    predict.add_argument("data", metavar="DATA", help=".csv, .parquet, .npz or .npy")
     predict.add_argument("--out", default="-", metavar="CSV",
                          help="output file (default: standard output)")
     predict.add_argument("--proba", action="store_true",

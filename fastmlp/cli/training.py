@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 import fastmlp
+from fastmlp.cli.report import regression_scores
 
 
 # ---------------------------------------------------------------------- progress
@@ -91,19 +92,9 @@ def rate(samples: int, seconds: float) -> float:
 
 
 def score(net, X, y) -> list[tuple[str, float]]:
-    """[(name, value), ...]: accuracy for a classifier, R² and MSE for a regressor
+    """[(name, value), ...]: accuracy for a classifier, R², MAE and RMSE for a regressor
     (y: int labels, or (n, k) targets)."""
     pred = net.predict(X)
     if net.loss_name == "softmax_cross_entropy":
         return [("accuracy", float(np.mean(pred == y)))]
     return regression_scores(pred, np.asarray(y, dtype=np.float64).reshape(pred.shape))
-
-
-def regression_scores(pred, y) -> list[tuple[str, float]]:
-    """R² (mean over outputs, as scikit-learn's default) and MSE (mean over entries)."""
-    err = np.asarray(pred, dtype=np.float64) - y
-    ss_res = np.sum(err**2, axis=0)
-    ss_tot = np.sum((y - y.mean(axis=0))**2, axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.where(ss_res > 0, 0.0, 1.0))
-    return [("R²", float(np.mean(r2))), ("MSE", float(np.mean(err**2)))]
