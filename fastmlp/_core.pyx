@@ -84,6 +84,8 @@ ACT_CODES = {"identity": C_ACT_IDENTITY, "relu": C_ACT_RELU, "logistic": C_ACT_L
 # The activations a hidden layer may have (softmax and exp are output activations only).
 HIDDEN_ACTIVATIONS = ("relu", "tanh", "logistic", "identity", "leaky_relu", "elu", "gelu",
                       "silu", "softplus")
+# Those whose derivative needs the activation's input Z, not only its output.
+NEEDS_Z = tuple(name for name in HIDDEN_ACTIVATIONS if activation_needs_z(ACT_CODES[name]))
 LEAKY_RELU_NEGATIVE_SLOPE = LEAKY_RELU_SLOPE
 ELU_ALPHA_VALUE = ELU_ALPHA
 LOSS_CODES = {"mse": C_LOSS_MSE, "softmax_cross_entropy": C_LOSS_SOFTMAX_XENT,

@@ -171,12 +171,7 @@ def backprop_delta(D_next: ArrayLike, W_next: ArrayLike, A: ArrayLike,
                  f"A: expected shape {(n, W_next.shape[0])}, got {A.shape}")
     _shape_check(min(n, d_next, A.shape[1]) >= 1, "D_next, A: every dimension must be >= 1")
     _blas_sizes("D_next, A", n, d_next, A.shape[1])
-    Zc = None
-    if activation in _NEED_Z:
-        if Z is None:
-            raise ValueError(f"Z: the derivative of {activation!r} needs the layer's input Z")
-        Zc = _in("Z", Z, dt, 2)
-        _shape_check(Zc.shape == A.shape, f"Z: expected shape {A.shape}, got {Zc.shape}")
+    Zc = _z_input(activation, Z, A.shape, dt)
     D = _out("out", out, A.shape, dt)
     _no_overlap("out", D, {"D_next": D_next, "W_next": W_next, "A": A, "Z": Zc})
     _core.k_backprop_delta(D_next, W_next, A, D, activation, Zc)
@@ -311,8 +306,19 @@ def sgd_update(theta: np.ndarray, grad: ArrayLike, lr: float) -> np.ndarray:
 # scikit-learn's Poisson output, whose delta the loss gives directly).
 _ACTIVATIONS = ACTIVATIONS + ("softmax", "exp")
 _ACT_DERIVATIVES = ACTIVATIONS
-# Those whose derivative needs the activation's input Z, not only its output A.
-_NEED_Z = ("gelu", "silu")
+_NEED_Z = _core.NEEDS_Z
+
+
+def _z_input(kind: str, Z: ArrayLike | None, shape: tuple[int, ...],
+             dt: np.dtype) -> np.ndarray | None:
+    """The activation's input Z (shaped as its output) where its derivative needs it."""
+    if kind not in _NEED_Z:
+        return None
+    if Z is None:
+        raise ValueError(f"Z: the derivative of {kind!r} needs the activation's input Z")
+    Zc = _in("Z", Z, dt, 2)
+    _shape_check(Zc.shape == shape, f"Z: expected shape {shape}, got {Zc.shape}")
+    return Zc
 
 
 def _kind(kind: object, choices: tuple[str, ...]) -> str:
@@ -359,12 +365,7 @@ def activation_backward(kind: str, A: ArrayLike, D: ArrayLike,
     dt = _float_dtype("A", A)
     A, Dc = _in("A", A, dt, 2), _in("D", D, dt, 2)
     _shape_check(Dc.shape == A.shape, f"D: expected shape {A.shape}, got {Dc.shape}")
-    Zc = None
-    if kind in _NEED_Z:
-        if Z is None:
-            raise ValueError(f"Z: the derivative of {kind!r} needs the activation's input Z")
-        Zc = _in("Z", Z, dt, 2)
-        _shape_check(Zc.shape == A.shape, f"Z: expected shape {A.shape}, got {Zc.shape}")
+    Zc = _z_input(kind, Z, A.shape, dt)
     Delta = _out("out", out, A.shape, dt)
     _no_overlap("out", Delta, {"A": A, "Z": Zc})
     if Delta is not Dc:

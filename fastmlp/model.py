@@ -336,7 +336,7 @@ class MLP:
         activation = (self.activation if isinstance(self.activation, str)
                       else list(self.activation))
         return {"layer_sizes": list(self.layer_sizes), "activation": activation,
-                "loss": self.loss_name, "dtype": self.dtype.name,
+                "loss": self.loss_name, "dtype": str(self.dtype),
                 "output_activation": self.output_activation, "optimizer": self.optimizer,
                 "l2": self.l2, "momentum": self.hyper["momentum"],
                 "beta_1": self.hyper["beta1"], "beta_2": self.hyper["beta2"],

@@ -114,6 +114,10 @@ def test_softplus_and_elu_do_not_overflow():
     assert np.all(np.isfinite(E)) and E[0, 0] == -1.0
 
 
+def test_exactly_gelu_and_silu_need_z():
+    assert set(fastmlp._core.NEEDS_Z) == {"gelu", "silu"}
+
+
 @pytest.mark.parametrize("kind", ["gelu", "silu"])
 def test_derivatives_that_need_z_refuse_without_it(kind):
     Z = _Z(np.float64)

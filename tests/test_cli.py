@@ -611,6 +611,17 @@ def _has(module):
 
 # ---------------------------------------------------------------------- bad input
 TRAIN_CLASSES = ["train", "d.csv", "--target", "label", "--loss", "softmax_cross_entropy"]
+def test_train_with_per_layer_activations_and_dropout(tmp_path):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 3))
+    np.savez(tmp_path / "d.npz", X=X, y=np.sin(X[:, 0]) + X[:, 1])
+    ok(run_cli("train", "d.npz", "--loss", "mse", "--layers", "8,6", "--activation",
+               "gelu,silu", "--dropout", "0.1,0", "--epochs", "3", "--dtype", "float64",
+               "--out", "m.npz", cwd=tmp_path))
+    model = fastmlp.load(tmp_path / "m.npz")
+    assert model.activation == ("gelu", "silu") and model.dropout == (0.1, 0.0)
+
+
 BAD_INPUTS = {
     "missing file": ["train", "missing.csv", "--loss", "mse"],
     "missing column": ["train", "d.csv", "--target", "species", "--loss", "mse"],
@@ -628,6 +639,10 @@ BAD_INPUTS = {
     "bad layers": [*TRAIN_CLASSES, "--layers", "16,x"],
     "zero layer": [*TRAIN_CLASSES, "--layers", "16,0"],
     "bad lr": [*TRAIN_CLASSES, "--lr", "-1"],
+    "unknown activation": [*TRAIN_CLASSES, "--activation", "relu,swish"],
+    "activations per layer mismatch": [*TRAIN_CLASSES, "--layers", "8,8", "--activation",
+                                       "gelu,tanh,relu"],
+    "bad dropout": [*TRAIN_CLASSES, "--dropout", "1.5"],
     "bad val fraction": [*TRAIN_CLASSES, "--val-fraction", "1"],
     "unknown loss": ["train", "d.csv", "--loss", "hinge"],
     "out folder missing": [*TRAIN_CLASSES, "--out", "no/such/folder/m.npz"],

@@ -950,6 +950,7 @@ KERNEL_ARGS = {
     "sklearn_loss_delta": ([("P", "na"), ("Y", "na")], [("out", "na")]),
     "momentum_update": ([("theta", "a"), ("grad", "a"), ("velocity", "a")], []),
     "adam_update": ([("theta", "a"), ("grad", "a"), ("m", "a"), ("v", "a")], []),
+    "dropout_forward": ([("A", "na")], [("out", "na")]),
 }
 assert sorted(KERNEL_ARGS) == sorted(K.__all__), "a kernel is not fuzzed"
 
@@ -979,8 +980,27 @@ def fraction_ok(value) -> bool:
     return 0 <= float(value) < 1
 
 
+_GAMMA = 0x9E3779B97F4A7C15      # SplitMix64's increment
+
+
+def dropout_reference(A, p, state, dt):
+    """Inverted dropout with SplitMix64's output function on the counter state + i·γ,
+    written out in numpy's wrapping uint64 arithmetic: [A ⊙ mask, mask, next state]."""
+    z = np.uint64(state) + np.arange(1, A.size + 1, dtype=np.uint64) * np.uint64(_GAMMA)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    keep = float(to_dtype(np.float64(1 / (1 - p)), dt))
+    mask = np.where(u < p, 0.0, keep).reshape(A.shape)
+    return [A * mask, mask, (int(state) + A.size * _GAMMA) % 2**64]
+
+
 def kernel_reference(name, a):
     """float64 reference result(s) of kernel `name` on converted arguments `a`."""
+    if name == "dropout_forward":
+        return dropout_reference(a["A"], float(a["extra"]["p"]), int(a["extra"]["state"]),
+                                 a["dtype"])
     with np.errstate(all="ignore"):
         if name == "linear_forward":
             return [ref.linear_forward(a["A"], a["W"], a["b"])]
@@ -1104,6 +1124,8 @@ def kernel_oracle(name, args, outs, extra):
             shapes = {"out": (n, conv["W"].shape[1])}
         elif name in ("relu_forward", "softmax", "activation_forward"):
             shapes = {"out": conv["Z"].shape}
+        elif name == "dropout_forward":
+            shapes = {"out": conv["A"].shape}
         elif name in ("relu_backward", "activation_backward"):
             other = "dA" if name == "relu_backward" else "D"
             if conv[other].shape != conv["A"].shape:
@@ -1165,6 +1187,13 @@ def kernel_oracle(name, args, outs, extra):
     if name in WRITTEN:
         if not real_in_dtype(extra["lr"], dt):
             bad.add("lr")
+    if name == "dropout_forward":
+        if not fraction_ok(extra["p"]):
+            bad.add("p")
+        s = extra["state"]
+        if not (isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_))
+                and 0 <= int(s) < 2**64):
+            bad.add("state")
     if name == "momentum_update":
         if not real_in_dtype(extra["momentum"], dt):
             bad.add("momentum")
@@ -1222,7 +1251,7 @@ def overlap_bad(name, args, outs, extra):
         for k, a in ins.items():
             if not np.may_share_memory(out, a):
                 continue
-            if name in ("relu_forward", "softmax", "activation_forward"):
+            if name in ("relu_forward", "softmax", "activation_forward", "dropout_forward"):
                 continue
             if (name, k) in (("relu_backward", "dA"), ("activation_backward", "D")):
                 continue
@@ -1326,6 +1355,10 @@ def kernel_call(draw, name):
         extra["t"] = mostly([1, 2, 10**6, 2**63 - 1, np.int64(3)], [0, -1, 2**63, 1.0, True])
     if name == "sgd_update":
         extra["lr"] = draw(st.sampled_from(LR_VALUES))
+    if name == "dropout_forward":
+        extra["p"] = mostly([0.0, 0.2, 0.5, 0.999], [1.0, -0.1, np.nan, "0.5", None])
+        extra["state"] = mostly([0, 1, 12345, 2**64 - 1, np.uint64(7)],
+                                [-1, 2**64, 1.5, "3", None, True])
     return args, {k: v for k, v in outs.items() if v is not None}, extra
 
 
@@ -1391,6 +1424,9 @@ def test_fuzz_kernels(name):
             got = [result, args["m"], args["v"]]
         assert len(got) == len(want)
         for i, (g, w) in enumerate(zip(got, want)):
+            if isinstance(w, int):      # dropout's next counter
+                assert g == w, f"{name} result {i}"
+                continue
             if isinstance(w, float):
                 assert isinstance(g, float)
                 if name == "softmax_cross_entropy_loss_delta" and large_logits(
@@ -1417,7 +1453,9 @@ def test_fuzz_kernels(name):
             assert isinstance(g, np.ndarray) and g.dtype == conv["dtype"]
             assert_close(g, w, conv["dtype"], f"{name} result {i}")
         # results land in the given out arrays
-        for (o, _), g in zip(spec_out, got[-len(spec_out):] if spec_out else []):
+        # (the outputs come last, but for dropout_forward, whose mask and state follow)
+        landed = got[:len(spec_out)] if name == "dropout_forward" else got[-len(spec_out):]
+        for (o, _), g in zip(spec_out, landed if spec_out else []):
             if o in outs:
                 assert g is outs[o]
         if name in WRITTEN:

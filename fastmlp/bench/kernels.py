@@ -157,6 +157,10 @@ def cases(n: int, d_in: int, d_out: int, k: int,
                             np_momentum),
         "adam_update": (lambda: fk.adam_update(theta, grad, m, v, 1e-6, 0.9, 0.999, 1e-8, 1),
                         np_adam),
+        # a training step's dropout of one hidden layer: draw a mask, scale, multiply
+        "dropout_forward": (lambda: fk.dropout_forward(relu_A, 0.2, 12345, out=out),
+                            lambda: np.multiply(relu_A, (rng.random(relu_A.shape) >= 0.2)
+                                                / dtype.type(0.8), out=out)),
     }
 
 

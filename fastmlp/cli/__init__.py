@@ -92,6 +92,30 @@ def parse_names(text: str) -> list[str]:
     return names
 
 
+def parse_activations(text: str) -> str | list[str]:
+    """``"gelu"`` -> "gelu" (every hidden layer); ``"gelu,tanh"`` -> one per hidden layer."""
+    names = [name.strip() for name in text.split(",")]
+    bad = [name for name in names if name not in v.ACTIVATIONS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(v.ACTIVATIONS)}, or one per hidden layer separated "
+            f"by commas, got {bad[0]!r}")
+    return names[0] if len(names) == 1 else names
+
+
+def parse_dropout(text: str) -> float | list[float]:
+    """``"0.2"`` -> 0.2 (every hidden layer); ``"0.2,0"`` -> one per hidden layer."""
+    try:
+        rates = [float(p) for p in text.split(",")]
+    except ValueError:
+        rates = [-1.0]
+    if not all(0 <= p < 1 for p in rates):
+        raise argparse.ArgumentTypeError(
+            f"expected a probability in [0, 1), or one per hidden layer separated by "
+            f"commas, got {text!r}")
+    return rates[0] if len(rates) == 1 else rates
+
+
 def parse_layers(text: str) -> list[int]:
     """``"256,128"`` -> [256, 128]; ``""`` or ``"none"`` -> [] (no hidden layer)."""
     if text.strip().lower() in ("", "none"):
@@ -183,8 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--layers", type=parse_layers, default=[64], metavar="SIZES",
                        help="hidden-layer sizes, comma-separated, or 'none' (default: 64); "
                             "input and output sizes come from the data")
-    train.add_argument("--activation", choices=v.ACTIVATIONS, default="relu",
-                       help="hidden-layer activation (default: %(default)s)")
+    train.add_argument("--activation", type=parse_activations, default="relu",
+                       metavar="NAME[,NAME…]",
+                       help=f"hidden-layer activation, one of {', '.join(v.ACTIVATIONS)}, or "
+                            "one per hidden layer (default: %(default)s)")
+    train.add_argument("--dropout", type=parse_dropout, default=0.0, metavar="P[,P…]",
+                       help="dropout probability of the hidden layers during training, or "
+                            "one per hidden layer (default: 0)")
     train.add_argument("--optimizer", choices=v.OPTIMIZERS, default="sgd",
                        help="default: %(default)s")
     train.add_argument("--l2", type=float, default=0.0, help="L2 penalty (default: 0)")

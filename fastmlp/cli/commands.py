@@ -80,7 +80,8 @@ def cmd_train(args) -> int:
     X = prep.transform(table)
     sizes = [prep.width, *args.layers, n_out]
     net = fastmlp.MLP(sizes, loss=args.loss, activation=args.activation, dtype=args.dtype,
-                      optimizer=args.optimizer, l2=args.l2, seed=args.seed)
+                      optimizer=args.optimizer, l2=args.l2, seed=args.seed,
+                      dropout=args.dropout)
     val = None
     if val_rows is not None:
         X_val = np.ascontiguousarray(prep.transform(val_table), dtype=net.dtype)
