@@ -184,13 +184,14 @@ cdef class Layout:
     cdef readonly Py_ssize_t n_layers, n_params, hidden_width, max_width, largest_weight
     cdef cnp.ndarray c_dims, c_w_off, c_b_off   # intp copies the passes read
 
-    def __cinit__(self, dims):
+    def __cinit__(self, dims, str name="dims"):
+        # name: the argument the widths came from, for the messages
         dims = tuple(int(d) for d in dims)
         if not 2 <= len(dims) <= MAX_LAYERS + 1:
-            raise ValueError(f"dims: expected 2 to {MAX_LAYERS + 1} layer widths, "
+            raise ValueError(f"{name}: expected 2 to {MAX_LAYERS + 1} layer widths, "
                              f"got {len(dims)}")
         if not all(1 <= d <= BLAS_MAX for d in dims):
-            raise ValueError(f"dims: every layer width must be in [1, {BLAS_MAX}]")
+            raise ValueError(f"{name}: every layer width must be in [1, {BLAS_MAX}]")
         cdef Py_ssize_t L = len(dims) - 1      # (no negative indices: wraparound is off)
         w_off, b_off, off = [], [], 0
         for d_in, d_out in zip(dims[:L], dims[1:]):
@@ -200,7 +201,7 @@ cdef class Layout:
             off += d_out
         # Py_ssize_t arithmetic in the passes: refuse what no memory could hold anyway.
         if off >= 2**62:
-            raise ValueError(f"dims: {off} parameters exceed any addressable buffer")
+            raise ValueError(f"{name}: {off} parameters exceed any addressable buffer")
         self.dims, self.w_off, self.b_off = dims, tuple(w_off), tuple(b_off)
         self.n_layers = L
         self.n_params = off

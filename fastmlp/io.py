@@ -226,7 +226,7 @@ def load(path: PathLike, build: Callable[..., Model]) -> Model:
             if stored_sizes.ndim != 1 or stored_sizes.dtype.kind not in "iu":
                 raise ValueError("file: layer_sizes must be a 1-D integer array")
             sizes = v.check_layer_sizes([int(s) for s in stored_sizes])
-            n_params = _core.Layout(sizes).n_params
+            n_params = _core.Layout(sizes, "file").n_params
             if n_params > MAX_PARAMS:
                 raise ValueError(f"file: declares {n_params} parameters, over the limit")
             dtype = v.check_dtype(_scalar_str(z, "dtype"))

@@ -116,7 +116,7 @@ class MLP:
         self.optimizer: str = optimizer
         self.l2: float = l2
         self.hyper: dict[str, float] = {"momentum": momentum, "beta1": beta_1, "beta2": beta_2, "eps": epsilon}
-        self._layout: _core.Layout = _core.Layout(sizes)
+        self._layout: _core.Layout = _core.Layout(sizes, "layer_sizes")
         n_params = self._layout.n_params
         n_state = self._layout.state_size(optimizer)
         # Refused before anything is allocated: parameters, gradient, optimizer state and
@@ -133,7 +133,8 @@ class MLP:
         self.weights, self.biases = self._flat.weights, self._flat.biases
         for l, W in enumerate(self.weights):
             # The output layer follows the last hidden layer's rule.
-            act = acts if isinstance(acts, str) else acts[min(l, len(acts) - 1)]
+            act = (acts if isinstance(acts, str) else acts[min(l, len(acts) - 1)] if acts
+                   else "relu")    # no hidden layer: as the default activation
             fan = W.shape[0] if act in v.HE_ACTIVATIONS else W.shape[0] + W.shape[1]
             W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / fan)
         self._engine, self._grad = self._flat.engine(acts, output_activation, loss, l2)

@@ -39,12 +39,16 @@ from collections import Counter
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, note, settings
+from scipy import special
 from hypothesis import strategies as st
 
 import fastmlp
 import reference as ref
 from fastmlp import DivergenceError, MLP
 from fastmlp import kernels as K
+
+NEW_ACTIVATIONS = ("leaky_relu", "elu", "gelu", "silu", "softplus")
+ACTIVATIONS = ("relu", "tanh", "logistic", "identity") + NEW_ACTIVATIONS
 
 # Converting float64 data that overflows float32 warns (the values then fail the
 # finiteness check); that warning is numpy's, expected here.
@@ -297,12 +301,30 @@ def huge(values, dtype) -> bool:
 def _g(act, Z):
     with np.errstate(all="ignore"):
         return {"relu": lambda z: np.where(z < 0, 0.0, z), "tanh": np.tanh,
-                "logistic": lambda z: 1 / (1 + np.exp(-z)), "identity": lambda z: z}[act](Z)
+                "logistic": lambda z: 1 / (1 + np.exp(-z)), "identity": lambda z: z,
+                "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),
+                "elu": lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0))),
+                "gelu": lambda z: z * 0.5 * special.erfc(-z / np.sqrt(2)),
+                "silu": lambda z: z * special.expit(z),
+                "softplus": lambda z: np.logaddexp(0, z)}[act](Z)
 
 
-def _g_prime(act, A):
-    return {"relu": lambda a: (a > 0).astype(np.float64), "tanh": lambda a: 1 - a * a,
-            "logistic": lambda a: a * (1 - a), "identity": np.ones_like}[act](A)
+def _g_prime(act, A, Z):
+    """g'(Z) of a layer with output A = g(Z) (written through A where the core does)."""
+    with np.errstate(all="ignore"):
+        return {"relu": lambda: (A > 0).astype(np.float64), "tanh": lambda: 1 - A * A,
+                "logistic": lambda: A * (1 - A), "identity": lambda: np.ones_like(A),
+                "leaky_relu": lambda: np.where(A > 0, 1.0, 0.01),
+                "elu": lambda: np.where(A > 0, 1.0, A + 1),
+                "softplus": lambda: -np.expm1(-A),
+                "gelu": lambda: 0.5 * special.erfc(-Z / np.sqrt(2))
+                + Z * np.exp(-0.5 * Z * Z) / np.sqrt(2 * np.pi),
+                "silu": lambda: special.expit(Z) * (1 + Z * (1 - special.expit(Z)))}[act]()
+
+
+def _hidden(net, l):
+    """The activation of hidden layer l."""
+    return net.activation if isinstance(net.activation, str) else net.activation[l]
 
 
 def xent_ref(logits, T):
@@ -326,7 +348,7 @@ def ref_forward(net, X):
     with np.errstate(all="ignore"):
         for l, (W, b) in enumerate(zip(net.weights, net.biases)):
             Z = A @ W.astype(np.float64) + b.astype(np.float64)
-            A = _g(net.activation if l < L - 1 else net.output_activation, Z)
+            A = _g(_hidden(net, l) if l < L - 1 else net.output_activation, Z)
     return A
 
 
@@ -338,14 +360,14 @@ def ref_loss_grad(net, X, T):
     bs = [b.astype(np.float64) for b in net.biases]
     L, n = len(Ws), X.shape[0]
     with np.errstate(all="ignore"):
-        acts = [X]
+        acts, zs = [X], [None]
         for l in range(L):
-            acts.append(_g(net.activation if l < L - 1 else net.output_activation,
-                           acts[-1] @ Ws[l] + bs[l]))
+            zs.append(acts[-1] @ Ws[l] + bs[l])
+            acts.append(_g(_hidden(net, l) if l < L - 1 else net.output_activation, zs[-1]))
         out = acts[-1]
         if net.loss_name == "mse":
             loss = float(((out - T) ** 2).sum() / n)
-            D = 2.0 / n * (out - T) * _g_prime(net.output_activation, out)
+            D = 2.0 / n * (out - T) * _g_prime(net.output_activation, out, zs[-1])
         else:
             loss, D = xent_ref(out, T)
         loss += 0.5 * net.l2 * sum(float((W * W).sum()) for W in Ws) / n
@@ -354,7 +376,7 @@ def ref_loss_grad(net, X, T):
             dW = acts[l].T @ D + net.l2 / n * Ws[l]
             grads[l] = np.concatenate([dW.ravel(), D.sum(axis=0)])
             if l > 0:
-                D = (D @ Ws[l].T) * _g_prime(net.activation, acts[l])
+                D = (D @ Ws[l].T) * _g_prime(_hidden(net, l - 1), acts[l], zs[l])
     return loss, np.concatenate(grads), [out] + acts
 
 
@@ -460,10 +482,16 @@ def model_configs(draw):
     loss = draw(st.sampled_from(["mse", "mse", "softmax_cross_entropy"]))
     if loss == "softmax_cross_entropy":
         sizes[-1] = max(sizes[-1], 2)
+    if draw(st.integers(0, 3)):       # one hidden activation, or one per hidden layer
+        activation = draw(st.sampled_from(["relu", "relu", "tanh", "logistic", "identity"]
+                                          + list(NEW_ACTIVATIONS)))
+    else:
+        activation = tuple(draw(st.lists(st.sampled_from(ACTIVATIONS), min_size=n_layers - 1,
+                                         max_size=n_layers - 1)))
     return dict(
         layer_sizes=sizes, loss=loss,
         dtype=draw(st.sampled_from([np.float32, np.float64])),
-        activation=draw(st.sampled_from(["relu", "relu", "tanh", "logistic", "identity"])),
+        activation=activation,
         output_activation=("identity" if loss != "mse" else
                            draw(st.sampled_from(["identity"] * 3 + ["logistic", "tanh",
                                                                     "relu"]))),
@@ -866,8 +894,7 @@ BAD_FRACTIONS = [1.0, -0.1, np.nan, True, "0.5", None, 10**400]
 def test_fuzz_constructor():
     @fuzz("constructor", 500)
     @given(sizes=layer_sizes_arg(),
-           activation=mostly(["relu", "tanh", "logistic", "identity"],
-                             ["RELU", "softmax", "", None, 1], 92),
+           activation=mostly(list(ACTIVATIONS), ["RELU", "softmax", "swish", "", None, 1], 92),
            loss=mostly(["mse", "softmax_cross_entropy"], ["MSE", "sk_log_loss", None], 92),
            dtype=mostly([np.float32, np.float64, "float32", "f8"],
                         [np.float16, int, "complex64", "nonsense", None, object, ">f8",
@@ -880,13 +907,14 @@ def test_fuzz_constructor():
            momentum=mostly(GOOD_FRACTIONS, BAD_FRACTIONS, 92),
            beta_1=mostly(GOOD_FRACTIONS, BAD_FRACTIONS, 92),
            beta_2=mostly(GOOD_FRACTIONS, BAD_FRACTIONS, 92),
-           epsilon=mostly([1e-8, 1.0], [0.0, -1e-8, np.inf, np.nan, True, "1e-8"], 92))
+           epsilon=mostly([1e-8, 1.0], [0.0, -1e-8, np.inf, np.nan, True, "1e-8"], 92),
+           dropout=mostly(GOOD_FRACTIONS, BAD_FRACTIONS, 92))
     def prop(sizes, activation, loss, dtype, seed, output_activation, optimizer, l2,
-             momentum, beta_1, beta_2, epsilon):
+             momentum, beta_1, beta_2, epsilon, dropout):
         s_dtype, dt = check_dtype(dtype)
         bad = {}
         bad["layer_sizes"] = check_sizes(sizes, loss, s_dtype is None, dt, optimizer)
-        bad["activation"] = check_choice(activation, ("relu", "tanh", "logistic", "identity"))
+        bad["activation"] = check_choice(activation, ACTIVATIONS)
         bad["loss"] = check_choice(loss, ("mse", "softmax_cross_entropy"))
         bad["output_activation"] = check_choice(output_activation,
                                                 ("identity", "logistic", "tanh", "relu"))
@@ -900,10 +928,12 @@ def test_fuzz_constructor():
         bad["beta_1"] = check_fraction(beta_1)
         bad["beta_2"] = check_fraction(beta_2)
         bad["epsilon"] = check_real(epsilon)
+        bad["dropout"] = check_fraction(dropout)
         bad = {k: v for k, v in bad.items() if v}
         kw = dict(activation=activation, loss=loss, dtype=dtype, seed=seed,
                   output_activation=output_activation, optimizer=optimizer, l2=l2,
-                  momentum=momentum, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
+                  momentum=momentum, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                  dropout=dropout)
         tracemalloc.start()
         try:
             net = MLP(sizes, **kw)

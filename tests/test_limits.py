@@ -417,3 +417,13 @@ def test_load_refuses_a_model_over_the_limit(tmp_path, limit):
         fastmlp.load(tmp_path / "m.npz")
     limit(8 * GIB)
     assert fastmlp.load(tmp_path / "m.npz").params.tobytes() == net.params.tobytes()
+
+
+def test_astronomical_layer_sizes_are_refused_naming_layer_sizes():
+    """Widths each within BLAS's range whose product no memory could hold: refused by the
+    layout itself, and still named as the constructor's argument."""
+    w = 2**31 - 1
+    with pytest.raises(ValueError, match="^layer_sizes:"):
+        MLP([w, w, w])
+    with pytest.raises(ValueError, match="^layer_sizes:"):
+        MLP([3, 2**20, 2**20])
