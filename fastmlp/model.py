@@ -18,6 +18,12 @@ from fastmlp._progress import EpochProgress
 from fastmlp.errors import DivergenceError
 
 
+# The names config() and save write.  Literal strings, not dtype.name: numpy builds that
+# string anew (in Python) on each access, and tracemalloc saw such strings pile up (boundedly,
+# but past tests/test_leaks.py's slack) when each saved model carried a fresh one.
+_DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+
+
 class MLP:
     """A multilayer perceptron trained by minibatch gradient descent.
 
@@ -337,7 +343,7 @@ class MLP:
         activation = (self.activation if isinstance(self.activation, str)
                       else list(self.activation))
         return {"layer_sizes": list(self.layer_sizes), "activation": activation,
-                "loss": self.loss_name, "dtype": str(self.dtype),
+                "loss": self.loss_name, "dtype": _DTYPE_NAMES[self.dtype],
                 "output_activation": self.output_activation, "optimizer": self.optimizer,
                 "l2": self.l2, "momentum": self.hyper["momentum"],
                 "beta_1": self.hyper["beta1"], "beta_2": self.hyper["beta2"],
