@@ -874,6 +874,11 @@ cdef class Engine:
                 self.scratch.pre[l] = base + off * self.isz
                 self.scratch.masks[l] = base + (off + n * self.net.dims[l + 1]) * self.isz
                 off += 2 * n * self.net.dims[l + 1]
+        # train_bytes counts these buffers, the loops above lay them out: one fact in two
+        # forms, so a disagreement is caught here instead of writing past the workspace.
+        if off * self.isz != nbytes:
+            raise RuntimeError(f"workspace layout: {off * self.isz} bytes laid out, "
+                               f"{nbytes} counted")
         self.cap = n
 
     cdef double _check_batch(self, object X, object Y, object labels, object sw) except -1:

@@ -34,14 +34,6 @@ _ONNX_ACTIVATION = {"relu": ("Relu", {}), "tanh": ("Tanh", {}), "logistic": ("Si
 _GELU_OPSET = 20      # the first opset with a Gelu operator
 
 
-def _layer_activations(net: MLP) -> list[str]:
-    """The activation after each layer, the output's last."""
-    hidden = net.activation
-    n_hidden = len(net.layer_sizes) - 2
-    names = [hidden] * n_hidden if isinstance(hidden, str) else list(hidden)
-    return names + [net.output_activation]
-
-
 def _onnx_activation(helper, act: str, z: str, a: str, i: int, opset: int,
                      dtype: np.dtype, inits: list) -> list:
     """Nodes computing ``a = act(z)`` for layer i (identity never comes here)."""
@@ -156,7 +148,8 @@ def to_onnx(net: MLP, path, *, opset: int | None = None):
     nodes, inits = [], []
     x = "input"
     layers = _snapshot(net)
-    for i, ((W, b), act) in enumerate(zip(layers, _layer_activations(net)), start=1):
+    # (the compiled network's per-layer names: one name expanded, the output's last)
+    for i, ((W, b), act) in enumerate(zip(layers, net._network.activations), start=1):
         last = i == len(layers)
         inits.append(numpy_helper.from_array(W, name=f"W{i}"))
         inits.append(numpy_helper.from_array(b, name=f"b{i}"))
@@ -231,9 +224,8 @@ def to_torch(net: MLP):
     dtype = torch.float64 if net.dtype == np.float64 else torch.float32
     modules = []
     layers = _snapshot(net)
-    n_hidden = len(layers) - 1
-    rates = [net.dropout] * n_hidden if isinstance(net.dropout, float) else list(net.dropout)
-    for l, ((W, b), act) in enumerate(zip(layers, _layer_activations(net))):
+    rates = net._engine.dropout          # one per hidden layer
+    for l, ((W, b), act) in enumerate(zip(layers, net._network.activations)):
         lin = nn.Linear(W.shape[0], W.shape[1], dtype=dtype)
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(W.T))
@@ -242,7 +234,7 @@ def to_torch(net: MLP):
         if act != "identity":
             cls, kwargs = acts[act]
             modules.append(cls(**kwargs))
-        if l < n_hidden and rates[l] > 0:
+        if l < len(rates) and rates[l] > 0:
             modules.append(nn.Dropout(rates[l]))
     return nn.Sequential(*modules)
 

@@ -7,7 +7,10 @@ helpers such as `reference.py` import by name.
 """
 import os
 import pathlib
+import subprocess
 import sys
+
+import pytest
 
 _TESTS = pathlib.Path(__file__).resolve().parent
 _ROOT = _TESTS.parent
@@ -27,3 +30,17 @@ if os.environ.get("FASTMLP_ALLOW_INPLACE") != "1" and \
 
 def pytest_report_header(config):
     return f"fastmlp {fastmlp.__version__} from {pathlib.Path(fastmlp.__file__).parent}"
+
+
+@pytest.fixture
+def python_prints_ok(tmp_path):
+    """Run `code` in a fresh interpreter (from tmp_path, without PYTHONPATH) and assert that
+    it exits cleanly printing exactly "ok": for what must be seen in a new process, such as
+    an import that is hidden or absent."""
+    def run(code: str) -> None:
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                             env=dict(os.environ, PYTHONPATH=""), capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "ok"
+    return run

@@ -7,10 +7,7 @@ errors, verbose output, the optional import, and fastmlp's divergence handling.
 import copy
 import inspect
 import io
-import os
 import pickle
-import subprocess
-import sys
 import warnings
 from contextlib import redirect_stdout
 
@@ -339,7 +336,7 @@ def test_verbose_output_matches_sklearn():
 
 
 # ------------------------------------------------------------------ optional dependency
-def test_lazy_import_without_sklearn(tmp_path):
+def test_lazy_import_without_sklearn(python_prints_ok):
     code = (
         "import sys\n"
         "sys.modules['sklearn'] = None  # as if scikit-learn were not installed\n"
@@ -360,11 +357,7 @@ def test_lazy_import_without_sklearn(tmp_path):
         "else:\n"
         "    raise AssertionError('expected ImportError')\n"
         "print('ok')\n")
-    env = dict(os.environ, PYTHONPATH="")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    python_prints_ok(code)
 
 
 def test_lazy_import_with_sklearn():

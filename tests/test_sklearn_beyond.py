@@ -6,10 +6,7 @@
 - scikit-learn's callback API (1.9): stopping, task bookkeeping, ProgressBar and
   ScoringMonitor, and the import without it.
 """
-import os
 import pickle
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -356,7 +353,7 @@ def test_callbacks_survive_clone_and_reject_non_callbacks():
         est.set_callbacks(object())
 
 
-def test_without_sklearns_callback_api(tmp_path):
+def test_without_sklearns_callback_api(python_prints_ok):
     # scikit-learn < 1.9: the estimators import and fit, and have no set_callbacks.
     # (scikit-learn 1.9 imports its callback module itself, so it is hidden only from
     # what imports it after scikit-learn's own modules are loaded.)
@@ -373,8 +370,4 @@ def test_without_sklearns_callback_api(tmp_path):
         "est.fit(X, y)\n"
         "assert est.n_iter_ == 3 and len(est.validation_loss_curve_) == 3\n"
         "print('ok')\n")
-    env = dict(os.environ, PYTHONPATH="")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    python_prints_ok(code)
