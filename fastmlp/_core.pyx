@@ -39,7 +39,9 @@ import numpy as np
 
 from fastmlp.errors import DivergenceError
 
-from fastmlp._blas cimport DGEMM, DGEMV, DGER, SGEMM, SGEMV, SGER, blas_table, gemm, ger
+from fastmlp._blas cimport (BLAS_LIBS, DGEMM, DGEMV, DGER, FLOPS_PER_THREAD, SGEMM, SGEMV,
+                            SGER, blas_active, blas_libs, blas_serial, call_begin, call_end,
+                            get_threads_t, gemm, ger, set_threads_t, thread_limit)
 from fastmlp._fmath cimport all_finite, labels_in_range, max_abs
 from fastmlp._layers cimport (C_ACT_ELU, C_ACT_EXP, C_ACT_GELU, C_ACT_IDENTITY,
                               C_ACT_LEAKY_RELU, C_ACT_LOGISTIC, C_ACT_RELU, C_ACT_SILU,
@@ -101,22 +103,73 @@ STATE_VECTORS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}
 # BLAS table
 # --------------------------------------------------------------------------------------
 
-def _set_blas(size_t s_gemm=0, size_t d_gemm=0, size_t s_gemv=0, size_t d_gemv=0,
-              size_t s_ger=0, size_t d_ger=0):
-    """Point the core at BLAS routines by address (0: scipy's); used by fastmlp.blas only.
+def _set_blas(int slot, tuple addresses=(), bint ilp64=False, tuple threads=(),
+              bint serial=False):
+    """Make the core call the BLAS library in table ``slot`` (0: scipy's cython_blas);
+    used by fastmlp.blas only.  With ``serial``, make it the library of the products too
+    small for two threads instead (slot -1: none, all products go to the active one).
 
-    The addresses must be the Fortran-interface routines (LP64) of a library that stays
-    loaded for the life of the process; fastmlp.blas resolves and checks them.
+    ``addresses``, if given, first fill that table: the Fortran-interface sgemm, dgemm,
+    sgemv, dgemv, sger and dger of a library that stays loaded for the life of the process,
+    taking 64-bit integers if ``ilp64`` else 32-bit ones, and ``threads``, for a library
+    only fastmlp calls, the addresses of its ``void set(int)`` and ``int get(void)``
+    thread-count functions (the core then picks each call's thread count).  fastmlp.blas
+    resolves and checks them.  The table in use is never refilled, so a step running in
+    another thread always calls one whole library.
     """
-    blas_table[SGEMM] = <void*>s_gemm if s_gemm else <void*>sgemm
-    blas_table[DGEMM] = <void*>d_gemm if d_gemm else <void*>dgemm
-    blas_table[SGEMV] = <void*>s_gemv if s_gemv else <void*>sgemv
-    blas_table[DGEMV] = <void*>d_gemv if d_gemv else <void*>dgemv
-    blas_table[SGER] = <void*>s_ger if s_ger else <void*>sger
-    blas_table[DGER] = <void*>d_ger if d_ger else <void*>dger
+    global blas_active, blas_serial
+    cdef int i
+    if serial and slot == -1:
+        blas_serial = NULL
+        return
+    if not 0 <= slot < BLAS_LIBS:
+        raise ValueError(f"slot: expected 0 to {BLAS_LIBS - 1}, got {slot}")
+    if addresses:
+        if slot == 0 or len(addresses) != 6 or 0 in addresses:
+            raise ValueError("addresses: expected six nonzero routine addresses for a slot > 0")
+        if threads and (len(threads) != 2 or 0 in threads):
+            raise ValueError("threads: expected the addresses of a setter and a getter")
+        if blas_active == &blas_libs[slot] or blas_serial == &blas_libs[slot]:
+            raise ValueError(f"slot: table {slot} is in use and cannot be refilled")
+        for i in range(6):
+            blas_libs[slot].fn[i] = <void*><size_t>addresses[i]
+        blas_libs[slot].ilp64 = ilp64
+        blas_libs[slot].set_threads = <set_threads_t><size_t>threads[0] if threads else NULL
+        blas_libs[slot].get_threads = <get_threads_t><size_t>threads[1] if threads else NULL
+    elif blas_libs[slot].fn[0] == NULL:
+        raise ValueError(f"slot: table {slot} was never filled")
+    if serial:
+        blas_serial = &blas_libs[slot]
+    else:
+        blas_active = &blas_libs[slot]
 
 
-_set_blas()
+# Work (floating-point operations) per BLAS thread; see _blas.pxd.
+FLOPS_PER_THREAD_MIN = FLOPS_PER_THREAD
+
+
+def get_thread_limit():
+    """The most threads the core's BLAS calls use (see fastmlp.threads)."""
+    return thread_limit
+
+
+def set_thread_limit(int n):
+    """Set the most threads the core's BLAS calls use; ``n`` >= 1 (see fastmlp.threads)."""
+    global thread_limit
+    if n < 1:
+        raise ValueError(f"n: expected a positive number of threads, got {n}")
+    thread_limit = n
+
+
+blas_libs[0].fn[SGEMM] = <void*>sgemm
+blas_libs[0].fn[DGEMM] = <void*>dgemm
+blas_libs[0].fn[SGEMV] = <void*>sgemv
+blas_libs[0].fn[DGEMV] = <void*>dgemv
+blas_libs[0].fn[SGER] = <void*>sger
+blas_libs[0].fn[DGER] = <void*>dger
+blas_libs[0].ilp64 = False
+blas_libs[0].set_threads = NULL
+blas_libs[0].get_threads = NULL
 
 
 # --------------------------------------------------------------------------------------
@@ -700,6 +753,7 @@ cdef class Network:
             else:
                 ok = all_finite[float](<const float*>xp, n * d0)
             start = 0
+            call_begin()
             while ok and start < n:
                 rows = min(chunk, n - start)
                 s.acts[L - 1] = op + start * dL * isz
@@ -710,6 +764,7 @@ cdef class Network:
                     forward_pass[float](&self.net, <const float*>tp,
                                         <const float*>xp + start * d0, rows, &s, False)
                 start += rows
+            call_end()
         if not ok:
             raise ValueError("X: contains NaN or infinity")
         return out
@@ -935,11 +990,14 @@ cdef class Engine:
         cdef int status
         if b.n > self.cap:
             self._reserve(b.n)
+        # A call, for the thread count shared among calls running at once (_blas.pxd).
+        call_begin()
         if b.n * self.net.n_params > 200000:
             with nogil:
                 status = self._step(b, lr, update, True, &loss)
         else:
             status = self._step(b, lr, update, True, &loss)
+        call_end()
         if status != OK:
             _raise_status(status, loss, self.net.dims[self.net.n_layers])
         return loss
@@ -1081,6 +1139,7 @@ cdef class Engine:
         if sample_weight is not None:
             wp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
         with nogil:
+            call_begin()
             start = 0
             while start < n:
                 rows = batch_size if start + batch_size <= n else n - start
@@ -1116,6 +1175,7 @@ cdef class Engine:
                 total += loss * rows
                 start += rows
                 step += 1
+            call_end()
         return total, status, step
 
     def forward(self, X, out):
