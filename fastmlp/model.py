@@ -187,9 +187,10 @@ class MLP:
                 f"optimizer={self.optimizer!r}, l2={self.l2!r})")
 
     # ------------------------------------------------------------------ inference
-    def _X(self, X: ArrayLike) -> np.ndarray:
-        matrix: np.ndarray = v.as_matrix("X", X, self.dtype, self.layer_sizes[0])
-        return matrix
+    def _X(self, X: ArrayLike) -> np.ndarray | _core.SparseRows:
+        # scipy sparse X (CSR, CSC, COO) becomes checked CSR rows: the first layer then
+        # works on the stored values only.
+        return v.as_rows("X", X, self.dtype, self.layer_sizes[0])
 
     def forward(self, X: ArrayLike) -> np.ndarray:
         """Raw outputs (mse) or logits (cross-entropy): (n, dL) array of the model dtype.
@@ -223,7 +224,7 @@ class MLP:
 
     # ------------------------------------------------------------------ training
     def _batch(self, X: ArrayLike, Y: ArrayLike, rows_name: str | None = "X"
-               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+               ) -> tuple[np.ndarray | _core.SparseRows, np.ndarray | None, np.ndarray | None]:
         X = self._X(X)
         if rows_name is not None:
             _core.check_workspace(rows_name, self._engine.train_bytes(X.shape[0]),
@@ -306,8 +307,8 @@ class MLP:
         batch_size = min(batch_size, n)
         _core.check_workspace("batch_size",
                               self._engine.train_bytes(batch_size), batch_size)
-        if not _core.k_all_finite(X.reshape(-1)):
-            raise ValueError("X: contains NaN or infinity")
+        if isinstance(X, np.ndarray) and not _core.k_all_finite(X.reshape(-1)):
+            raise ValueError("X: contains NaN or infinity")   # (SparseRows checked theirs)
         if Yd is not None and not _core.k_all_finite(Yd.reshape(-1)):
             raise ValueError("Y: contains NaN or infinity")
         if labels is not None and (labels.min() < 0 or labels.max() >= self.layer_sizes[-1]):
