@@ -1322,9 +1322,8 @@ cdef class Engine:
     cdef char* _reserve_gather_sparse(self, Py_ssize_t rows, Py_ssize_t nnz,
                                       Py_ssize_t index_size) except NULL:
         # One buffer for a gathered sparse batch: indptr (rows + 1) and indices (nnz) of
-        # index_size bytes, then nnz values (8-byte aligned).
-        cdef Py_ssize_t idx_bytes = (rows + 1 + nnz) * index_size
-        idx_bytes += (-idx_bytes) % 8
+        # index_size bytes, then nnz values from gathered_values_offset.
+        cdef Py_ssize_t idx_bytes = gathered_values_offset(rows, nnz, index_size)
         check_workspace("X", self.layout.gather_bytes(rows, self.isz, nnz, index_size)
                         + 8, rows)
         if self.gather_sp is None or self.gather_sp.shape[0] < idx_bytes + nnz * self.isz:
@@ -1393,8 +1392,8 @@ cdef class Engine:
             if pp != NULL:
                 bsp = self._reserve_gather_sparse(batch_size, max_nnz,
                                                   (<SparseRows>X).index_size)
-                idx_bytes = (batch_size + 1 + max_nnz) * (<SparseRows>X).index_size
-                idx_bytes += (-idx_bytes) % 8
+                idx_bytes = gathered_values_offset(batch_size, max_nnz,
+                                                   (<SparseRows>X).index_size)
                 batch_rows.idx64 = csr.idx64
                 batch_rows.indptr = bsp
                 batch_rows.indices = bsp + (batch_size + 1) * (<SparseRows>X).index_size
@@ -1463,6 +1462,14 @@ cdef class Engine:
     def forward(self, X, out):
         """``Network.forward`` of this engine's network."""
         return self.network.forward(X, out)
+
+
+cdef inline Py_ssize_t gathered_values_offset(Py_ssize_t rows, Py_ssize_t nnz,
+                                             Py_ssize_t index_size) noexcept nogil:
+    # Where the values start in a gathered sparse batch's buffer: after the row pointers
+    # and column indices, rounded up to 8 bytes.
+    cdef Py_ssize_t size = (rows + 1 + nnz) * index_size
+    return (size + 7) // 8 * 8
 
 
 cdef Py_ssize_t max_batch_nnz(const csr_index* indptr, const Py_ssize_t* perm,
