@@ -30,6 +30,7 @@ Two gradient conventions share the kernels:
 """
 from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, dgemv, dger, sgemm, sgemv, sger
 
@@ -262,8 +263,8 @@ cdef class Layout:
     def sparse_step_bytes(self, nnz):
         """Workspace of a step on sparse rows of ``nnz`` stored values besides
         ``train_bytes``: a flag per input column, and the list of the rows of W(1) the
-        batch reaches (at most min(nnz, d0), 8 bytes each)."""
-        return self.dims[0] + 8 * min(int(nnz), self.dims[0])
+        batch reaches (at most min(nnz, d0), 8 bytes each), and a row of d1 zeros."""
+        return self.dims[0] + 8 * min(int(nnz), self.dims[0]) + 8 * self.dims[1]
 
     def forward_chunk_rows(self, Py_ssize_t n, Py_ssize_t itemsize):
         """Rows per chunk of ``Network.forward`` on n rows: its scratch (two hidden layers
@@ -330,6 +331,7 @@ cdef struct Scratch:
     # and whether the W(1) block of grad is all zero (a sparse step leaves it so, so the
     # next one need only fill the rows it reaches).
     unsigned char* seen      # d0 flags, all 0 between steps
+    void* zero_row           # d1 zeros (W1Rows.zero)
     Py_ssize_t* touched
     Py_ssize_t n_touched
     bint w1_grad_zero
@@ -550,80 +552,117 @@ cdef inline void segment(const Net* net, int s, double norm, Py_ssize_t* off,
         nrm[0] = 1.0
 
 
+cdef struct W1Rows:
+    # How the update passes cover W(1) after a sparse batch (train_step); NULL: all of it,
+    # from grad.  Either `only`: those rows alone (plain SGD without decay: a zero
+    # gradient leaves a weight as it is, θ − η·0 = θ), or every row, the ones the batch
+    # reached (seen) from grad and the others from `zero`, a row of zeros: the same
+    # numbers as from grad's zero rows, without reading them.
+    const Py_ssize_t* only
+    Py_ssize_t n_only
+    const unsigned char* seen
+    const void* zero
+    bint others_finite       # the untouched rows' new values are proved finite
+
+
 cdef inline bint segment_is_finite(const Optim* opt, const floating* theta,
                                    const floating* grad, Py_ssize_t off, Py_ssize_t size,
-                                   const Py_ssize_t* rows, Py_ssize_t n_rows,
-                                   Py_ssize_t width, double lr, double a,
+                                   Py_ssize_t width, const W1Rows* rows, double lr, double a,
                                    double nrm) noexcept nogil:
-    # update_is_finite on theta[off:off+size], or with rows on those rows (of `width`
-    # values) of it only.
-    cdef Py_ssize_t r, o
+    # update_is_finite on theta[off:off+size], a W(1) of rows of `width` values covered
+    # as `rows` says (NULL: whole).
+    cdef Py_ssize_t r, o, n_rows
+    cdef const floating* g
     cdef const floating* s1 = <const floating*>opt.s1
     cdef const floating* s2 = <const floating*>opt.s2
     if rows == NULL:
         return update_is_finite(opt, theta + off, grad + off,
                                 s1 + off if s1 != NULL else NULL,
                                 s2 + off if s2 != NULL else NULL, size, lr, a, nrm)
+    n_rows = rows.n_only if rows.only != NULL else size // width
     for r in range(n_rows):
-        o = off + rows[r] * width
-        if not update_is_finite(opt, theta + o, grad + o, s1 + o if s1 != NULL else NULL,
+        o = off + (rows.only[r] if rows.only != NULL else r) * width
+        if rows.only != NULL or rows.seen[r]:
+            g = grad + o
+        elif rows.others_finite:
+            continue
+        else:
+            g = <const floating*>rows.zero
+        if not update_is_finite(opt, theta + o, g, s1 + o if s1 != NULL else NULL,
                                 s2 + o if s2 != NULL else NULL, width, lr, a, nrm):
             return False
     return True
 
 
 cdef inline void update_segment(Optim* opt, floating* theta, const floating* grad,
-                                Py_ssize_t off, Py_ssize_t size, double lr, double a,
-                                double nrm) noexcept nogil:
-    # The optimizer step on theta[off:off+size] (opt.t already advanced).
+                                Py_ssize_t off, Py_ssize_t gap, Py_ssize_t size, double lr,
+                                double a, double nrm) noexcept nogil:
+    # The optimizer step on theta[off:off+size] from grad[off-gap:…] (opt.t already
+    # advanced).
     cdef floating* s1 = <floating*>opt.s1
     cdef floating* s2 = <floating*>opt.s2
+    cdef const floating* g = grad + (off - gap)
     if opt.kind == C_OPT_SGD:
-        sgd_update(theta + off, grad + off, size, <floating>lr, <floating>a, <floating>nrm)
+        sgd_update(theta + off, g, size, <floating>lr, <floating>a, <floating>nrm)
     elif opt.kind == C_OPT_ADAM:
-        adam_update(theta + off, grad + off, s1 + off, s2 + off, size, lr, opt.beta1,
-                    opt.beta2, opt.eps, opt.t, <floating>a, <floating>nrm)
+        adam_update(theta + off, g, s1 + off, s2 + off, size, lr, opt.beta1, opt.beta2,
+                    opt.eps, opt.t, <floating>a, <floating>nrm)
     else:
-        momentum_update(theta + off, grad + off, s1 + off, size, <floating>lr,
+        momentum_update(theta + off, g, s1 + off, size, <floating>lr,
                         <floating>opt.momentum, opt.kind == C_OPT_NESTEROV,
                         <floating>a, <floating>nrm)
 
 
 cdef bint net_update_is_finite(const Net* net, const Optim* opt, const floating* theta,
                                const floating* grad, double lr, double norm,
-                               const Py_ssize_t* rows, Py_ssize_t n_rows) noexcept nogil:
+                               const W1Rows* rows) noexcept nogil:
     # update_is_finite over every segment; grad holds raw gradients (see grad_value).
-    # rows (or NULL: all): the rows of W(1) the step changes (apply_update).
     cdef int s
     cdef Py_ssize_t off, size
     cdef double a, nrm
     for s in range(2 * net.n_layers):
         segment(net, s, norm, &off, &size, &a, &nrm)
-        if not segment_is_finite(opt, theta, grad, off, size, rows if s == 0 else NULL,
-                                 n_rows, net.dims[1], lr, a, nrm):
+        if not segment_is_finite(opt, theta, grad, off, size, net.dims[1],
+                                 rows if s == 0 else NULL, lr, a, nrm):
             return False
     return True
 
 
 cdef void apply_update(const Net* net, Optim* opt, floating* theta, const floating* grad,
-                       double lr, double norm, const Py_ssize_t* rows,
-                       Py_ssize_t n_rows) noexcept nogil:
+                       double lr, double norm, const W1Rows* rows) noexcept nogil:
     # The optimizer step over every segment; grad holds raw gradients (see grad_value).
-    # With rows (not NULL), W(1) is updated on those rows only: right for plain SGD
-    # without decay, where a zero gradient leaves a weight as it is (θ − η·0 = θ), and
-    # the rows a sparse batch does not reach have a zero gradient.
+    # W(1) is covered as `rows` says (NULL: whole).
     cdef int s
-    cdef Py_ssize_t off, size, r, width = net.dims[1]
+    cdef Py_ssize_t off, size, r, o, n_rows, width = net.dims[1]
     cdef double a, nrm
     if opt.kind == C_OPT_ADAM:
         opt.t += 1
     for s in range(2 * net.n_layers):
         segment(net, s, norm, &off, &size, &a, &nrm)
-        if s == 0 and rows != NULL:
-            for r in range(n_rows):
-                update_segment(opt, theta, grad, off + rows[r] * width, width, lr, a, nrm)
-        else:
-            update_segment(opt, theta, grad, off, size, lr, a, nrm)
+        if s > 0 or rows == NULL:
+            update_segment(opt, theta, grad, off, 0, size, lr, a, nrm)
+            continue
+        n_rows = rows.n_only if rows.only != NULL else size // width
+        for r in range(n_rows):
+            o = off + (rows.only[r] if rows.only != NULL else r) * width
+            if rows.only != NULL or rows.seen[r]:
+                update_segment(opt, theta, grad, o, 0, width, lr, a, nrm)
+            else:
+                update_segment(opt, theta, <const floating*>rows.zero, o, o, width, lr, a,
+                               nrm)
+
+
+cdef bint decayed_rows_finite(const Net* net, double penalty, double lr, double norm,
+                              double big) noexcept nogil:
+    # Plain SGD with decay on a W(1) row whose raw gradient is 0: θ' = θ − η·(a·θ)·nrm.
+    # Every |θ| ≤ √(Σ‖W‖²) (the penalty the step has computed), so the new values are
+    # finite if this bound (and each intermediate) is — no pass over those rows needed.
+    cdef Py_ssize_t off, size
+    cdef double a, nrm, m
+    segment(net, 0, norm, &off, &size, &a, &nrm)
+    m = sqrt(penalty) * (1 + 1e-6)
+    return (m < big and a * m < big and a * m * nrm < big and lr * a * m * nrm < big
+            and m + lr * a * m * nrm < big)
 
 
 cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
@@ -636,17 +675,48 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
     # Parameters and optimizer state are written only once the loss and every new value
     # are known to be finite, so a diverging step leaves them bit-identical.
     # Sparse rows (b.csr; their values checked finite by SparseRows): the gradient of
-    # W(1) is non-zero only on the rows the batch reaches (s.touched).  Plain SGD
-    # without decay then updates those rows only; every other rule moves all of W(1)
-    # and runs over all of it, on the zeros the dense product would give the others,
-    # so the numbers are the dense computation's.
+    # W(1) is zero but on the rows the batch reaches (s.touched, flagged in s.seen), which
+    # are the only rows of grad it writes; see W1Rows for how the update covers W(1).
+    cdef int status
+    cdef Py_ssize_t r, width = net.dims[1]
+    cdef floating* gW1 = grad + net.w_off[0]
+    if b.csr == NULL:
+        s.w1_grad_zero = False
+        return dense_or_sparse_step(net, opt, theta, grad, s, D_a, D_b, b, lr, update,
+                                    check_inputs, loss_out)
+    if not s.w1_grad_zero:
+        memset(gW1, 0, net.dims[0] * width * sizeof(floating))
+    if b.csr.idx64:
+        s.n_touched = csr_touched_rows(<const int64_t*>b.csr.indices,
+                                       <const int64_t*>b.csr.indptr, b.n, s.seen, s.touched)
+    else:
+        s.n_touched = csr_touched_rows(<const int32_t*>b.csr.indices,
+                                       <const int32_t*>b.csr.indptr, b.n, s.seen, s.touched)
+    status = dense_or_sparse_step(net, opt, theta, grad, s, D_a, D_b, b, lr, update,
+                                  check_inputs, loss_out)
+    # Back to the state between steps: no row flagged, and (unless the caller is to read
+    # the whole gradient) grad's W(1) block zero again, by clearing the rows written.
+    for r in range(s.n_touched):
+        s.seen[s.touched[r]] = 0
+        if update:
+            memset(gW1 + s.touched[r] * width, 0, width * sizeof(floating))
+    s.w1_grad_zero = update
+    return status
+
+
+cdef int dense_or_sparse_step(const Net* net, Optim* opt, floating* theta, floating* grad,
+                              Scratch* s, floating* D_a, floating* D_b, const Batch* b,
+                              double lr, bint update, bint check_inputs,
+                              double* loss_out) noexcept nogil:
+    # train_step's work, once a sparse batch's rows are flagged.
     cdef int L = net.n_layers
-    cdef Py_ssize_t n = b.n, k = net.dims[L], r, width = net.dims[1]
+    cdef Py_ssize_t n = b.n, k = net.dims[L]
     cdef const floating* X = <const floating*>b.X
     cdef double norm = b.norm if net.sk_scaling else <double>n
+    cdef double penalty = 0.0
     cdef bint fused, sparse = b.csr != NULL
-    cdef floating* gW1 = grad + net.w_off[0]
-    cdef const Py_ssize_t* lazy_rows = NULL
+    cdef W1Rows rows
+    cdef const W1Rows* w1 = NULL
     if check_inputs:
         if not sparse and not all_finite(X, n * net.dims[0]):
             return BAD_X
@@ -654,40 +724,32 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
             return BAD_Y
         if b.Y == NULL and not labels_in_range(b.labels, n, k):
             return BAD_LABEL
-    if sparse:
-        if not s.w1_grad_zero:
-            memset(gW1, 0, net.dims[0] * width * sizeof(floating))
-            s.w1_grad_zero = True
-        if b.csr.idx64:
-            s.n_touched = csr_touched_rows(<const int64_t*>b.csr.indices,
-                                           <const int64_t*>b.csr.indptr, n, s.seen, s.touched)
-        else:
-            s.n_touched = csr_touched_rows(<const int32_t*>b.csr.indices,
-                                           <const int32_t*>b.csr.indptr, n, s.seen, s.touched)
-        if opt.kind == C_OPT_SGD and net.l2 == 0:
-            lazy_rows = s.touched
     forward_pass(net, theta, X, b.csr, n, s, update)
     loss_out[0] = output_loss_delta(net, <const floating*>s.acts[L - 1], b, D_a)
     if net.l2 != 0:
-        loss_out[0] += 0.5 * net.l2 * l2_penalty(net, theta) / norm
+        penalty = l2_penalty(net, theta)
+        loss_out[0] += 0.5 * net.l2 * penalty / norm
     if not (loss_out[0] - loss_out[0] == 0):
         return DIVERGED
     fused = (update and not sparse and opt.kind == C_OPT_SGD and not net.sk_scaling
              and fused_sgd_is_safe(net, theta, s, X, n, D_a, lr))
-    s.w1_grad_zero = False
     backward_pass(net, theta, grad, s, update, D_a, D_b, X, b.csr, n, fused, lr, not update,
                   norm)
     if fused:
         return OK
     if not update:
         return OK if all_finite(grad, net.n_params) else DIVERGED
-    if not net_update_is_finite(net, opt, theta, grad, lr, norm, lazy_rows, s.n_touched):
-        return DIVERGED
-    apply_update(net, opt, theta, grad, lr, norm, lazy_rows, s.n_touched)
     if sparse:
-        for r in range(s.n_touched):
-            memset(gW1 + s.touched[r] * width, 0, width * sizeof(floating))
-        s.w1_grad_zero = True
+        w1 = &rows
+        rows.seen = s.seen
+        rows.zero = s.zero_row
+        rows.only = s.touched if opt.kind == C_OPT_SGD and net.l2 == 0 else NULL
+        rows.n_only = s.n_touched
+        rows.others_finite = (opt.kind == C_OPT_SGD and decayed_rows_finite(
+            net, penalty, lr, norm, 1e30 if floating is float else 1e300))
+    if not net_update_is_finite(net, opt, theta, grad, lr, norm, w1):
+        return DIVERGED
+    apply_update(net, opt, theta, grad, lr, norm, w1)
     return OK
 
 
@@ -1007,7 +1069,7 @@ cdef class Engine:
     cdef cnp.ndarray work        # activations A(1..L) and two delta buffers, for `cap` rows
     cdef cnp.ndarray gather_x, gather_y, gather_labels, gather_sw
     cdef Py_ssize_t cap, gather_cap, isz
-    cdef cnp.ndarray seen, touched  # sparse steps: Scratch.seen, Scratch.touched
+    cdef cnp.ndarray seen, touched, zero_row   # sparse steps: their Scratch pointers
     cdef cnp.ndarray gather_sp      # sparse batch buffer: indptr, indices, values
     cdef int typenum
     cdef bint f64
@@ -1159,6 +1221,8 @@ cdef class Engine:
         if self.seen is None:
             self.seen = np.zeros(d0, dtype=np.uint8)
             self.scratch.seen = <unsigned char*>cnp.PyArray_DATA(self.seen)
+            self.zero_row = np.zeros(self.net.dims[1], dtype=self.network.theta.dtype)
+            self.scratch.zero_row = cnp.PyArray_DATA(self.zero_row)
         if self.touched is None or self.touched.shape[0] < need:
             self.touched = np.empty(need, dtype=np.intp)
             self.scratch.touched = <Py_ssize_t*>cnp.PyArray_DATA(self.touched)

@@ -351,7 +351,8 @@ cdef inline Py_ssize_t csr_touched_rows(const csr_index* indices, const csr_inde
     # The distinct columns of X's n rows — the rows of W(1) and dW(1) a sparse batch
     # reaches (seed 003 eq. 33: a column of X that is all zero gives a zero row of dW(1))
     # — into rows, in order of first appearance; returns their count.  seen: one flag
-    # per column of X, all 0 on entry and again on return.
+    # per column of X, all 0 on entry; on return 1 for the
+    # listed columns (the caller resets them through the list).
     cdef Py_ssize_t p, j, count = 0
     for p in range(indptr[0], indptr[n]):
         j = indices[p]
@@ -359,6 +360,4 @@ cdef inline Py_ssize_t csr_touched_rows(const csr_index* indices, const csr_inde
             seen[j] = 1
             rows[count] = j
             count += 1
-    for p in range(count):
-        seen[rows[p]] = 0
     return count
