@@ -166,6 +166,9 @@ def check_workspace(str name, n_bytes, rows):
 # Scratch of Network.forward: hidden activations of this many bytes at most (but never
 # fewer than FORWARD_MIN_ROWS rows, so GEMMs stay large enough to run at full speed).
 FORWARD_SCRATCH_BYTES = 16 * 2**20
+# Zeros a sparse step's update reads for the rows of W(1) its batch did not reach
+# (W1Rows): whole rows, as many as fit in this many values (32 KiB in float64, L1-sized).
+ZERO_VALUES = 4096
 FORWARD_MIN_ROWS = 256
 
 
@@ -263,8 +266,10 @@ cdef class Layout:
     def sparse_step_bytes(self, nnz):
         """Workspace of a step on sparse rows of ``nnz`` stored values besides
         ``train_bytes``: a flag per input column, and the list of the rows of W(1) the
-        batch reaches (at most min(nnz, d0), 8 bytes each), and a row of d1 zeros."""
-        return self.dims[0] + 8 * min(int(nnz), self.dims[0]) + 8 * self.dims[1]
+        batch reaches (at most min(nnz, d0), 8 bytes each), and ZERO_VALUES zeros (a
+        row of d1 if more)."""
+        return self.dims[0] + 8 * min(int(nnz), self.dims[0]) + 8 * max(ZERO_VALUES,
+                                                                        self.dims[1])
 
     def forward_chunk_rows(self, Py_ssize_t n, Py_ssize_t itemsize):
         """Rows per chunk of ``Network.forward`` on n rows: its scratch (two hidden layers
@@ -331,7 +336,8 @@ cdef struct Scratch:
     # and whether the W(1) block of grad is all zero (a sparse step leaves it so, so the
     # next one need only fill the rows it reaches).
     unsigned char* seen      # d0 flags, all 0 between steps
-    void* zero_row           # d1 zeros (W1Rows.zero)
+    void* zero_row           # zero_rows·d1 zeros (W1Rows.zero)
+    Py_ssize_t zero_rows
     Py_ssize_t* touched
     Py_ssize_t n_touched
     bint w1_grad_zero
@@ -561,8 +567,24 @@ cdef struct W1Rows:
     const Py_ssize_t* only
     Py_ssize_t n_only
     const unsigned char* seen
-    const void* zero
+    const void* zero         # zero_rows rows of zeros
+    Py_ssize_t zero_rows
     bint others_finite       # the untouched rows' new values are proved finite
+
+
+cdef inline Py_ssize_t w1_span(const W1Rows* rows, Py_ssize_t r, Py_ssize_t n_rows,
+                               bint* reached) noexcept nogil:
+    # The end of the span of rows from r that an update pass handles in one call: row r
+    # alone if the batch reached it, else the untouched rows from r on, at most
+    # zero_rows of them (one call per span, not per row: the kernels' set-up is per
+    # call).
+    cdef Py_ssize_t e = r + 1
+    reached[0] = rows.seen[r]
+    if reached[0]:
+        return e
+    while e < n_rows and e - r < rows.zero_rows and not rows.seen[e]:
+        e += 1
+    return e
 
 
 cdef inline bint segment_is_finite(const Optim* opt, const floating* theta,
@@ -571,26 +593,31 @@ cdef inline bint segment_is_finite(const Optim* opt, const floating* theta,
                                    double nrm) noexcept nogil:
     # update_is_finite on theta[off:off+size], a W(1) of rows of `width` values covered
     # as `rows` says (NULL: whole).
-    cdef Py_ssize_t r, o, n_rows
-    cdef const floating* g
+    cdef Py_ssize_t r, e, o, n_rows = size // width
+    cdef bint reached
     cdef const floating* s1 = <const floating*>opt.s1
     cdef const floating* s2 = <const floating*>opt.s2
     if rows == NULL:
         return update_is_finite(opt, theta + off, grad + off,
                                 s1 + off if s1 != NULL else NULL,
                                 s2 + off if s2 != NULL else NULL, size, lr, a, nrm)
-    n_rows = rows.n_only if rows.only != NULL else size // width
-    for r in range(n_rows):
-        o = off + (rows.only[r] if rows.only != NULL else r) * width
-        if rows.only != NULL or rows.seen[r]:
-            g = grad + o
-        elif rows.others_finite:
-            continue
-        else:
-            g = <const floating*>rows.zero
-        if not update_is_finite(opt, theta + o, g, s1 + o if s1 != NULL else NULL,
-                                s2 + o if s2 != NULL else NULL, width, lr, a, nrm):
+    if rows.only != NULL:
+        for r in range(rows.n_only):
+            o = off + rows.only[r] * width
+            if not update_is_finite(opt, theta + o, grad + o, NULL, NULL, width, lr, a,
+                                    nrm):
+                return False
+        return True
+    r = 0
+    while r < n_rows:
+        e = w1_span(rows, r, n_rows, &reached)
+        o = off + r * width
+        if (reached or not rows.others_finite) and not update_is_finite(
+                opt, theta + o, grad + o if reached else <const floating*>rows.zero,
+                s1 + o if s1 != NULL else NULL, s2 + o if s2 != NULL else NULL,
+                (e - r) * width, lr, a, nrm):
             return False
+        r = e
     return True
 
 
@@ -633,23 +660,30 @@ cdef void apply_update(const Net* net, Optim* opt, floating* theta, const floati
     # The optimizer step over every segment; grad holds raw gradients (see grad_value).
     # W(1) is covered as `rows` says (NULL: whole).
     cdef int s
-    cdef Py_ssize_t off, size, r, o, n_rows, width = net.dims[1]
+    cdef Py_ssize_t off, size, r, e, o, width = net.dims[1]
     cdef double a, nrm
+    cdef bint reached
     if opt.kind == C_OPT_ADAM:
         opt.t += 1
     for s in range(2 * net.n_layers):
         segment(net, s, norm, &off, &size, &a, &nrm)
         if s > 0 or rows == NULL:
             update_segment(opt, theta, grad, off, 0, size, lr, a, nrm)
-            continue
-        n_rows = rows.n_only if rows.only != NULL else size // width
-        for r in range(n_rows):
-            o = off + (rows.only[r] if rows.only != NULL else r) * width
-            if rows.only != NULL or rows.seen[r]:
-                update_segment(opt, theta, grad, o, 0, width, lr, a, nrm)
-            else:
-                update_segment(opt, theta, <const floating*>rows.zero, o, o, width, lr, a,
-                               nrm)
+        elif rows.only != NULL:
+            for r in range(rows.n_only):
+                update_segment(opt, theta, grad, off + rows.only[r] * width, 0, width, lr,
+                               a, nrm)
+        else:
+            r = 0
+            while r < net.dims[0]:
+                e = w1_span(rows, r, net.dims[0], &reached)
+                o = off + r * width
+                if reached:
+                    update_segment(opt, theta, grad, o, 0, width, lr, a, nrm)
+                else:
+                    update_segment(opt, theta, <const floating*>rows.zero, o, o,
+                                   (e - r) * width, lr, a, nrm)
+                r = e
 
 
 cdef bint decayed_rows_finite(const Net* net, double penalty, double lr, double norm,
@@ -743,6 +777,7 @@ cdef int dense_or_sparse_step(const Net* net, Optim* opt, floating* theta, float
         w1 = &rows
         rows.seen = s.seen
         rows.zero = s.zero_row
+        rows.zero_rows = s.zero_rows
         rows.only = s.touched if opt.kind == C_OPT_SGD and net.l2 == 0 else NULL
         rows.n_only = s.n_touched
         rows.others_finite = (opt.kind == C_OPT_SGD and decayed_rows_finite(
@@ -1221,7 +1256,9 @@ cdef class Engine:
         if self.seen is None:
             self.seen = np.zeros(d0, dtype=np.uint8)
             self.scratch.seen = <unsigned char*>cnp.PyArray_DATA(self.seen)
-            self.zero_row = np.zeros(self.net.dims[1], dtype=self.network.theta.dtype)
+            self.scratch.zero_rows = max(1, ZERO_VALUES // self.net.dims[1])
+            self.zero_row = np.zeros(self.scratch.zero_rows * self.net.dims[1],
+                                     dtype=self.network.theta.dtype)
             self.scratch.zero_row = cnp.PyArray_DATA(self.zero_row)
         if self.touched is None or self.touched.shape[0] < need:
             self.touched = np.empty(need, dtype=np.intp)
