@@ -6,6 +6,7 @@ value checks it does itself (finiteness, label range) run inside the same GIL-fr
 """
 from __future__ import annotations
 
+import mmap
 import numbers
 import operator
 
@@ -159,13 +160,23 @@ def _numeric_array(name: str, a) -> np.ndarray:
     return arr
 
 
+def _memory_mapped(a) -> bool:
+    """Whether a is a memory map or a view of one (scipy keeps its components as plain
+    ndarray views of the maps it was built from)."""
+    while isinstance(a, np.ndarray):
+        if isinstance(a, np.memmap) or isinstance(a.base, mmap.mmap):
+            return True
+        a = a.base
+    return False
+
+
 def _refuse_memmap_copy(name: str, a, dtype: np.dtype) -> None:
     """A memory map that would need converting is refused rather than copied whole.
 
     Conversion makes one in-memory copy of the entire array; for a memory-mapped file that
     may be larger than memory, so it is never done silently.
     """
-    if isinstance(a, np.memmap) and not (
+    if _memory_mapped(a) and not (
             a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned):
         layout = "C-ordered" if a.flags.c_contiguous else "not C-contiguous"
         raise ValueError(
