@@ -196,17 +196,28 @@ def use(name: str) -> str:
 
 
 def serial() -> str | None:
-    """The name of the library of the products too small for two threads (``"openblas"``,
-    kept at one thread), or None when they go to ``current()`` too."""
+    """The name of the library of the products too small for two threads, or None when
+    they go to ``current()`` too."""
     return _serial
 
 
-def _use_serial(name: str) -> None:
+def use_serial(name: str | None) -> str | None:
+    """Send the products too small for two threads to library ``name``, which must be
+    ``"openblas"`` (a library fastmlp alone calls, kept at one thread), or with None to
+    ``current()`` like the others; returns the previous choice.  Raises ImportError as
+    ``use`` does."""
     global _serial
-    if name not in _adopted:
-        _adopt(name)
-    _core._set_blas(NAMES.index(name), serial=True)
+    if name is not None and name != "openblas":
+        raise ValueError(f"name: expected 'openblas' or None, got {name!r}")
+    previous = _serial
+    if name is None:
+        _core._set_blas(-1, serial=True)
+    else:
+        if name not in _adopted:
+            _adopt(name)
+        _core._set_blas(NAMES.index(name), serial=True)
     _serial = name
+    return previous
 
 
 def current() -> str:
@@ -235,7 +246,7 @@ def _choose_at_import() -> None:
         raise ImportError(f"FASTMLP_BLAS: expected auto, {', '.join(NAMES)}; got {wanted!r}")
     if "openblas" in available():
         try:
-            _use_serial("openblas")
+            use_serial("openblas")
         except ImportError:
             pass          # small products go to the active library too; serial() tells
     if wanted != "auto":

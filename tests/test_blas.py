@@ -21,9 +21,12 @@ TOL = {np.float32: 1e-5, np.float64: 1e-12}
 @pytest.fixture
 def restore_blas():
     # Request it before monkeypatch: torn down after monkeypatch has undone its patches.
-    before = blas.current()
+    # Small products go to the named library too while a test runs (the serial library
+    # would otherwise take every product of these small networks).
+    before, serial_before = blas.current(), blas.use_serial(None)
     yield
     blas.use(before)
+    blas.use_serial(serial_before)
 
 
 def _case(dtype, n, loss, seed=0):
@@ -135,3 +138,19 @@ def test_environment_variable_chooses_at_import():
     res = _import_with("bogus")
     assert res.returncode != 0
     assert "FASTMLP_BLAS" in res.stderr
+
+
+def test_use_serial_takes_openblas_or_none(restore_blas):
+    with pytest.raises(ValueError, match="name: expected 'openblas' or None"):
+        blas.use_serial("numpy")
+    assert blas.serial() is None          # the fixture's setting stays
+    if "openblas" in blas.available():
+        assert blas.use_serial("openblas") is None
+        assert blas.serial() == "openblas"
+
+
+@pytest.mark.skipif("numpy" not in blas.available(), reason="numpy bundles no OpenBLAS")
+def test_numpy_library_is_the_one_numpy_loaded():
+    # fastmlp shares numpy's thread pool only if it calls the very file numpy loaded.
+    loaded = [line.split()[-1] for line in open("/proc/self/maps") if "openblas64_" in line]
+    assert os.path.realpath(blas._numpy_openblas()) in {os.path.realpath(p) for p in loaded}
