@@ -92,6 +92,7 @@ except ImportError:  # scikit-learn < 1.9: no callback API, so nothing to call b
 from fastmlp import _core, _validation
 from fastmlp._flat import FlatParams
 from fastmlp.errors import DivergenceError
+from fastmlp.threads import scipy_blas_serial
 
 __all__ = ["MLPClassifier", "MLPRegressor", "SolverDivergedError", "InvalidParameterError"]
 
@@ -667,9 +668,10 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
         options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol}
         if _SCIPY_BEFORE_1_15:
             options["iprint"] = 1 if (self.verbose is True or self.verbose >= 1) else -1
-        result = scipy.optimize.minimize(loss_grad, self._theta[sk_to_engine],
-                                         method="L-BFGS-B", jac=True, options=options,
-                                         callback=None if tasks is None else iteration_ends)
+        with scipy_blas_serial():
+            result = scipy.optimize.minimize(
+                loss_grad, self._theta[sk_to_engine], method="L-BFGS-B", jac=True,
+                options=options, callback=None if tasks is None else iteration_ends)
         if tasks is not None:
             tasks.abandon()
         self.n_iter_ = min(result.nit, self.max_iter)

@@ -20,11 +20,14 @@ theirs to set, through threadpoolctl, and this limit does not apply.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+from typing import Any, Iterator
 
-from fastmlp import _core
+from fastmlp import _core, blas
 
-__all__ = ["get_num_threads", "set_num_threads"]
+__all__ = ["get_num_threads", "set_num_threads", "scipy_blas_serial"]
 
 
 def get_num_threads() -> int:
@@ -41,6 +44,46 @@ def set_num_threads(n: int) -> None:
     if n < 1:
         raise ValueError(f"n: expected a positive number of threads, got {n}")
     _core.set_thread_limit(n)
+
+
+@functools.lru_cache(maxsize=1)
+def _scipy_openblas() -> Any:
+    """threadpoolctl's controller of the OpenBLAS inside scipy's wheel, or None (no
+    threadpoolctl, or a scipy built against a BLAS it shares with numpy)."""
+    try:
+        import scipy
+        import threadpoolctl
+    except ImportError:
+        return None
+    libs = os.path.realpath(os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)),
+                                         "scipy.libs"))
+    found = [c for c in threadpoolctl.ThreadpoolController().lib_controllers
+             if c.internal_api == "openblas"
+             and os.path.realpath(c.filepath).startswith(libs + os.sep)]
+    return found[0] if len(found) == 1 else None
+
+
+@contextlib.contextmanager
+def scipy_blas_serial() -> Iterator[None]:
+    """scipy's own BLAS at one thread inside the block, unless fastmlp's large products
+    run there (``fastmlp.blas.current() == "scipy"``).
+
+    For scipy's L-BFGS-B between fastmlp's evaluations: its BLAS work is on vectors of
+    the parameters' size, which a second thread does not speed up, but a threaded call
+    leaves scipy's pool spinning for ~0.1 s against fastmlp's products in numpy's pool
+    (bench/README.md, "Threads").  Other threads calling scipy's BLAS meanwhile get one
+    thread too.
+    """
+    scipy_lib = _scipy_openblas() if blas.current() != "scipy" else None
+    if scipy_lib is None:
+        yield
+        return
+    before = scipy_lib.num_threads
+    scipy_lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        scipy_lib.set_num_threads(before)
 
 
 def _register_with_threadpoolctl() -> None:
