@@ -171,6 +171,10 @@ def parse_args(argv):
     ap.add_argument("--scaling", action="store_true",
                     help="run the scaling benchmark instead (time per step against batch size "
                          "and width); its options: fastmlp bench --scaling --help")
+    ap.add_argument("--sharing", action="store_true",
+                    help="run the sharing benchmark instead (fastmlp beside numpy, scipy and "
+                         "PyTorch in one process; each case in a fresh process); its "
+                         "options: fastmlp bench --sharing --help")
     args = ap.parse_args(argv)
     if args.plot:
         try:
@@ -202,6 +206,9 @@ def main(argv=None) -> int:
     if "--scaling" in argv:      # a separate benchmark with options of its own
         from fastmlp.bench import scaling
         return scaling.main([a for a in argv if a != "--scaling"])
+    if "--sharing" in argv:
+        from fastmlp.bench import sharing
+        return sharing.main([a for a in argv if a != "--sharing"])
     args = parse_args(argv)
     undo_threads = pin_threads(args.threads, args.peers)
     try:
