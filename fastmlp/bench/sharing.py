@@ -366,10 +366,17 @@ def main(argv=None) -> int:
     env["blas"] = {"current": fastmlp.blas.current(), "serial": fastmlp.blas.serial(),
                    "thread_limit": fastmlp.get_num_threads()}
     env["loadavg_at_start"] = os.getloadavg()
+    # What else steers the pools (OPENBLAS_THREAD_TIMEOUT, OMP_WAIT_POLICY, ...) reaches
+    # the cases through the environment.
+    env["thread_env"] = {k: v for k, v in os.environ.items()
+                         if k.startswith(("OPENBLAS_", "OMP_", "GOMP_", "MKL_"))}
     unset = {k: os.environ[k] for k in UNSET if k in os.environ}
     print(harness.env_summary(env))
     print(f"fastmlp BLAS: {env['blas']['current']} (small products: {env['blas']['serial']}), "
           f"thread limit {env['blas']['thread_limit']}; load average {env['loadavg_at_start']}")
+    if env["thread_env"]:
+        print("thread settings from the environment: " +
+              ", ".join(f"{k}={v}" for k, v in env["thread_env"].items()))
     if unset:
         print(f"{', '.join(f'{k}={v}' for k, v in unset.items())} set here: unset inside "
               "each case's process only")
