@@ -54,12 +54,10 @@ UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 # name: (kind, options, in --quick?)
 CASES = {
-    "numpy-fastmlp-float32": ("loop", {"other": "numpy", "step": "fastmlp", "dtype": "float32"}, True),
-    "numpy-fastmlp-float64": ("loop", {"other": "numpy", "step": "fastmlp", "dtype": "float64"}, False),
-    "numpy-torch-float32": ("loop", {"other": "numpy", "step": "torch", "dtype": "float32"}, True),
-    "numpy-torch-float64": ("loop", {"other": "numpy", "step": "torch", "dtype": "float64"}, False),
-    "scipy-fastmlp-float32": ("loop", {"other": "scipy", "step": "fastmlp", "dtype": "float32"}, True),
-    "scipy-fastmlp-float64": ("loop", {"other": "scipy", "step": "fastmlp", "dtype": "float64"}, False),
+    **{f"{other}-{step}-{dt}": ("loop", {"other": other, "step": step, "dtype": dt},
+                                dt == "float32")
+       for other, step in (("numpy", "fastmlp"), ("numpy", "torch"), ("scipy", "fastmlp"))
+       for dt in ("float32", "float64")},
     "lbfgs-breast_cancer": ("lbfgs", {"data": "breast_cancer", "speedup": 8.0,
                                       "first": "sklearn.neural_network"}, True),
     "lbfgs-diabetes": ("lbfgs", {"data": "diabetes", "speedup": None,
