@@ -9,6 +9,7 @@ peer median / fastmlp median (> 1: fastmlp is faster).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -175,6 +176,10 @@ def parse_args(argv):
     ap.add_argument("--scaling", action="store_true",
                     help="run the scaling benchmark instead (time per step against batch size "
                          "and width); its options: fastmlp bench --scaling --help")
+    ap.add_argument("--sharing", action="store_true",
+                    help="run the sharing benchmark instead (fastmlp beside numpy, scipy and "
+                         "PyTorch in one process; each case in a fresh process); its "
+                         "options: fastmlp bench --sharing --help")
     args = ap.parse_args(argv)
     if args.plot:
         try:
@@ -200,15 +205,18 @@ def parse_args(argv):
     return args
 
 
+# Benchmarks run instead of the workloads when their flag is given.
+SEPARATE_BENCHMARKS = {"--scaling": "scaling", "--threads-scaling": "threadscaling",
+                       "--sharing": "sharing"}
+
+
 def main(argv=None) -> int:
     """The command line; returns the exit status.  Thread limits are undone on return."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "--scaling" in argv:      # a separate benchmark with options of its own
-        from fastmlp.bench import scaling
-        return scaling.main([a for a in argv if a != "--scaling"])
-    if "--threads-scaling" in argv:
-        from fastmlp.bench import threadscaling
-        return threadscaling.main([a for a in argv if a != "--threads-scaling"])
+    for flag, module in SEPARATE_BENCHMARKS.items():   # each has options of its own
+        if flag in argv:
+            bench = importlib.import_module(f"fastmlp.bench.{module}")
+            return bench.main([a for a in argv if a != flag])
     args = parse_args(argv)
     undo_threads = pin_threads(args.threads, args.peers)
     try:
