@@ -1,0 +1,381 @@
+/* Vectorisable exp, expm1, log1p and the activations built on them, for float and double.
+ *
+ * Why: a scalar libm call per element made tanh/logistic layers the bottleneck of a
+ * training step.  Every element function below is branch-free straight-line arithmetic
+ * (selects, integer bit operations, Horner polynomials, no calls), so the array loops
+ * at the end auto-vectorise; each loop is compiled for three instruction sets (baseline
+ * SSE2, AVX2+FMA, AVX-512) and the best one the CPU has is chosen once, when the module
+ * loads (fm_vec_init).
+ *
+ * Method, shared by exp and expm1: x = n·ln2 + r with n = round(x/ln2) (by adding and
+ * subtracting 1.5·2^52 resp. 1.5·2^23, which rounds to an integer and leaves n in the low
+ * bits), r = x − n·ln2_hi − n·ln2_lo (Cody & Waite: ln2_hi has few enough significant
+ * bits that n·ln2_hi is exact), |r| ≤ ln2/2; e^r or e^r − 1 by its Taylor polynomial
+ * (degree 13 for double, 7 for float: truncation < 2^−56 resp. 2^−27 relative), then a
+ * scale by 2^n written into the exponent field (in two factors, so that every 2^n from
+ * the subnormal range to overflow is reached with a single rounding).  Inputs are
+ * clamped first so that out-of-range values saturate (exp: +inf / +0, expm1: +inf / −1)
+ * and NaN passes every clamp unchanged and propagates.
+ *
+ * Accuracy (max error measured against mpmath over the whole range, tests/test_vecmath.py
+ * keeps the bounds): see the table in that file's docstring; every function is within
+ * 2 ulp in float32 and 3 ulp in float64.
+ */
+#ifndef FASTMLP_VECMATH_H
+#define FASTMLP_VECMATH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* GCC keeps a select of floating-point values as a branch (and so the loop scalar)
+ * under its default -ftrapping-math, for fear of raising a flag the branch would have
+ * skipped; nothing here reads the floating-point flags, so turn that off for this
+ * header alone (clang's default already is). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FM_INLINE static inline __attribute__((always_inline))
+#else
+#define FM_INLINE static inline
+#endif
+
+/* ------------------------------------------------------------------ bit casts */
+
+FM_INLINE uint64_t fm_bits_d(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
+FM_INLINE double fm_from_bits_d(uint64_t u) { double x; memcpy(&x, &u, 8); return x; }
+FM_INLINE uint32_t fm_bits_f(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+FM_INLINE float fm_from_bits_f(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+
+/* x clamped to [lo, hi]; NaN compares false both times and passes through. */
+FM_INLINE double fm_clamp_d(double x, double lo, double hi) {
+    x = x < lo ? lo : x;
+    return x > hi ? hi : x;
+}
+FM_INLINE float fm_clamp_f(float x, float lo, float hi) {
+    x = x < lo ? lo : x;
+    return x > hi ? hi : x;
+}
+
+/* |x|, and |m| with the sign of s: sign-bit operations (the builtins are no calls). */
+#if defined(__GNUC__) || defined(__clang__)
+FM_INLINE double fm_abs_d(double x) { return __builtin_fabs(x); }
+FM_INLINE float fm_abs_f(float x) { return __builtin_fabsf(x); }
+FM_INLINE double fm_with_sign_d(double m, double s) { return __builtin_copysign(m, s); }
+FM_INLINE float fm_with_sign_f(float m, float s) { return __builtin_copysignf(m, s); }
+#else
+FM_INLINE double fm_abs_d(double x) { return fm_from_bits_d(fm_bits_d(x) & 0x7fffffffffffffffULL); }
+FM_INLINE float fm_abs_f(float x) { return fm_from_bits_f(fm_bits_f(x) & 0x7fffffffU); }
+FM_INLINE double fm_with_sign_d(double m, double s) {
+    return fm_from_bits_d((fm_bits_d(m) & 0x7fffffffffffffffULL) | (fm_bits_d(s) & 0x8000000000000000ULL));
+}
+FM_INLINE float fm_with_sign_f(float m, float s) {
+    return fm_from_bits_f((fm_bits_f(m) & 0x7fffffffU) | (fm_bits_f(s) & 0x80000000U));
+}
+#endif
+
+/* ------------------------------------------------------------------ constants */
+
+#define FM_LOG2E_D 0x1.71547652b82fep+0      /* 1/ln 2 */
+#define FM_LN2_HI_D 0x1.62e42ff000000p-1     /* ln 2 to 32 bits: n·hi exact for |n| < 2^21 */
+#define FM_LN2_LO_D (-0x1.718432a1b0e26p-35) /* ln 2 − hi */
+#define FM_LN2_D 0x1.62e42fefa39efp-1
+#define FM_ROUND_D 0x1.8p52                  /* x + this − this = x rounded to an integer */
+#define FM_LOG2E_F 0x1.715476p+0f
+#define FM_LN2_HI_F 0x1.62e4p-1f             /* 15 bits: n·hi exact for |n| < 2^9 */
+#define FM_LN2_LO_F 0x1.7f7d1cp-20f
+#define FM_LN2_F 0x1.62e430p-1f
+#define FM_ROUND_F 0x1.8p23f
+#define FM_SQRT2_M1_D 0x1.a827999fcef32p-2   /* √2 − 1 */
+#define FM_SQRT2_M1_F 0x1.a8279ap-2f
+
+/* ------------------------------------------------------------------ range reduction */
+
+/* r = x − n·ln 2 with n = round(x/ln 2), |r| ≤ ln2/2 (+ rounding); n returned as the
+ * unsigned two's-complement integer (unsigned: wrap-around is defined, and the lane
+ * operations that follow are the ones SSE2 has: add, subtract, logical shifts). */
+FM_INLINE double fm_reduce_d(double x, uint64_t *n) {
+    double t = x * FM_LOG2E_D + FM_ROUND_D;
+    double k = t - FM_ROUND_D;
+    *n = fm_bits_d(t) - fm_bits_d(FM_ROUND_D);
+    return (x - k * FM_LN2_HI_D) - k * FM_LN2_LO_D;
+}
+FM_INLINE float fm_reduce_f(float x, uint32_t *n) {
+    float t = x * FM_LOG2E_F + FM_ROUND_F;
+    float k = t - FM_ROUND_F;
+    *n = fm_bits_f(t) - fm_bits_f(FM_ROUND_F);
+    return (x - k * FM_LN2_HI_F) - k * FM_LN2_LO_F;
+}
+
+/* 2^n as a double, for n in [−1022, 1023] (its biased exponent written directly). */
+FM_INLINE double fm_pow2_d(uint64_t n) { return fm_from_bits_d((n + 1023) << 52); }
+FM_INLINE float fm_pow2_f(uint32_t n) { return fm_from_bits_f((n + 127) << 23); }
+
+/* p·2^n for n in [−1076, 1024] (float: [−151, 128]): two factors 2^h·2^(n−h), h = ⌊n/2⌋,
+ * each a normal number, the product rounded once (to a subnormal, 0 or inf as due). */
+FM_INLINE double fm_scale_d(double p, uint64_t n) {
+    uint64_t h = ((n + 2048) >> 1) - 1024;
+    return p * fm_pow2_d(h) * fm_pow2_d(n - h);
+}
+FM_INLINE float fm_scale_f(float p, uint32_t n) {
+    uint32_t h = ((n + 256) >> 1) - 128;
+    return p * fm_pow2_f(h) * fm_pow2_f(n - h);
+}
+
+/* e^r − 1 − r − r²/2 … by Taylor: the polynomial P with e^r − 1 = r + r²·P(r). */
+FM_INLINE double fm_expm1_poly_d(double r) {
+    double p = 1.0 / 6227020800.0;              /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    return r + r * r * p;
+}
+FM_INLINE float fm_expm1_poly_f(float r) {
+    float p = 1.0f / 5040.0f;                   /* 1/7! */
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    return r + r * r * p;
+}
+
+/* ------------------------------------------------------------------ exp, expm1 */
+
+/* e^x.  x < −746 (float −104) gives +0, x > 710 (float 89) +inf, NaN stays NaN. */
+FM_INLINE double fm_exp_d(double x) {
+    uint64_t n;
+    double r = fm_reduce_d(fm_clamp_d(x, -746.0, 710.0), &n);
+    return fm_scale_d(1.0 + fm_expm1_poly_d(r), n);
+}
+FM_INLINE float fm_exp_f(float x) {
+    uint32_t n;
+    float r = fm_reduce_f(fm_clamp_f(x, -104.0f, 89.0f), &n);
+    return fm_scale_f(1.0f + fm_expm1_poly_f(r), n);
+}
+
+/* e^x − 1 without the cancellation of exp(x) − 1 near 0: 2^n·(e^r − 1) + (2^n − 1),
+ * written 2·(2^(n−1)·q + (2^(n−1) − ½)) so that 2^(n−1) stays finite up to overflow;
+ * the inner subtraction is exact wherever the result is not already ±1-dominated.
+ * x < −40 (float −18) gives −1 (e^x is below half an ulp of 1), x > 710 (89) +inf. */
+FM_INLINE double fm_expm1_d(double x) {
+    uint64_t n;
+    double q = fm_expm1_poly_d(fm_reduce_d(fm_clamp_d(x, -40.0, 710.0), &n));
+    double h = fm_pow2_d(n - 1);
+    return 2.0 * (q * h + (h - 0.5));
+}
+FM_INLINE float fm_expm1_f(float x) {
+    uint32_t n;
+    float q = fm_expm1_poly_f(fm_reduce_f(fm_clamp_f(x, -18.0f, 89.0f), &n));
+    float h = fm_pow2_f(n - 1);
+    return 2.0f * (q * h + (h - 0.5f));
+}
+
+/* ------------------------------------------------------------------ log1p on [0, 1] */
+
+/* log(1 + y) for y in [0, 1] (the range softplus needs; NaN propagates).  With
+ * b = [1 + y > √2], 1 + y = 2^b·(1 + f) and f = y or (y − 1)/2, both exact, f in
+ * [√2/2 − 1, √2 − 1]; log(1 + f) = 2·atanh(s), s = f/(2 + f), written
+ * f − (f²/2 − s·(f²/2 + R(s²))) with R(z) = 2z/3 + 2z²/5 + … (Taylor of atanh; |s| ≤
+ * 0.172), so that the rounding of s only touches a correction of size f²/2. */
+FM_INLINE double fm_log1p01_d(double y) {
+    int big = y > FM_SQRT2_M1_D;
+    double f_big = (y - 1.0) * 0.5;   /* computed either way: a select, not a branch */
+    double f = big ? f_big : y;
+    double s = f / (2.0 + f), z = s * s, hf2 = 0.5 * f * f;
+    double R = 2.0 / 23;
+    R = R * z + 2.0 / 21;
+    R = R * z + 2.0 / 19;
+    R = R * z + 2.0 / 17;
+    R = R * z + 2.0 / 15;
+    R = R * z + 2.0 / 13;
+    R = R * z + 2.0 / 11;
+    R = R * z + 2.0 / 9;
+    R = R * z + 2.0 / 7;
+    R = R * z + 2.0 / 5;
+    R = R * z + 2.0 / 3;
+    R = R * z;
+    double lf = f - (hf2 - s * (hf2 + R));
+    double l_big = FM_LN2_HI_D + (lf + FM_LN2_LO_D);
+    return big ? l_big : lf;
+}
+FM_INLINE float fm_log1p01_f(float y) {
+    int big = y > FM_SQRT2_M1_F;
+    float f_big = (y - 1.0f) * 0.5f;   /* computed either way: a select, not a branch */
+    float f = big ? f_big : y;
+    float s = f / (2.0f + f), z = s * s, hf2 = 0.5f * f * f;
+    float R = 2.0f / 11;
+    R = R * z + 2.0f / 9;
+    R = R * z + 2.0f / 7;
+    R = R * z + 2.0f / 5;
+    R = R * z + 2.0f / 3;
+    R = R * z;
+    float lf = f - (hf2 - s * (hf2 + R));
+    float l_big = FM_LN2_HI_F + (lf + FM_LN2_LO_F);
+    return big ? l_big : lf;
+}
+
+/* ------------------------------------------------------------------ activations */
+
+/* tanh x = u/(u + 2), u = e^(2|x|) − 1, sign restored; |x| ≥ 20 (float 10) is ±1 to
+ * rounding, and clamping there keeps u finite.  tanh(−0) = −0. */
+FM_INLINE double fm_tanh_d(double x) {
+    double u = fm_expm1_d(2.0 * fm_clamp_d(fm_abs_d(x), 0.0, 20.0));
+    return fm_with_sign_d(u / (u + 2.0), x);
+}
+FM_INLINE float fm_tanh_f(float x) {
+    float u = fm_expm1_f(2.0f * fm_clamp_f(fm_abs_f(x), 0.0f, 10.0f));
+    return fm_with_sign_f(u / (u + 2.0f), x);
+}
+
+/* σ(x) = 1/(1 + e^−x) as (x ≥ 0 ? 1 : e)/(1 + e), e = e^−|x| ≤ 1: never overflows, and
+ * keeps full relative accuracy far into the left tail (σ(x) ≈ e^x). */
+FM_INLINE double fm_sigmoid_d(double x) {
+    double e = fm_exp_d(-fm_abs_d(x));
+    return (x < 0 ? e : 1.0) / (1.0 + e);
+}
+FM_INLINE float fm_sigmoid_f(float x) {
+    float e = fm_exp_f(-fm_abs_f(x));
+    return (x < 0 ? e : 1.0f) / (1.0f + e);
+}
+
+/* log(1 + e^x) = max(x, 0) + log1p(e^−|x|): no overflow for any x; NaN stays NaN. */
+FM_INLINE double fm_softplus_d(double x) {
+    return (x > 0 ? x : 0.0) + fm_log1p01_d(fm_exp_d(-fm_abs_d(x)));
+}
+FM_INLINE float fm_softplus_f(float x) {
+    return (x > 0 ? x : 0.0f) + fm_log1p01_f(fm_exp_f(-fm_abs_f(x)));
+}
+
+/* ------------------------------------------------------------------ array loops */
+
+/* Each loop once per instruction set: FM_LOOPS(suffix, attribute, type, scalar suffix,
+ * array suffix).  In place, except the backward loops (D ⊙= g'(·)). */
+#define FM_MAP(NAME, T, EXPR)                                                      \
+    static void NAME(T *x, ptrdiff_t n) {                                          \
+        for (ptrdiff_t i = 0; i < n; i++) { T v = x[i]; x[i] = (EXPR); }           \
+    }
+
+#define FM_LOOPS(SUF, ATTR, T, t, W)                                               \
+    ATTR FM_MAP(fmv_exp_##W##_##SUF, T, fm_exp_##t(v))                             \
+    ATTR FM_MAP(fmv_expm1_##W##_##SUF, T, fm_expm1_##t(v))                         \
+    ATTR FM_MAP(fmv_log1p01_##W##_##SUF, T, fm_log1p01_##t(v))                     \
+    ATTR FM_MAP(fmv_tanh_##W##_##SUF, T, fm_tanh_##t(v))                           \
+    ATTR FM_MAP(fmv_sigmoid_##W##_##SUF, T, fm_sigmoid_##t(v))                     \
+    ATTR FM_MAP(fmv_silu_##W##_##SUF, T, v * fm_sigmoid_##t(v))                    \
+    ATTR FM_MAP(fmv_softplus_##W##_##SUF, T, fm_softplus_##t(v))                   \
+    /* z if z > 0 else α·(e^z − 1); e^min(z, 0) written so that NaN reaches expm1 */ \
+    ATTR static void fmv_elu_##W##_##SUF(T *x, ptrdiff_t n, T alpha) {             \
+        for (ptrdiff_t i = 0; i < n; i++) {                                        \
+            T v = x[i];                                                            \
+            T e = alpha * fm_expm1_##t(v > 0 ? (T)0 : v);                          \
+            x[i] = v > 0 ? v : e;                                                  \
+        }                                                                          \
+    }                                                                              \
+    /* D ⊙= σ(z)·(1 + z·(1 − σ(z))) */                                             \
+    ATTR static void fmv_silu_bwd_##W##_##SUF(const T *z, T *d, ptrdiff_t n) {     \
+        for (ptrdiff_t i = 0; i < n; i++) {                                        \
+            T p = fm_sigmoid_##t(z[i]);                                            \
+            d[i] = d[i] * (p * (1 + z[i] * (1 - p)));                              \
+        }                                                                          \
+    }                                                                              \
+    /* D ⊙= 1 − e^−A = σ(z) for A = softplus(z) */                                 \
+    ATTR static void fmv_softplus_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n) { \
+        for (ptrdiff_t i = 0; i < n; i++)                                          \
+            d[i] = d[i] * -fm_expm1_##t(-a[i]);                                    \
+    }
+
+#define FM_LOOPS_BOTH(SUF, ATTR) \
+    FM_LOOPS(SUF, ATTR, float, f, f32) FM_LOOPS(SUF, ATTR, double, d, f64)
+
+#define FM_NO_ATTR
+FM_LOOPS_BOTH(base, FM_NO_ATTR)
+
+#if (defined(__x86_64__) || defined(__i386__)) && \
+    (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 6))
+#define FM_DISPATCH 1
+FM_LOOPS_BOTH(avx2, __attribute__((target("avx2,fma"))))
+FM_LOOPS_BOTH(avx512, __attribute__((target("avx512f,avx512dq,avx2,fma"))))
+#else
+#define FM_DISPATCH 0
+#endif
+
+/* ------------------------------------------------------------------ dispatch */
+
+/* 0: baseline, 1: AVX2 + FMA, 2: AVX-512; the best the CPU has, chosen at load. */
+static int fm_vec_level = 0;
+
+static int fm_vec_best_level(void) {
+#if FM_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return 1;
+#endif
+    return 0;
+}
+
+/* Use instruction-set level `level` (clipped to what the CPU has; −1: the best);
+ * returns the level in use.  Tests run every level the machine has through this. */
+static int fm_vec_set_level(int level) {
+    int best = fm_vec_best_level();
+    fm_vec_level = (level < 0 || level > best) ? best : level;
+    return fm_vec_level;
+}
+
+static int fm_vec_get_level(void) { return fm_vec_level; }
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((constructor)) static void fm_vec_init(void) { fm_vec_set_level(-1); }
+#endif
+
+#if FM_DISPATCH
+#define FM_CALL(NAME, ...)                                                         \
+    do {                                                                           \
+        if (fm_vec_level == 2) NAME##_avx512(__VA_ARGS__);                         \
+        else if (fm_vec_level == 1) NAME##_avx2(__VA_ARGS__);                      \
+        else NAME##_base(__VA_ARGS__);                                             \
+    } while (0)
+#else
+#define FM_CALL(NAME, ...) NAME##_base(__VA_ARGS__)
+#endif
+
+/* The entry points: fmv_<function>_<f32|f64>(x, n) in place, and the two backward
+ * loops fmv_<activation>_bwd_<W>(input, d, n). */
+#define FM_ENTRIES(T, W)                                                                   \
+    static void fmv_exp_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_exp_##W, x, n); }             \
+    static void fmv_expm1_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_expm1_##W, x, n); }         \
+    static void fmv_log1p01_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_log1p01_##W, x, n); }     \
+    static void fmv_tanh_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_tanh_##W, x, n); }           \
+    static void fmv_sigmoid_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_sigmoid_##W, x, n); }     \
+    static void fmv_silu_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_silu_##W, x, n); }           \
+    static void fmv_softplus_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_softplus_##W, x, n); }   \
+    static void fmv_elu_##W(T *x, ptrdiff_t n, T alpha) { FM_CALL(fmv_elu_##W, x, n, alpha); } \
+    static void fmv_silu_bwd_##W(const T *z, T *d, ptrdiff_t n) {                          \
+        FM_CALL(fmv_silu_bwd_##W, z, d, n);                                                \
+    }                                                                                      \
+    static void fmv_softplus_bwd_##W(const T *a, T *d, ptrdiff_t n) {                      \
+        FM_CALL(fmv_softplus_bwd_##W, a, d, n);                                            \
+    }
+
+FM_ENTRIES(float, f32)
+FM_ENTRIES(double, f64)
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+#endif /* FASTMLP_VECMATH_H */
