@@ -7,7 +7,8 @@ from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
 
 from fastmlp._blas cimport gemm, gemv, ger
-from fastmlp._fmath cimport ferfc, fexp, fexpm1, flog1p, ftanh
+from fastmlp._fmath cimport (ferfc, fexp, velu, vexp, vsigmoid, vsilu, vsilu_bwd, vsoftplus,
+                             vsoftplus_bwd, vtanh)
 
 # Activation codes; _core.ACT_CODES maps their names to them.  The definitions are
 # PyTorch's (its modules are the oracle and the export target).
@@ -100,7 +101,9 @@ cdef inline floating shifted_exp_row(const floating* z, Py_ssize_t k, floating* 
         if z[j] > m:
             m = z[j]
     for j in range(k):
-        e[j] = fexp(z[j] - m)
+        e[j] = z[j] - m
+    vexp(e, k)
+    for j in range(k):
         s += e[j]
     m_out[0] = m
     return s
@@ -121,29 +124,26 @@ cdef inline void softmax_rows(floating* Z, Py_ssize_t n, Py_ssize_t k) noexcept 
 cdef inline void activation_forward(int kind, floating* Z, Py_ssize_t n,
                                     Py_ssize_t k) noexcept nogil:
     # A = g(Z) in place, for the element-wise activations and the row-wise softmax.
-    # NaN stays NaN in every branch, so that a diverging step is seen.
+    # NaN stays NaN in every branch, so that a diverging step is seen.  Every
+    # transcendental one runs as a vectorised loop of _vecmath.h (through _fmath).
     cdef Py_ssize_t i, size = n * k
-    cdef floating z, s = <floating>LEAKY_RELU_SLOPE, a = <floating>ELU_ALPHA
+    cdef floating z, s = <floating>LEAKY_RELU_SLOPE
     cdef floating r2 = <floating>INV_SQRT_2
     if kind == C_ACT_RELU:
         relu_forward(Z, size)
     elif kind == C_ACT_LOGISTIC:
-        for i in range(size):
-            Z[i] = 1 / (1 + fexp(-Z[i]))
+        vsigmoid(Z, size)      # 1/(1 + e^−z), without overflow for z ≪ 0
     elif kind == C_ACT_TANH:
-        for i in range(size):
-            Z[i] = ftanh(Z[i])
+        vtanh(Z, size)
     elif kind == C_ACT_EXP:
-        for i in range(size):
-            Z[i] = fexp(Z[i])
+        vexp(Z, size)
     elif kind == C_ACT_SOFTMAX:
         softmax_rows(Z, n, k)
     elif kind == C_ACT_LEAKY_RELU:
         for i in range(size):
             Z[i] = Z[i] if Z[i] > 0 else s * Z[i]
     elif kind == C_ACT_ELU:
-        for i in range(size):
-            Z[i] = Z[i] if Z[i] > 0 else a * fexpm1(Z[i])
+        velu(Z, size, <floating>ELU_ALPHA)
     elif kind == C_ACT_GELU:
         # Φ(z) = ½·erfc(−z/√2): the same as ½·(1 + erf(z/√2)) without its cancellation,
         # which loses every digit of Φ(z) below z ≈ −6 (−4 in float32).
@@ -151,15 +151,11 @@ cdef inline void activation_forward(int kind, floating* Z, Py_ssize_t n,
             z = Z[i]
             Z[i] = z * <floating>0.5 * ferfc(-z * r2)
     elif kind == C_ACT_SILU:
-        for i in range(size):
-            z = Z[i]
-            Z[i] = z / (1 + fexp(-z))
+        vsilu(Z, size)         # z·σ(z)
     elif kind == C_ACT_SOFTPLUS:
         # max(z, 0) + log(1 + e^(−|z|)): no overflow for any z, and exact to rounding
         # where PyTorch's threshold (z > 20: z) cuts off.
-        for i in range(size):
-            z = Z[i]
-            Z[i] = (z if z > 0 else 0) + flog1p(fexp(-(z if z > 0 else -z)))
+        vsoftplus(Z, size)
 
 
 cdef inline void activation_backward(int kind, const floating* A, const floating* Z,
@@ -172,7 +168,7 @@ cdef inline void activation_backward(int kind, const floating* A, const floating
     # and exp are output activations whose derivative the matching loss folds into its
     # delta, so they never come here.
     cdef Py_ssize_t i
-    cdef floating z, p, s = <floating>LEAKY_RELU_SLOPE, a = <floating>ELU_ALPHA
+    cdef floating z, s = <floating>LEAKY_RELU_SLOPE, a = <floating>ELU_ALPHA
     cdef floating r2 = <floating>INV_SQRT_2, r2pi = <floating>INV_SQRT_2PI
     if kind == C_ACT_RELU:
         relu_mask_delta(A, D, size)
@@ -189,18 +185,14 @@ cdef inline void activation_backward(int kind, const floating* A, const floating
         for i in range(size):
             D[i] = D[i] if A[i] > 0 else D[i] * (A[i] + a)
     elif kind == C_ACT_SOFTPLUS:
-        for i in range(size):
-            D[i] = D[i] * -fexpm1(-A[i])
+        vsoftplus_bwd(A, D, size)      # D ⊙= −(e^(−A) − 1)
     elif kind == C_ACT_GELU:
         for i in range(size):
             z = Z[i]
             D[i] = D[i] * (<floating>0.5 * ferfc(-z * r2)
                            + z * r2pi * fexp(<floating>-0.5 * z * z))
     elif kind == C_ACT_SILU:
-        for i in range(size):
-            z = Z[i]
-            p = 1 / (1 + fexp(-z))
-            D[i] = D[i] * (p * (1 + z * (1 - p)))
+        vsilu_bwd(Z, D, size)
 
 
 cdef inline void backprop_delta(int act, const floating* D_next, Py_ssize_t n,
