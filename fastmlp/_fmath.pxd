@@ -159,6 +159,20 @@ cdef extern from "_vecmath.h" nogil:
     void fmv_silu_bwd_f64(const double* z, double* d, Py_ssize_t n)
     void fmv_softplus_bwd_f32(const float* a, float* d, Py_ssize_t n)
     void fmv_softplus_bwd_f64(const double* a, double* d, Py_ssize_t n)
+    void fmv_relu_f32(float* x, Py_ssize_t n)
+    void fmv_relu_f64(double* x, Py_ssize_t n)
+    void fmv_relu_bwd_f32(const float* a, float* d, Py_ssize_t n)
+    void fmv_relu_bwd_f64(const double* a, double* d, Py_ssize_t n)
+    void fmv_leaky_relu_f32(float* x, Py_ssize_t n, float s)
+    void fmv_leaky_relu_f64(double* x, Py_ssize_t n, double s)
+    void fmv_leaky_relu_bwd_f32(const float* a, float* d, Py_ssize_t n, float s)
+    void fmv_leaky_relu_bwd_f64(const double* a, double* d, Py_ssize_t n, double s)
+    void fmv_elu_bwd_f32(const float* a, float* d, Py_ssize_t n, float alpha)
+    void fmv_elu_bwd_f64(const double* a, double* d, Py_ssize_t n, double alpha)
+    void fmv_tanh_bwd_f32(const float* a, float* d, Py_ssize_t n)
+    void fmv_tanh_bwd_f64(const double* a, double* d, Py_ssize_t n)
+    void fmv_sigmoid_bwd_f32(const float* a, float* d, Py_ssize_t n)
+    void fmv_sigmoid_bwd_f64(const double* a, double* d, Py_ssize_t n)
     int fm_vec_set_level(int level)     # 0 SSE2, 1 AVX2+FMA, 2 AVX-512; −1 the best
     int fm_vec_get_level()
 
@@ -217,3 +231,54 @@ cdef inline void vsoftplus_bwd(const floating* a, floating* d, Py_ssize_t n) noe
         fmv_softplus_bwd_f32(a, d, n)
     else:
         fmv_softplus_bwd_f64(a, d, n)
+
+
+cdef inline void vrelu(floating* x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fmv_relu_f32(x, n)
+    else:
+        fmv_relu_f64(x, n)
+
+
+cdef inline void vrelu_bwd(const floating* a, floating* d, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fmv_relu_bwd_f32(a, d, n)
+    else:
+        fmv_relu_bwd_f64(a, d, n)
+
+
+cdef inline void vleaky_relu(floating* x, Py_ssize_t n, floating s) noexcept nogil:
+    if floating is float:
+        fmv_leaky_relu_f32(x, n, s)
+    else:
+        fmv_leaky_relu_f64(x, n, s)
+
+
+cdef inline void vleaky_relu_bwd(const floating* a, floating* d, Py_ssize_t n,
+                                 floating s) noexcept nogil:
+    if floating is float:
+        fmv_leaky_relu_bwd_f32(a, d, n, s)
+    else:
+        fmv_leaky_relu_bwd_f64(a, d, n, s)
+
+
+cdef inline void velu_bwd(const floating* a, floating* d, Py_ssize_t n,
+                          floating alpha) noexcept nogil:
+    if floating is float:
+        fmv_elu_bwd_f32(a, d, n, alpha)
+    else:
+        fmv_elu_bwd_f64(a, d, n, alpha)
+
+
+cdef inline void vtanh_bwd(const floating* a, floating* d, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fmv_tanh_bwd_f32(a, d, n)
+    else:
+        fmv_tanh_bwd_f64(a, d, n)
+
+
+cdef inline void vsigmoid_bwd(const floating* a, floating* d, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fmv_sigmoid_bwd_f32(a, d, n)
+    else:
+        fmv_sigmoid_bwd_f64(a, d, n)

@@ -7,8 +7,9 @@ from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
 
 from fastmlp._blas cimport gemm, gemv, ger
-from fastmlp._fmath cimport (ferfc, fexp, velu, vexp, vsigmoid, vsilu, vsilu_bwd, vsoftplus,
-                             vsoftplus_bwd, vtanh)
+from fastmlp._fmath cimport (ferfc, fexp, velu, velu_bwd, vexp, vleaky_relu, vleaky_relu_bwd,
+                             vrelu, vrelu_bwd, vsigmoid, vsigmoid_bwd, vsilu, vsilu_bwd,
+                             vsoftplus, vsoftplus_bwd, vtanh, vtanh_bwd)
 
 # Activation codes; _core.ACT_CODES maps their names to them.  The definitions are
 # PyTorch's (its modules are the oracle and the export target).
@@ -77,17 +78,13 @@ cdef inline void relu_forward(floating* Z, Py_ssize_t size) noexcept nogil:
     # A = θ(Z) = max(Z, 0) in place (seeds 001, 003).  The derivative mask θ'(Z) = [Z > 0]
     # (θ'(0) = 0) equals [A > 0], so this single pass also records the mask, in A itself.
     # NaN is kept (NaN < 0 is false) so that a diverging step is seen, not hidden.
-    # Written as an unconditional select so the compiler vectorises it.
-    cdef Py_ssize_t i
-    for i in range(size):
-        Z[i] = 0 if Z[i] < 0 else Z[i]
+    # An unconditional select, vectorised in _vecmath.h.
+    vrelu(Z, size)
 
 
 cdef inline void relu_mask_delta(const floating* A, floating* D, Py_ssize_t size) noexcept nogil:
     # D ⊙= θ'(S) with θ'(S) = [A > 0]  (seed 003 eq. 34; seed 001's V ⊙ D).
-    cdef Py_ssize_t i
-    for i in range(size):
-        D[i] = D[i] if A[i] > 0 else 0
+    vrelu_bwd(A, D, size)
 
 
 cdef inline floating shifted_exp_row(const floating* z, Py_ssize_t k, floating* e,
@@ -125,10 +122,9 @@ cdef inline void activation_forward(int kind, floating* Z, Py_ssize_t n,
                                     Py_ssize_t k) noexcept nogil:
     # A = g(Z) in place, for the element-wise activations and the row-wise softmax.
     # NaN stays NaN in every branch, so that a diverging step is seen.  Every
-    # transcendental one runs as a vectorised loop of _vecmath.h (through _fmath).
+    # element-wise one but GELU (libm erfc) runs as a vectorised loop of _vecmath.h.
     cdef Py_ssize_t i, size = n * k
-    cdef floating z, s = <floating>LEAKY_RELU_SLOPE
-    cdef floating r2 = <floating>INV_SQRT_2
+    cdef floating z, r2 = <floating>INV_SQRT_2
     if kind == C_ACT_RELU:
         relu_forward(Z, size)
     elif kind == C_ACT_LOGISTIC:
@@ -140,8 +136,7 @@ cdef inline void activation_forward(int kind, floating* Z, Py_ssize_t n,
     elif kind == C_ACT_SOFTMAX:
         softmax_rows(Z, n, k)
     elif kind == C_ACT_LEAKY_RELU:
-        for i in range(size):
-            Z[i] = Z[i] if Z[i] > 0 else s * Z[i]
+        vleaky_relu(Z, size, <floating>LEAKY_RELU_SLOPE)
     elif kind == C_ACT_ELU:
         velu(Z, size, <floating>ELU_ALPHA)
     elif kind == C_ACT_GELU:
@@ -168,22 +163,18 @@ cdef inline void activation_backward(int kind, const floating* A, const floating
     # and exp are output activations whose derivative the matching loss folds into its
     # delta, so they never come here.
     cdef Py_ssize_t i
-    cdef floating z, s = <floating>LEAKY_RELU_SLOPE, a = <floating>ELU_ALPHA
+    cdef floating z
     cdef floating r2 = <floating>INV_SQRT_2, r2pi = <floating>INV_SQRT_2PI
     if kind == C_ACT_RELU:
         relu_mask_delta(A, D, size)
     elif kind == C_ACT_LOGISTIC:
-        for i in range(size):
-            D[i] = D[i] * A[i] * (1 - A[i])
+        vsigmoid_bwd(A, D, size)
     elif kind == C_ACT_TANH:
-        for i in range(size):
-            D[i] = D[i] * (1 - A[i] * A[i])
+        vtanh_bwd(A, D, size)
     elif kind == C_ACT_LEAKY_RELU:
-        for i in range(size):
-            D[i] = D[i] if A[i] > 0 else s * D[i]
+        vleaky_relu_bwd(A, D, size, <floating>LEAKY_RELU_SLOPE)
     elif kind == C_ACT_ELU:
-        for i in range(size):
-            D[i] = D[i] if A[i] > 0 else D[i] * (A[i] + a)
+        velu_bwd(A, D, size, <floating>ELU_ALPHA)
     elif kind == C_ACT_SOFTPLUS:
         vsoftplus_bwd(A, D, size)      # D ⊙= −(e^(−A) − 1)
     elif kind == C_ACT_GELU:

@@ -296,8 +296,50 @@ FM_INLINE float fm_softplus_f(float x) {
             d[i] = d[i] * -fm_expm1_##t(-a[i]);                                    \
     }
 
-#define FM_LOOPS_BOTH(SUF, ATTR) \
-    FM_LOOPS(SUF, ATTR, float, f, f32) FM_LOOPS(SUF, ATTR, double, d, f64)
+/* The piecewise-linear activations and the derivatives written through A: selects
+ * and products only, the same operations in the same order as the Cython loops they
+ * replace (and as scikit-learn's numpy), so their results do not change; they are here
+ * for the wider instruction sets, and for the selects, which GCC keeps as branches
+ * (mispredicted on half the elements) under -ftrapping-math. */
+#define FM_SIMPLE_LOOPS(SUF, ATTR, T, W)                                           \
+    ATTR FM_MAP(fmv_relu_##W##_##SUF, T, v < 0 ? (T)0 : v)                         \
+    ATTR static void fmv_relu_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n) {     \
+        for (ptrdiff_t i = 0; i < n; i++) d[i] = a[i] > 0 ? d[i] : (T)0;           \
+    }                                                                              \
+    ATTR static void fmv_leaky_relu_##W##_##SUF(T *x, ptrdiff_t n, T s) {          \
+        for (ptrdiff_t i = 0; i < n; i++) { T v = x[i], w = s * v; x[i] = v > 0 ? v : w; } \
+    }                                                                              \
+    ATTR static void fmv_leaky_relu_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n, T s) { \
+        for (ptrdiff_t i = 0; i < n; i++) { T v = d[i], w = s * v; d[i] = a[i] > 0 ? v : w; } \
+    }                                                                              \
+    /* D ⊙= 1 if A > 0 else A + α */                                               \
+    ATTR static void fmv_elu_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n, T alpha) { \
+        for (ptrdiff_t i = 0; i < n; i++) {                                        \
+            T v = d[i], w = v * (a[i] + alpha);                                    \
+            d[i] = a[i] > 0 ? v : w;                                               \
+        }                                                                          \
+    }                                                                              \
+    /* D ⊙= 1 − A² (tanh), D ⊙= A·(1 − A) (logistic) */                            \
+    ATTR static void fmv_tanh_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n) {     \
+        for (ptrdiff_t i = 0; i < n; i++) d[i] = d[i] * (1 - a[i] * a[i]);         \
+    }                                                                              \
+    ATTR static void fmv_sigmoid_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n) {  \
+        for (ptrdiff_t i = 0; i < n; i++) d[i] = d[i] * a[i] * (1 - a[i]);         \
+    }
+
+/* Contraction into fused multiply-adds is allowed in the transcendental functions
+ * (their accuracy is measured with it) but not in the simple loops, whose rounding must
+ * stay that of separate products and sums on every instruction set. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FM_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define FM_NO_CONTRACT
+#endif
+
+#define FM_LOOPS_BOTH(SUF, ATTR)                                                   \
+    FM_LOOPS(SUF, ATTR, float, f, f32) FM_LOOPS(SUF, ATTR, double, d, f64)         \
+    FM_SIMPLE_LOOPS(SUF, ATTR FM_NO_CONTRACT, float, f32)                          \
+    FM_SIMPLE_LOOPS(SUF, ATTR FM_NO_CONTRACT, double, f64)
 
 #define FM_NO_ATTR
 FM_LOOPS_BOTH(base, FM_NO_ATTR)
@@ -371,8 +413,31 @@ __attribute__((constructor)) static void fm_vec_init(void) { fm_vec_set_level(-1
         FM_CALL(fmv_softplus_bwd_##W, a, d, n);                                            \
     }
 
+#define FM_SIMPLE_ENTRIES(T, W)                                                            \
+    static void fmv_relu_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_relu_##W, x, n); }           \
+    static void fmv_relu_bwd_##W(const T *a, T *d, ptrdiff_t n) {                          \
+        FM_CALL(fmv_relu_bwd_##W, a, d, n);                                                \
+    }                                                                                      \
+    static void fmv_leaky_relu_##W(T *x, ptrdiff_t n, T s) {                               \
+        FM_CALL(fmv_leaky_relu_##W, x, n, s);                                              \
+    }                                                                                      \
+    static void fmv_leaky_relu_bwd_##W(const T *a, T *d, ptrdiff_t n, T s) {               \
+        FM_CALL(fmv_leaky_relu_bwd_##W, a, d, n, s);                                       \
+    }                                                                                      \
+    static void fmv_elu_bwd_##W(const T *a, T *d, ptrdiff_t n, T alpha) {                  \
+        FM_CALL(fmv_elu_bwd_##W, a, d, n, alpha);                                          \
+    }                                                                                      \
+    static void fmv_tanh_bwd_##W(const T *a, T *d, ptrdiff_t n) {                          \
+        FM_CALL(fmv_tanh_bwd_##W, a, d, n);                                                \
+    }                                                                                      \
+    static void fmv_sigmoid_bwd_##W(const T *a, T *d, ptrdiff_t n) {                       \
+        FM_CALL(fmv_sigmoid_bwd_##W, a, d, n);                                             \
+    }
+
 FM_ENTRIES(float, f32)
 FM_ENTRIES(double, f64)
+FM_SIMPLE_ENTRIES(float, f32)
+FM_SIMPLE_ENTRIES(double, f64)
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options

@@ -111,7 +111,10 @@ def cases(n: int, d_in: int, d_out: int, k: int,
     D = r(n, d_out)
     Act = np.empty((n, d_out), dtype)
     numpy_activations: dict[str, Callable[[], object]] = {
+        "relu": lambda: (np.maximum(Z, 0, out=Act), np.multiply(D, Act > 0, out=out)),
         "tanh": lambda: (np.tanh(Z, out=Act), np.multiply(D, 1 - Act * Act, out=out)),
+        # scipy's expit: what scikit-learn's logistic layers run
+        "logistic": lambda: (expit(Z, out=Act), np.multiply(D, Act * (1 - Act), out=out)),
         "leaky_relu": lambda: (np.multiply(Z, np.where(Z > 0, 1, 0.01).astype(dtype), out=Act),
                                np.multiply(D, np.where(Act > 0, 1, 0.01).astype(dtype), out=out)),
         "elu": lambda: (np.copyto(Act, np.where(Z > 0, Z, np.expm1(np.minimum(Z, 0)))),
