@@ -173,13 +173,15 @@ FM_INLINE double fm_expm1_d(double x) {
     uint64_t n;
     double q = fm_expm1_poly_d(fm_reduce_d(fm_clamp_d(x, -40.0, 710.0), &n));
     double h = fm_pow2_d(n - 1);
-    return 2.0 * (q * h + (h - 0.5));
+    double y = 2.0 * (q * h + (h - 0.5));
+    return fm_abs_d(x) < 0x1p-54 ? x : y;   /* x itself to rounding: keeps −0 and subnormals */
 }
 FM_INLINE float fm_expm1_f(float x) {
     uint32_t n;
     float q = fm_expm1_poly_f(fm_reduce_f(fm_clamp_f(x, -18.0f, 89.0f), &n));
     float h = fm_pow2_f(n - 1);
-    return 2.0f * (q * h + (h - 0.5f));
+    float y = 2.0f * (q * h + (h - 0.5f));
+    return fm_abs_f(x) < 0x1p-25f ? x : y;   /* x itself to rounding: keeps −0 and subnormals */
 }
 
 /* ------------------------------------------------------------------ log1p on [0, 1] */
