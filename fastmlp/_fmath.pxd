@@ -173,6 +173,8 @@ cdef extern from "_vecmath.h" nogil:
     void fmv_tanh_bwd_f64(const double* a, double* d, Py_ssize_t n)
     void fmv_sigmoid_bwd_f32(const float* a, float* d, Py_ssize_t n)
     void fmv_sigmoid_bwd_f64(const double* a, double* d, Py_ssize_t n)
+    void fmv_gelu_f32(float* x, Py_ssize_t n)       # float32 only (in double inside)
+    void fmv_gelu_bwd_f32(const float* z, float* d, Py_ssize_t n)
     int fm_vec_set_level(int level)     # 0 SSE2, 1 AVX2+FMA, 2 AVX-512; −1 the best
     int fm_vec_get_level()
 

@@ -7,7 +7,7 @@ from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
 
 from fastmlp._blas cimport gemm, gemv, ger
-from fastmlp._fmath cimport (ferfc, fexp, velu, velu_bwd, vexp, vleaky_relu, vleaky_relu_bwd,
+from fastmlp._fmath cimport (ferfc, fexp, fmv_gelu_bwd_f32, fmv_gelu_f32, velu, velu_bwd, vexp, vleaky_relu, vleaky_relu_bwd,
                              vrelu, vrelu_bwd, vsigmoid, vsigmoid_bwd, vsilu, vsilu_bwd,
                              vsoftplus, vsoftplus_bwd, vtanh, vtanh_bwd)
 
@@ -122,7 +122,8 @@ cdef inline void activation_forward(int kind, floating* Z, Py_ssize_t n,
                                     Py_ssize_t k) noexcept nogil:
     # A = g(Z) in place, for the element-wise activations and the row-wise softmax.
     # NaN stays NaN in every branch, so that a diverging step is seen.  Every
-    # element-wise one but GELU (libm erfc) runs as a vectorised loop of _vecmath.h.
+    # element-wise one (but float64 GELU: libm's erfc) runs as a vectorised loop of
+    # _vecmath.h.
     cdef Py_ssize_t i, size = n * k
     cdef floating z, r2 = <floating>INV_SQRT_2
     if kind == C_ACT_RELU:
@@ -141,7 +142,11 @@ cdef inline void activation_forward(int kind, floating* Z, Py_ssize_t n,
         velu(Z, size, <floating>ELU_ALPHA)
     elif kind == C_ACT_GELU:
         # Φ(z) = ½·erfc(−z/√2): the same as ½·(1 + erf(z/√2)) without its cancellation,
-        # which loses every digit of Φ(z) below z ≈ −6 (−4 in float32).
+        # which loses every digit of Φ(z) below z ≈ −6 (−4 in float32).  float32:
+        # vectorised (_vecmath.h, in double); float64: libm's erfc.
+        if floating is float:
+            fmv_gelu_f32(Z, size)
+            return
         for i in range(size):
             z = Z[i]
             Z[i] = z * <floating>0.5 * ferfc(-z * r2)
@@ -178,6 +183,9 @@ cdef inline void activation_backward(int kind, const floating* A, const floating
     elif kind == C_ACT_SOFTPLUS:
         vsoftplus_bwd(A, D, size)      # D ⊙= −(e^(−A) − 1)
     elif kind == C_ACT_GELU:
+        if floating is float:
+            fmv_gelu_bwd_f32(Z, D, size)
+            return
         for i in range(size):
             z = Z[i]
             D[i] = D[i] * (<floating>0.5 * ferfc(-z * r2)

@@ -194,3 +194,31 @@ def test_level_names_and_refusal():
         _core.k_vecmath_level("avx9")
     with pytest.raises(ValueError, match="^name:"):
         _core.k_vecmath("cosh", np.zeros(3))
+
+
+def test_float32_gelu_within_an_ulp(level):
+    """float32 GELU runs in double inside (a Chebyshev fit of erfc, 1.8e-10 relative, and
+    the vectorised exp), rounded once: measured ≤ 0.503 ulp for z·Φ(z) over 2.5·10⁶
+    points (random bit patterns and |z| ≤ 16); bound 1 ulp.  Its derivative
+    Φ(z) + z·φ(z) crosses 0 near z = −0.75, so its error is measured in ulps of the
+    larger term (measured ≤ 1.0: the final rounding of a value up to twice that term);
+    bound 1.5.  Reference: the definitions in float64 scipy (≈ 2^−29 of a float ulp)."""
+    rng = np.random.default_rng(5)
+    raw = rng.integers(0, 2 ** 32 - 1, 200_000, dtype=np.uint32).view(np.float32)
+    z = np.concatenate([raw[np.isfinite(raw)], rng.uniform(-16, 16, 200_000),
+                        [0.0, -0.0, 14.8, -14.8, -14.9, 1e-30, -1e-30]]).astype(np.float32)
+    z64 = z.astype(np.float64)
+    with np.errstate(all="ignore"):
+        phi = 0.5 * erfc(-z64 / np.sqrt(2))
+        zdens = z64 * np.exp(-0.5 * z64 * z64) / np.sqrt(2 * np.pi)
+    A = kernels.activation_forward("gelu", z[None, :])[0]
+    G = kernels.activation_backward("gelu", A[None, :], np.ones((1, z.size), np.float32),
+                                    Z=z[None, :])[0]
+    for got, want, scale, bound in ((A, z64 * phi, z64 * phi, 1.0),
+                                    (G, phi + zdens, np.maximum(np.abs(phi), np.abs(zdens)), 1.5)):
+        with np.errstate(all="ignore"):
+            err = np.abs(got - want) / np.spacing(np.abs(scale.astype(np.float32))).astype(np.float64)
+        err[got == want.astype(np.float32)] = 0
+        worst = int(np.argmax(err))
+        assert err[worst] <= bound, f"z={z[worst]!r}: {err[worst]:.2f} ulp"
+    assert np.isnan(kernels.activation_forward("gelu", np.array([[np.nan]], np.float32))).all()
