@@ -87,33 +87,42 @@ cdef inline void relu_mask_delta(const floating* A, floating* D, Py_ssize_t size
     vrelu_bwd(A, D, size)
 
 
-cdef inline floating shifted_exp_row(const floating* z, Py_ssize_t k, floating* e,
-                                     floating* m_out) noexcept nogil:
-    # e = exp(z − m) for one row z of k values, m = max z (into m_out); returns Σ e.
-    # Shifted by the maximum, no exp overflows (seed 003 eq. 3's softmax, and the
-    # log-sum-exp of its loss).  e may be z itself.
+cdef inline floating row_max(const floating* z, Py_ssize_t k) noexcept nogil:
+    # max of one row of k values (NaN never wins a comparison, as before).
     cdef Py_ssize_t j
-    cdef floating m = z[0], s = 0
+    cdef floating m = z[0]
     for j in range(1, k):
         if z[j] > m:
             m = z[j]
-    for j in range(k):
-        e[j] = z[j] - m
-    vexp(e, k)
-    for j in range(k):
-        s += e[j]
-    m_out[0] = m
-    return s
+    return m
+
+
+cdef inline void shifted_exp_rows(const floating* Z, Py_ssize_t n, Py_ssize_t k,
+                                  floating* E) noexcept nogil:
+    # E = exp(Z − m) row by row, m = the row's maximum (seed 003 eq. 3's softmax, and the
+    # log-sum-exp of its loss): shifted by the maximum, no exp overflows.  The shifts
+    # first, then one vectorised exp over all n·k values (rows of ~10 classes are too
+    # short to vectorise one by one).  E may be Z.
+    cdef Py_ssize_t i, j
+    cdef floating m
+    for i in range(n):
+        m = row_max(Z + i * k, k)
+        for j in range(k):
+            E[i * k + j] = Z[i * k + j] - m
+    vexp(E, n * k)
 
 
 cdef inline void softmax_rows(floating* Z, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     # P = softmax(Z) row by row, in place (seed 003 eq. 3).
     cdef Py_ssize_t i, j
-    cdef floating m, s
+    cdef floating s
     cdef floating* z
+    shifted_exp_rows(Z, n, k, Z)
     for i in range(n):
         z = Z + i * k
-        s = shifted_exp_row(z, k, z, &m)
+        s = 0
+        for j in range(k):
+            s += z[j]
         for j in range(k):
             z[j] /= s
 
