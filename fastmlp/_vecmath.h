@@ -38,6 +38,12 @@
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math")
 #endif
+/* clang contracts a·b + c within an expression by default; the simple loops below must
+ * not (see FM_NO_CONTRACT), and the functions' bounds hold without it too (they are
+ * measured on the SSE2 level, which has no FMA), so turn it off for the whole header. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FM_INLINE static inline __attribute__((always_inline))
@@ -317,13 +323,13 @@ FM_INLINE double fm_gelu_phi(double z) {
 /* GELU z·Φ(z) and its derivative Φ(z) + z·φ(z), φ(z) = e^(−z²/2)/√(2π), for float32, in
  * double (z² of a float is exact in double), rounded once to float. */
 #define FM_GELU_LOOPS(SUF, ATTR)                                                   \
-    ATTR static void fmv_gelu_f32_##SUF(float *x, ptrdiff_t n) {                   \
+    ATTR static inline void fmv_gelu_f32_##SUF(float *x, ptrdiff_t n) {                   \
         for (ptrdiff_t i = 0; i < n; i++) {                                        \
             double z = x[i];                                                       \
             x[i] = (float)(z * fm_gelu_phi(z));                                    \
         }                                                                          \
     }                                                                              \
-    ATTR static void fmv_gelu_bwd_f32_##SUF(const float *zs, float *d, ptrdiff_t n) { \
+    ATTR static inline void fmv_gelu_bwd_f32_##SUF(const float *zs, float *d, ptrdiff_t n) { \
         for (ptrdiff_t i = 0; i < n; i++) {                                        \
             double z = zs[i];                                                      \
             double g = fm_gelu_phi(z) + z * 0x1.9884533d43651p-2 * fm_exp_d(-0.5 * z * z); \
@@ -336,7 +342,7 @@ FM_INLINE double fm_gelu_phi(double z) {
 /* Each loop once per instruction set: FM_LOOPS(suffix, attribute, type, scalar suffix,
  * array suffix).  In place, except the backward loops (D ⊙= g'(·)). */
 #define FM_MAP(NAME, T, EXPR)                                                      \
-    static void NAME(T *x, ptrdiff_t n) {                                          \
+    static inline void NAME(T *x, ptrdiff_t n) {                                   \
         for (ptrdiff_t i = 0; i < n; i++) { T v = x[i]; x[i] = (EXPR); }           \
     }
 
@@ -349,7 +355,7 @@ FM_INLINE double fm_gelu_phi(double z) {
     ATTR FM_MAP(fmv_silu_##W##_##SUF, T, v * fm_sigmoid_##t(v))                    \
     ATTR FM_MAP(fmv_softplus_##W##_##SUF, T, fm_softplus_##t(v))                   \
     /* z if z > 0 else α·(e^z − 1); e^min(z, 0) written so that NaN reaches expm1 */ \
-    ATTR static void fmv_elu_##W##_##SUF(T *x, ptrdiff_t n, T alpha) {             \
+    ATTR static inline void fmv_elu_##W##_##SUF(T *x, ptrdiff_t n, T alpha) {             \
         for (ptrdiff_t i = 0; i < n; i++) {                                        \
             T v = x[i];                                                            \
             T e = alpha * fm_expm1_##t(v > 0 ? (T)0 : v);                          \
@@ -357,14 +363,14 @@ FM_INLINE double fm_gelu_phi(double z) {
         }                                                                          \
     }                                                                              \
     /* D ⊙= σ(z)·(1 + z·(1 − σ(z))) */                                             \
-    ATTR static void fmv_silu_bwd_##W##_##SUF(const T *z, T *d, ptrdiff_t n) {     \
+    ATTR static inline void fmv_silu_bwd_##W##_##SUF(const T *z, T *d, ptrdiff_t n) {     \
         for (ptrdiff_t i = 0; i < n; i++) {                                        \
             T p = fm_sigmoid_##t(z[i]);                                            \
             d[i] = d[i] * (p * (1 + z[i] * (1 - p)));                              \
         }                                                                          \
     }                                                                              \
     /* D ⊙= 1 − e^−A = σ(z) for A = softplus(z) */                                 \
-    ATTR static void fmv_softplus_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n) { \
+    ATTR static inline void fmv_softplus_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n) { \
         for (ptrdiff_t i = 0; i < n; i++)                                          \
             d[i] = d[i] * -fm_expm1_##t(-a[i]);                                    \
     }
@@ -376,27 +382,27 @@ FM_INLINE double fm_gelu_phi(double z) {
  * (mispredicted on half the elements) under -ftrapping-math. */
 #define FM_SIMPLE_LOOPS(SUF, ATTR, T, W)                                           \
     ATTR FM_MAP(fmv_relu_##W##_##SUF, T, v < 0 ? (T)0 : v)                         \
-    ATTR static void fmv_relu_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n) {     \
+    ATTR static inline void fmv_relu_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n) {     \
         for (ptrdiff_t i = 0; i < n; i++) d[i] = a[i] > 0 ? d[i] : (T)0;           \
     }                                                                              \
-    ATTR static void fmv_leaky_relu_##W##_##SUF(T *x, ptrdiff_t n, T s) {          \
+    ATTR static inline void fmv_leaky_relu_##W##_##SUF(T *x, ptrdiff_t n, T s) {          \
         for (ptrdiff_t i = 0; i < n; i++) { T v = x[i], w = s * v; x[i] = v > 0 ? v : w; } \
     }                                                                              \
-    ATTR static void fmv_leaky_relu_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n, T s) { \
+    ATTR static inline void fmv_leaky_relu_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n, T s) { \
         for (ptrdiff_t i = 0; i < n; i++) { T v = d[i], w = s * v; d[i] = a[i] > 0 ? v : w; } \
     }                                                                              \
     /* D ⊙= 1 if A > 0 else A + α */                                               \
-    ATTR static void fmv_elu_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n, T alpha) { \
+    ATTR static inline void fmv_elu_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n, T alpha) { \
         for (ptrdiff_t i = 0; i < n; i++) {                                        \
             T v = d[i], w = v * (a[i] + alpha);                                    \
             d[i] = a[i] > 0 ? v : w;                                               \
         }                                                                          \
     }                                                                              \
     /* D ⊙= 1 − A² (tanh), D ⊙= A·(1 − A) (logistic) */                            \
-    ATTR static void fmv_tanh_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n) {     \
+    ATTR static inline void fmv_tanh_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n) {     \
         for (ptrdiff_t i = 0; i < n; i++) d[i] = d[i] * (1 - a[i] * a[i]);         \
     }                                                                              \
-    ATTR static void fmv_sigmoid_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n) {  \
+    ATTR static inline void fmv_sigmoid_bwd_##W##_##SUF(const T *a, T *d, ptrdiff_t n) {  \
         for (ptrdiff_t i = 0; i < n; i++) d[i] = d[i] * a[i] * (1 - a[i]);         \
     }
 
@@ -446,13 +452,13 @@ static int fm_vec_best_level(void) {
 
 /* Use instruction-set level `level` (clipped to what the CPU has; −1: the best);
  * returns the level in use.  Tests run every level the machine has through this. */
-static int fm_vec_set_level(int level) {
+static inline int fm_vec_set_level(int level) {
     int best = fm_vec_best_level();
     fm_vec_level = (level < 0 || level > best) ? best : level;
     return fm_vec_level;
 }
 
-static int fm_vec_get_level(void) { return fm_vec_level; }
+static inline int fm_vec_get_level(void) { return fm_vec_level; }
 
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((constructor)) static void fm_vec_init(void) { fm_vec_set_level(-1); }
@@ -472,44 +478,44 @@ __attribute__((constructor)) static void fm_vec_init(void) { fm_vec_set_level(-1
 /* The entry points: fmv_<function>_<f32|f64>(x, n) in place, and the two backward
  * loops fmv_<activation>_bwd_<W>(input, d, n). */
 #define FM_ENTRIES(T, W)                                                                   \
-    static void fmv_exp_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_exp_##W, x, n); }             \
-    static void fmv_expm1_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_expm1_##W, x, n); }         \
-    static void fmv_log1p01_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_log1p01_##W, x, n); }     \
-    static void fmv_tanh_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_tanh_##W, x, n); }           \
-    static void fmv_sigmoid_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_sigmoid_##W, x, n); }     \
-    static void fmv_silu_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_silu_##W, x, n); }           \
-    static void fmv_softplus_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_softplus_##W, x, n); }   \
-    static void fmv_elu_##W(T *x, ptrdiff_t n, T alpha) { FM_CALL(fmv_elu_##W, x, n, alpha); } \
-    static void fmv_silu_bwd_##W(const T *z, T *d, ptrdiff_t n) {                          \
+    static inline void fmv_exp_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_exp_##W, x, n); }             \
+    static inline void fmv_expm1_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_expm1_##W, x, n); }         \
+    static inline void fmv_log1p01_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_log1p01_##W, x, n); }     \
+    static inline void fmv_tanh_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_tanh_##W, x, n); }           \
+    static inline void fmv_sigmoid_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_sigmoid_##W, x, n); }     \
+    static inline void fmv_silu_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_silu_##W, x, n); }           \
+    static inline void fmv_softplus_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_softplus_##W, x, n); }   \
+    static inline void fmv_elu_##W(T *x, ptrdiff_t n, T alpha) { FM_CALL(fmv_elu_##W, x, n, alpha); } \
+    static inline void fmv_silu_bwd_##W(const T *z, T *d, ptrdiff_t n) {                          \
         FM_CALL(fmv_silu_bwd_##W, z, d, n);                                                \
     }                                                                                      \
-    static void fmv_softplus_bwd_##W(const T *a, T *d, ptrdiff_t n) {                      \
+    static inline void fmv_softplus_bwd_##W(const T *a, T *d, ptrdiff_t n) {                      \
         FM_CALL(fmv_softplus_bwd_##W, a, d, n);                                            \
     }
 
 #define FM_SIMPLE_ENTRIES(T, W)                                                            \
-    static void fmv_relu_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_relu_##W, x, n); }           \
-    static void fmv_relu_bwd_##W(const T *a, T *d, ptrdiff_t n) {                          \
+    static inline void fmv_relu_##W(T *x, ptrdiff_t n) { FM_CALL(fmv_relu_##W, x, n); }           \
+    static inline void fmv_relu_bwd_##W(const T *a, T *d, ptrdiff_t n) {                          \
         FM_CALL(fmv_relu_bwd_##W, a, d, n);                                                \
     }                                                                                      \
-    static void fmv_leaky_relu_##W(T *x, ptrdiff_t n, T s) {                               \
+    static inline void fmv_leaky_relu_##W(T *x, ptrdiff_t n, T s) {                               \
         FM_CALL(fmv_leaky_relu_##W, x, n, s);                                              \
     }                                                                                      \
-    static void fmv_leaky_relu_bwd_##W(const T *a, T *d, ptrdiff_t n, T s) {               \
+    static inline void fmv_leaky_relu_bwd_##W(const T *a, T *d, ptrdiff_t n, T s) {               \
         FM_CALL(fmv_leaky_relu_bwd_##W, a, d, n, s);                                       \
     }                                                                                      \
-    static void fmv_elu_bwd_##W(const T *a, T *d, ptrdiff_t n, T alpha) {                  \
+    static inline void fmv_elu_bwd_##W(const T *a, T *d, ptrdiff_t n, T alpha) {                  \
         FM_CALL(fmv_elu_bwd_##W, a, d, n, alpha);                                          \
     }                                                                                      \
-    static void fmv_tanh_bwd_##W(const T *a, T *d, ptrdiff_t n) {                          \
+    static inline void fmv_tanh_bwd_##W(const T *a, T *d, ptrdiff_t n) {                          \
         FM_CALL(fmv_tanh_bwd_##W, a, d, n);                                                \
     }                                                                                      \
-    static void fmv_sigmoid_bwd_##W(const T *a, T *d, ptrdiff_t n) {                       \
+    static inline void fmv_sigmoid_bwd_##W(const T *a, T *d, ptrdiff_t n) {                       \
         FM_CALL(fmv_sigmoid_bwd_##W, a, d, n);                                             \
     }
 
-static void fmv_gelu_f32(float *x, ptrdiff_t n) { FM_CALL(fmv_gelu_f32, x, n); }
-static void fmv_gelu_bwd_f32(const float *z, float *d, ptrdiff_t n) {
+static inline void fmv_gelu_f32(float *x, ptrdiff_t n) { FM_CALL(fmv_gelu_f32, x, n); }
+static inline void fmv_gelu_bwd_f32(const float *z, float *d, ptrdiff_t n) {
     FM_CALL(fmv_gelu_bwd_f32, z, d, n);
 }
 FM_ENTRIES(float, f32)
@@ -519,6 +525,9 @@ FM_SIMPLE_ENTRIES(double, f64)
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
+#endif
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT DEFAULT
 #endif
 
 #endif /* FASTMLP_VECMATH_H */
