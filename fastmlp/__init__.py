@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from fastmlp.errors import DivergenceError
 from fastmlp.model import MLP, load
-from fastmlp import blas, kernels
+from fastmlp import blas, kernels, threads
 from fastmlp._core import get_workspace_limit, set_workspace_limit
+from fastmlp.threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "load", "DivergenceError", "blas", "kernels", "get_workspace_limit",
-           "set_workspace_limit", "__version__"]
+__all__ = ["MLP", "load", "DivergenceError", "blas", "kernels", "threads",
+           "get_workspace_limit", "set_workspace_limit", "get_num_threads", "set_num_threads",
+           "__version__"]
 
 
 _SKLEARN_NAMES = ("MLPClassifier", "MLPRegressor")

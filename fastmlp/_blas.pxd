@@ -1,20 +1,94 @@
 # The BLAS routines of the core, and their row-major wrappers.
 #
-# The routines are called through a table of addresses so that a faster library than
-# scipy's OpenBLAS can be swapped in at run time (fastmlp/blas.py, through
-# _core._set_blas); scipy's cython_blas is the default and the fallback.  All use the
-# Fortran interface with 32-bit integers.  The table is C's own static array: this file is
-# cimported by the one module, _core, so there is exactly one table.
+# The routines are called through a table of addresses so that another library than
+# scipy's OpenBLAS can be swapped in at run time (fastmlp/blas.py, through _core._set_blas);
+# scipy's cython_blas is the default and the fallback.  All use the Fortran interface, with
+# 32-bit integers (LP64) or, for numpy's own OpenBLAS, 64-bit ones (ILP64).  Each library
+# has its own filled-in table, and switching is one pointer store (blas_active, and
+# blas_serial for the small calls, see fastmlp_blas_for), so a call racing a switch sees
+# one whole library, never one library's routine with another's integer width.  The tables are C statics: this file is cimported by the one module,
+# _core, so there is exactly one of each.
 
 from cython cimport floating
+from libc.stdint cimport int64_t
+
+ctypedef void (*set_threads_t)(int) noexcept nogil
+ctypedef int (*get_threads_t)() noexcept nogil
 
 cdef extern from *:
     """
-    static void *fastmlp_blas_table[6];
-    """
-    void* blas_table "fastmlp_blas_table"[6]
+    typedef struct {
+        void *fn[6];
+        int ilp64;
+        /* The library's thread-count setter and getter, for a library that only fastmlp
+           calls; NULL for one shared with numpy or scipy, whose count is the user's. */
+        void (*set_threads)(int);
+        int (*get_threads)(void);
+    } fastmlp_blas_lib;
+    static fastmlp_blas_lib fastmlp_blas_libs[4];
+    static fastmlp_blas_lib *volatile fastmlp_blas_active = &fastmlp_blas_libs[0];
+    static fastmlp_blas_lib *volatile fastmlp_blas_serial = NULL;
 
-# Slots of blas_table, in the order of _core._set_blas's arguments.
+    /* The most threads fastmlp's BLAS calls may use (fastmlp.threads), and the compiled
+       calls running now in all Python threads, which share that many. */
+    static int fastmlp_thread_limit = 0;   /* 0: not set yet, one thread */
+    /* Work (floating-point operations) that pays for one more BLAS thread: on 2-vCPU VMs
+       (bench/README.md, "Threads") a product of 2·m·n·k below about 4 million ran no
+       faster on two threads than on one, and often far slower. */
+    static const double fastmlp_flops_per_thread = 4e6;
+    static int fastmlp_calls_running = 0;
+
+    /* The limit's getter and setter as exported C symbols, which threadpoolctl's
+       controller for fastmlp (fastmlp/threads.py) calls through ctypes. */
+    int fastmlp_get_num_threads(void) { return fastmlp_thread_limit; }
+    void fastmlp_set_num_threads(int n) { fastmlp_thread_limit = n >= 1 ? n : 1; }
+
+    static void fastmlp_call_begin(void) {
+        __atomic_add_fetch(&fastmlp_calls_running, 1, __ATOMIC_RELAXED);
+    }
+    static void fastmlp_call_end(void) {
+        __atomic_sub_fetch(&fastmlp_calls_running, 1, __ATOMIC_RELAXED);
+    }
+
+    /* The library for one BLAS call of `flops` floating-point operations, its thread count
+       set if fastmlp owns it.  One more thread pays only past fastmlp_flops_per_thread: a
+       worker woken for less costs more than it saves, and on a busy machine may wait a
+       whole scheduler slice.  A call too small for two threads, or left one thread by
+       sharing the limit with fastmlp calls in other Python threads, goes to the serial
+       library (one only fastmlp calls, kept at one thread), so it wakes no pool at all;
+       larger ones go to the active library, by default numpy's own. */
+    static fastmlp_blas_lib *fastmlp_blas_for(double flops) {
+        fastmlp_blas_lib *lib = fastmlp_blas_active, *serial = fastmlp_blas_serial;
+        int running = __atomic_load_n(&fastmlp_calls_running, __ATOMIC_RELAXED);
+        int share = fastmlp_thread_limit / (running > 1 ? running : 1);
+        int want = flops < fastmlp_flops_per_thread * share
+                   ? (int)(flops / fastmlp_flops_per_thread) : share;
+        if (want < 2 && serial != NULL) lib = serial;
+        if (want < 1) want = 1;
+        if (lib->set_threads != NULL && want != lib->get_threads()) lib->set_threads(want);
+        return lib;
+    }
+    """
+    ctypedef struct BlasLib "fastmlp_blas_lib":
+        void* fn[6]
+        bint ilp64
+        set_threads_t set_threads
+        get_threads_t get_threads
+    BlasLib blas_libs "fastmlp_blas_libs"[4]
+    BlasLib* blas_active "fastmlp_blas_active"
+    BlasLib* blas_serial "fastmlp_blas_serial"
+    int thread_limit "fastmlp_thread_limit"
+    int calls_running "fastmlp_calls_running"
+    void call_begin "fastmlp_call_begin"() noexcept nogil
+    void call_end "fastmlp_call_end"() noexcept nogil
+    const double FLOPS_PER_THREAD "fastmlp_flops_per_thread"
+    BlasLib* blas_for "fastmlp_blas_for"(double flops) noexcept nogil
+
+# How many libraries blas_libs can hold; fastmlp.blas numbers its libraries below this.
+cdef enum:
+    BLAS_LIBS = 4
+
+# Slots of BlasLib.fn, in the order of _core._set_blas's arguments.
 cdef enum:
     SGEMM = 0
     DGEMM = 1
@@ -35,6 +109,20 @@ ctypedef void (*sger_t)(int*, int*, float*, float*, int*, float*, int*, float*,
                         int*) noexcept nogil
 ctypedef void (*dger_t)(int*, int*, double*, double*, int*, double*, int*, double*,
                         int*) noexcept nogil
+# The same routines with 64-bit integers.
+ctypedef void (*sgemm64_t)(char*, char*, int64_t*, int64_t*, int64_t*, float*, float*,
+                           int64_t*, float*, int64_t*, float*, float*, int64_t*) noexcept nogil
+ctypedef void (*dgemm64_t)(char*, char*, int64_t*, int64_t*, int64_t*, double*, double*,
+                           int64_t*, double*, int64_t*, double*, double*,
+                           int64_t*) noexcept nogil
+ctypedef void (*sgemv64_t)(char*, int64_t*, int64_t*, float*, float*, int64_t*, float*,
+                           int64_t*, float*, float*, int64_t*) noexcept nogil
+ctypedef void (*dgemv64_t)(char*, int64_t*, int64_t*, double*, double*, int64_t*, double*,
+                           int64_t*, double*, double*, int64_t*) noexcept nogil
+ctypedef void (*sger64_t)(int64_t*, int64_t*, float*, float*, int64_t*, float*, int64_t*,
+                          float*, int64_t*) noexcept nogil
+ctypedef void (*dger64_t)(int64_t*, int64_t*, double*, double*, int64_t*, double*, int64_t*,
+                          double*, int64_t*) noexcept nogil
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
@@ -45,11 +133,20 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating 
     # operands swapped: no copies, no layout conversion.
     cdef char ta = b'T' if trans_b else b'N'
     cdef char tb = b'T' if trans_a else b'N'
-    if floating is float:
-        (<sgemm_t>blas_table[SGEMM])(&ta, &tb, &n, &m, &k, &alpha, <float*>b, &ldb,
+    cdef int64_t m8 = m, n8 = n, k8 = k, lda8 = lda, ldb8 = ldb, ldc8 = ldc
+    cdef BlasLib* lib = blas_for(2.0 * m * n * k)
+    if lib.ilp64:
+        if floating is float:
+            (<sgemm64_t>lib.fn[SGEMM])(&ta, &tb, &n8, &m8, &k8, &alpha, <float*>b, &ldb8,
+                                           <float*>a, &lda8, &beta, c, &ldc8)
+        else:
+            (<dgemm64_t>lib.fn[DGEMM])(&ta, &tb, &n8, &m8, &k8, &alpha, <double*>b,
+                                           &ldb8, <double*>a, &lda8, &beta, c, &ldc8)
+    elif floating is float:
+        (<sgemm_t>lib.fn[SGEMM])(&ta, &tb, &n, &m, &k, &alpha, <float*>b, &ldb,
                                      <float*>a, &lda, &beta, c, &ldc)
     else:
-        (<dgemm_t>blas_table[DGEMM])(&ta, &tb, &n, &m, &k, &alpha, <double*>b, &ldb,
+        (<dgemm_t>lib.fn[DGEMM])(&ta, &tb, &n, &m, &k, &alpha, <double*>b, &ldb,
                                      <double*>a, &lda, &beta, c, &ldc)
 
 
@@ -60,11 +157,20 @@ cdef inline void gemv(bint trans, int m, int n, floating alpha, const floating* 
     # whose call overhead is a fraction of gemm's.
     cdef char t = b'N' if trans else b'T'
     cdef int one = 1
-    if floating is float:
-        (<sgemv_t>blas_table[SGEMV])(&t, &n, &m, &alpha, <float*>a, &lda, <float*>x, &one,
+    cdef int64_t m8 = m, n8 = n, lda8 = lda, one8 = 1
+    cdef BlasLib* lib = blas_for(2.0 * m * n)
+    if lib.ilp64:
+        if floating is float:
+            (<sgemv64_t>lib.fn[SGEMV])(&t, &n8, &m8, &alpha, <float*>a, &lda8,
+                                           <float*>x, &one8, &beta, y, &one8)
+        else:
+            (<dgemv64_t>lib.fn[DGEMV])(&t, &n8, &m8, &alpha, <double*>a, &lda8,
+                                           <double*>x, &one8, &beta, y, &one8)
+    elif floating is float:
+        (<sgemv_t>lib.fn[SGEMV])(&t, &n, &m, &alpha, <float*>a, &lda, <float*>x, &one,
                                      &beta, y, &one)
     else:
-        (<dgemv_t>blas_table[DGEMV])(&t, &n, &m, &alpha, <double*>a, &lda, <double*>x,
+        (<dgemv_t>lib.fn[DGEMV])(&t, &n, &m, &alpha, <double*>a, &lda, <double*>x,
                                      &one, &beta, y, &one)
 
 
@@ -72,8 +178,17 @@ cdef inline void ger(int m, int n, floating alpha, const floating* x, const floa
                      floating* a, int lda) noexcept nogil:
     # Row-major A (m, n) += alpha·x·yᵀ, as the column-major update of Aᵀ.
     cdef int one = 1
-    if floating is float:
-        (<sger_t>blas_table[SGER])(&n, &m, &alpha, <float*>y, &one, <float*>x, &one, a, &lda)
+    cdef int64_t m8 = m, n8 = n, lda8 = lda, one8 = 1
+    cdef BlasLib* lib = blas_for(2.0 * m * n)
+    if lib.ilp64:
+        if floating is float:
+            (<sger64_t>lib.fn[SGER])(&n8, &m8, &alpha, <float*>y, &one8, <float*>x, &one8,
+                                         a, &lda8)
+        else:
+            (<dger64_t>lib.fn[DGER])(&n8, &m8, &alpha, <double*>y, &one8, <double*>x,
+                                         &one8, a, &lda8)
+    elif floating is float:
+        (<sger_t>lib.fn[SGER])(&n, &m, &alpha, <float*>y, &one, <float*>x, &one, a, &lda)
     else:
-        (<dger_t>blas_table[DGER])(&n, &m, &alpha, <double*>y, &one, <double*>x, &one, a,
+        (<dger_t>lib.fn[DGER])(&n, &m, &alpha, <double*>y, &one, <double*>x, &one, a,
                                    &lda)

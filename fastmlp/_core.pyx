@@ -29,7 +29,8 @@ Two gradient conventions share the kernels:
   reproduced closely.
 """
 from cython cimport floating
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, dgemv, dger, sgemm, sgemv, sger
 
@@ -39,14 +40,17 @@ import numpy as np
 
 from fastmlp.errors import DivergenceError
 
-from fastmlp._blas cimport DGEMM, DGEMV, DGER, SGEMM, SGEMV, SGER, blas_table, gemm, ger
+from fastmlp._blas cimport (BLAS_LIBS, DGEMM, DGEMV, DGER, FLOPS_PER_THREAD, SGEMM, SGEMV,
+                            SGER, blas_active, blas_libs, blas_serial, call_begin, call_end,
+                            get_threads_t, gemm, ger, set_threads_t, thread_limit)
 from fastmlp._fmath cimport all_finite, labels_in_range, max_abs
 from fastmlp._layers cimport (C_ACT_ELU, C_ACT_EXP, C_ACT_GELU, C_ACT_IDENTITY,
                               C_ACT_LEAKY_RELU, C_ACT_LOGISTIC, C_ACT_RELU, C_ACT_SILU,
                               C_ACT_SOFTMAX, C_ACT_SOFTPLUS, C_ACT_TANH, ELU_ALPHA,
                               LEAKY_RELU_SLOPE, activation_backward, activation_forward,
                               activation_max_slope, activation_needs_z, backprop_delta,
-                              column_sums, dropout_backward, dropout_forward,
+                              column_sums, csr_index, csr_linear_forward, csr_touched_rows,
+                              csr_transposed_accumulate, dropout_backward, dropout_forward,
                               linear_backward, linear_forward, relu_forward,
                               relu_mask_delta, softmax_rows)
 from fastmlp._losses cimport (C_LOSS_MSE, C_LOSS_SK_BINARY_LOG, C_LOSS_SK_LOG,
@@ -101,22 +105,73 @@ STATE_VECTORS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}
 # BLAS table
 # --------------------------------------------------------------------------------------
 
-def _set_blas(size_t s_gemm=0, size_t d_gemm=0, size_t s_gemv=0, size_t d_gemv=0,
-              size_t s_ger=0, size_t d_ger=0):
-    """Point the core at BLAS routines by address (0: scipy's); used by fastmlp.blas only.
+def _set_blas(int slot, tuple addresses=(), bint ilp64=False, tuple threads=(),
+              bint serial=False):
+    """Make the core call the BLAS library in table ``slot`` (0: scipy's cython_blas);
+    used by fastmlp.blas only.  With ``serial``, make it the library of the products too
+    small for two threads instead (slot -1: none, all products go to the active one).
 
-    The addresses must be the Fortran-interface routines (LP64) of a library that stays
-    loaded for the life of the process; fastmlp.blas resolves and checks them.
+    ``addresses``, if given, first fill that table: the Fortran-interface sgemm, dgemm,
+    sgemv, dgemv, sger and dger of a library that stays loaded for the life of the process,
+    taking 64-bit integers if ``ilp64`` else 32-bit ones, and ``threads``, for a library
+    only fastmlp calls, the addresses of its ``void set(int)`` and ``int get(void)``
+    thread-count functions (the core then picks each call's thread count).  fastmlp.blas
+    resolves and checks them.  The table in use is never refilled, so a step running in
+    another thread always calls one whole library.
     """
-    blas_table[SGEMM] = <void*>s_gemm if s_gemm else <void*>sgemm
-    blas_table[DGEMM] = <void*>d_gemm if d_gemm else <void*>dgemm
-    blas_table[SGEMV] = <void*>s_gemv if s_gemv else <void*>sgemv
-    blas_table[DGEMV] = <void*>d_gemv if d_gemv else <void*>dgemv
-    blas_table[SGER] = <void*>s_ger if s_ger else <void*>sger
-    blas_table[DGER] = <void*>d_ger if d_ger else <void*>dger
+    global blas_active, blas_serial
+    cdef int i
+    if serial and slot == -1:
+        blas_serial = NULL
+        return
+    if not 0 <= slot < BLAS_LIBS:
+        raise ValueError(f"slot: expected 0 to {BLAS_LIBS - 1}, got {slot}")
+    if addresses:
+        if slot == 0 or len(addresses) != 6 or 0 in addresses:
+            raise ValueError("addresses: expected six nonzero routine addresses for a slot > 0")
+        if threads and (len(threads) != 2 or 0 in threads):
+            raise ValueError("threads: expected the addresses of a setter and a getter")
+        if blas_active == &blas_libs[slot] or blas_serial == &blas_libs[slot]:
+            raise ValueError(f"slot: table {slot} is in use and cannot be refilled")
+        for i in range(6):
+            blas_libs[slot].fn[i] = <void*><size_t>addresses[i]
+        blas_libs[slot].ilp64 = ilp64
+        blas_libs[slot].set_threads = <set_threads_t><size_t>threads[0] if threads else NULL
+        blas_libs[slot].get_threads = <get_threads_t><size_t>threads[1] if threads else NULL
+    elif blas_libs[slot].fn[0] == NULL:
+        raise ValueError(f"slot: table {slot} was never filled")
+    if serial:
+        blas_serial = &blas_libs[slot]
+    else:
+        blas_active = &blas_libs[slot]
 
 
-_set_blas()
+# Work (floating-point operations) per BLAS thread; see _blas.pxd.
+FLOPS_PER_THREAD_MIN = FLOPS_PER_THREAD
+
+
+def get_thread_limit():
+    """The most threads the core's BLAS calls use (see fastmlp.threads)."""
+    return thread_limit
+
+
+def set_thread_limit(int n):
+    """Set the most threads the core's BLAS calls use; ``n`` >= 1 (see fastmlp.threads)."""
+    global thread_limit
+    if n < 1:
+        raise ValueError(f"n: expected a positive number of threads, got {n}")
+    thread_limit = n
+
+
+blas_libs[0].fn[SGEMM] = <void*>sgemm
+blas_libs[0].fn[DGEMM] = <void*>dgemm
+blas_libs[0].fn[SGEMV] = <void*>sgemv
+blas_libs[0].fn[DGEMV] = <void*>dgemv
+blas_libs[0].fn[SGER] = <void*>sger
+blas_libs[0].fn[DGER] = <void*>dger
+blas_libs[0].ilp64 = False
+blas_libs[0].set_threads = NULL
+blas_libs[0].get_threads = NULL
 
 
 # --------------------------------------------------------------------------------------
@@ -164,6 +219,9 @@ def check_workspace(str name, n_bytes, rows):
 # Scratch of Network.forward: hidden activations of this many bytes at most (but never
 # fewer than FORWARD_MIN_ROWS rows, so GEMMs stay large enough to run at full speed).
 FORWARD_SCRATCH_BYTES = 16 * 2**20
+# Zeros a sparse step's update reads for the rows of W(1) its batch did not reach
+# (W1Rows): whole rows, as many as fit in this many values (32 KiB in float64, L1-sized).
+ZERO_VALUES = 4096
 FORWARD_MIN_ROWS = 256
 
 
@@ -248,9 +306,23 @@ cdef class Layout:
         return (int(rows) * (sum(self.dims[1:]) + 2 * self.max_width + int(kept_width))
                 * int(itemsize))
 
-    def gather_bytes(self, rows, itemsize):
-        """Batch buffers ``Engine.fit_epoch`` gathers shuffled rows into, at most."""
-        return int(rows) * (self.dims[0] + self.dims[self.n_layers] + 2) * int(itemsize)
+    def gather_bytes(self, rows, itemsize, nnz=None, index_size=0):
+        """Batch buffers ``Engine.fit_epoch`` gathers shuffled rows into, at most: the
+        targets and weights, and the rows of X — dense (d0 values a row) or, given
+        ``nnz``, sparse (row pointers and nnz column indices of ``index_size`` bytes,
+        nnz values)."""
+        rows = int(rows)
+        x = (rows * self.dims[0] * int(itemsize) if nnz is None
+             else (rows + 1 + int(nnz)) * int(index_size) + int(nnz) * int(itemsize))
+        return x + rows * (self.dims[self.n_layers] + 2) * int(itemsize)
+
+    def sparse_step_bytes(self, nnz):
+        """Workspace of a step on sparse rows of ``nnz`` stored values besides
+        ``train_bytes``: a flag per input column, and the list of the rows of W(1) the
+        batch reaches (at most min(nnz, d0), 8 bytes each), and ZERO_VALUES zeros (a
+        row of d1 if more)."""
+        return self.dims[0] + 8 * min(int(nnz), self.dims[0]) + 8 * max(ZERO_VALUES,
+                                                                        self.dims[1])
 
     def forward_chunk_rows(self, Py_ssize_t n, Py_ssize_t itemsize):
         """Rows per chunk of ``Network.forward`` on n rows: its scratch (two hidden layers
@@ -286,8 +358,18 @@ cdef struct Net:
     bint sk_scaling          # scikit-learn's gradient convention (see module docstring)
 
 
+cdef struct CSR:
+    # Rows of a sparse X (see _layers.pxd, "sparse input"): row i's values are
+    # data[indptr[i]:indptr[i+1]] in the columns indices[…]; checked by SparseRows.
+    const void* data         # model dtype
+    const void* indices      # int32, or int64 if idx64
+    const void* indptr       # n + 1 values of the indices' type
+    bint idx64
+
+
 cdef struct Batch:
-    const void* X            # (n, d0)
+    const void* X            # (n, d0), or NULL when the rows are sparse
+    const CSR* csr           # the rows when sparse, else NULL
     const void* Y            # (n, dL) or NULL when labels are given
     const int64_t* labels    # (n,) or NULL
     const void* sw           # (n,) sample weights or NULL
@@ -303,18 +385,51 @@ cdef struct Scratch:
     void* pre[MAX_LAYERS]    # A(l+1) before dropout, for g', where dropped, else NULL
     void* masks[MAX_LAYERS]  # dropout mask, where dropped, else NULL
     uint64_t rng             # dropout's counter (dropout_forward)
+    # Sparse steps: the rows of W(1) the batch reaches (csr_touched_rows), its flags,
+    # and whether the W(1) block of grad is all zero (a sparse step leaves it so, so the
+    # next one need only fill the rows it reaches).
+    unsigned char* seen      # d0 flags, all 0 between steps
+    void* zero_row           # zero_rows·d1 zeros (W1Rows.zero)
+    Py_ssize_t zero_rows
+    Py_ssize_t* touched
+    Py_ssize_t n_touched
+    bint w1_grad_zero
 
 
 # --------------------------------------------------------------------------------------
 # Whole-network passes over the flat parameter buffer
 # --------------------------------------------------------------------------------------
 
+cdef inline void sparse_linear_forward(const CSR* x, Py_ssize_t n, const floating* W,
+                                       const floating* b, Py_ssize_t d_out,
+                                       floating* Z) noexcept nogil:
+    # csr_linear_forward for either index type.
+    if x.idx64:
+        csr_linear_forward(<const floating*>x.data, <const int64_t*>x.indices,
+                           <const int64_t*>x.indptr, n, W, b, d_out, Z)
+    else:
+        csr_linear_forward(<const floating*>x.data, <const int32_t*>x.indices,
+                           <const int32_t*>x.indptr, n, W, b, d_out, Z)
+
+
+cdef inline void sparse_weight_gradient(const CSR* x, Py_ssize_t n, const floating* D,
+                                        Py_ssize_t d_out, floating* dW) noexcept nogil:
+    # csr_transposed_accumulate for either index type.
+    if x.idx64:
+        csr_transposed_accumulate(<const floating*>x.data, <const int64_t*>x.indices,
+                                  <const int64_t*>x.indptr, n, D, d_out, dW)
+    else:
+        csr_transposed_accumulate(<const floating*>x.data, <const int32_t*>x.indices,
+                                  <const int32_t*>x.indptr, n, D, d_out, dW)
+
+
 cdef void forward_pass(const Net* net, const floating* theta, const floating* X,
-                       Py_ssize_t n, Scratch* s, bint drop) noexcept nogil:
+                       const CSR* csr, Py_ssize_t n, Scratch* s, bint drop) noexcept nogil:
     # s.acts[l] receives A(l+1), (n, dims[l+1]); the last holds the network's output,
     # after the output activation (identity for raw outputs and logits).  Where s has
     # them, Z(l+1) is kept before the activation, and with `drop` (training) the hidden
     # layers with a dropout mask are dropped, their output kept before it in s.pre.
+    # The input is X (n, d0), or when csr is not NULL its n sparse rows (X unused).
     cdef int l, L = net.n_layers
     cdef Py_ssize_t size
     cdef const floating* A_prev = X
@@ -322,8 +437,12 @@ cdef void forward_pass(const Net* net, const floating* theta, const floating* X,
     for l in range(L):
         A = <floating*>s.acts[l]
         size = n * net.dims[l + 1]
-        linear_forward(A_prev, n, net.dims[l], theta + net.w_off[l], theta + net.b_off[l],
-                       net.dims[l + 1], A)
+        if l == 0 and csr != NULL:
+            sparse_linear_forward(csr, n, theta + net.w_off[0], theta + net.b_off[0],
+                                  net.dims[1], A)
+        else:
+            linear_forward(A_prev, n, net.dims[l], theta + net.w_off[l],
+                           theta + net.b_off[l], net.dims[l + 1], A)
         if s.zs[l] != NULL:
             memcpy(s.zs[l], A, size * sizeof(floating))
         activation_forward(net.acts[l], A, n, net.dims[l + 1])
@@ -405,7 +524,7 @@ cdef bint fused_sgd_is_safe(const Net* net, const floating* theta, const Scratch
 
 cdef void backward_pass(const Net* net, floating* theta, floating* grad, const Scratch* s,
                         bint dropped, floating* D, floating* D_other, const floating* X,
-                        Py_ssize_t n, bint fused, double lr, bint scale,
+                        const CSR* csr, Py_ssize_t n, bint fused, double lr, bint scale,
                         double norm) noexcept nogil:
     # Backpropagation from Δ(L) in D: seed 003's recursion (eq. 33, 34, 41, 42), of which
     # seed 001's two-layer gradients are the L = 2 case.  For l = L … 1:
@@ -423,6 +542,9 @@ cdef void backward_pass(const Net* net, floating* theta, floating* grad, const S
     #   step that does not update.
     # s as forward_pass left it.  D and D_other are two delta buffers of the widest
     # layer; their contents are lost.
+    # - sparse input (csr not NULL, X unused; never fused): dW(1) = Xᵀ·Δ(1) is added into
+    #   grad's W(1) block, whose rows the batch reaches the caller has zeroed (the others
+    #   hold zeros, as the dense product would give them).
     cdef int l, L = net.n_layers
     cdef Py_ssize_t j, d_in, d_out
     cdef floating* tmp
@@ -457,8 +579,12 @@ cdef void backward_pass(const Net* net, floating* theta, floating* grad, const S
                 gemm(True, False, <int>d_in, <int>d_out, <int>n, -flr, A_prev, <int>d_in,
                      D, <int>d_out, beta, W, <int>d_out)
         else:
-            linear_backward(A_prev, n, d_in, D, d_out, grad + net.w_off[l],
-                            grad + net.b_off[l])
+            if l == 0 and csr != NULL:
+                sparse_weight_gradient(csr, n, D, d_out, grad + net.w_off[0])
+                column_sums(D, n, d_out, grad + net.b_off[0])
+            else:
+                linear_backward(A_prev, n, d_in, D, d_out, grad + net.w_off[l],
+                                grad + net.b_off[l])
             if scale:
                 scale_gradients(grad + net.w_off[l], W, d_in * d_out, net.l2, norm,
                                 net.sk_scaling)
@@ -485,46 +611,145 @@ cdef inline void segment(const Net* net, int s, double norm, Py_ssize_t* off,
         nrm[0] = 1.0
 
 
+cdef struct W1Rows:
+    # How the update passes cover W(1) after a sparse batch (train_step); NULL: all of it,
+    # from grad.  Either `only`: those rows alone (plain SGD without decay: a zero
+    # gradient leaves a weight as it is, θ − η·0 = θ), or every row, the ones the batch
+    # reached (seen) from grad and the others from `zero`, a row of zeros: the same
+    # numbers as from grad's zero rows, without reading them.
+    const Py_ssize_t* only
+    Py_ssize_t n_only
+    const unsigned char* seen
+    const void* zero         # zero_rows rows of zeros
+    Py_ssize_t zero_rows
+    bint others_finite       # the untouched rows' new values are proved finite
+
+
+cdef inline Py_ssize_t w1_span(const W1Rows* rows, Py_ssize_t r, Py_ssize_t n_rows,
+                               bint* reached) noexcept nogil:
+    # The end of the span of rows from r that an update pass handles in one call: row r
+    # alone if the batch reached it, else the untouched rows from r on, at most
+    # zero_rows of them (one call per span, not per row: the kernels' set-up is per
+    # call).
+    cdef Py_ssize_t e = r + 1
+    reached[0] = rows.seen[r]
+    if reached[0]:
+        return e
+    while e < n_rows and e - r < rows.zero_rows and not rows.seen[e]:
+        e += 1
+    return e
+
+
+cdef inline bint segment_is_finite(const Optim* opt, const floating* theta,
+                                   const floating* grad, Py_ssize_t off, Py_ssize_t size,
+                                   Py_ssize_t width, const W1Rows* rows, double lr, double a,
+                                   double nrm) noexcept nogil:
+    # update_is_finite on theta[off:off+size], a W(1) of rows of `width` values covered
+    # as `rows` says (NULL: whole).
+    cdef Py_ssize_t r, e, o, n_rows = size // width
+    cdef bint reached
+    cdef const floating* s1 = <const floating*>opt.s1
+    cdef const floating* s2 = <const floating*>opt.s2
+    if rows == NULL:
+        return update_is_finite(opt, theta + off, grad + off,
+                                s1 + off if s1 != NULL else NULL,
+                                s2 + off if s2 != NULL else NULL, size, lr, a, nrm)
+    if rows.only != NULL:
+        for r in range(rows.n_only):
+            o = off + rows.only[r] * width
+            if not update_is_finite(opt, theta + o, grad + o, NULL, NULL, width, lr, a,
+                                    nrm):
+                return False
+        return True
+    r = 0
+    while r < n_rows:
+        e = w1_span(rows, r, n_rows, &reached)
+        o = off + r * width
+        if (reached or not rows.others_finite) and not update_is_finite(
+                opt, theta + o, grad + o if reached else <const floating*>rows.zero,
+                s1 + o if s1 != NULL else NULL, s2 + o if s2 != NULL else NULL,
+                (e - r) * width, lr, a, nrm):
+            return False
+        r = e
+    return True
+
+
+cdef inline void update_segment(Optim* opt, floating* theta, const floating* grad,
+                                Py_ssize_t off, Py_ssize_t gap, Py_ssize_t size, double lr,
+                                double a, double nrm) noexcept nogil:
+    # The optimizer step on theta[off:off+size] from grad[off-gap:…] (opt.t already
+    # advanced).
+    cdef floating* s1 = <floating*>opt.s1
+    cdef floating* s2 = <floating*>opt.s2
+    cdef const floating* g = grad + (off - gap)
+    if opt.kind == C_OPT_SGD:
+        sgd_update(theta + off, g, size, <floating>lr, <floating>a, <floating>nrm)
+    elif opt.kind == C_OPT_ADAM:
+        adam_update(theta + off, g, s1 + off, s2 + off, size, lr, opt.beta1, opt.beta2,
+                    opt.eps, opt.t, <floating>a, <floating>nrm)
+    else:
+        momentum_update(theta + off, g, s1 + off, size, <floating>lr,
+                        <floating>opt.momentum, opt.kind == C_OPT_NESTEROV,
+                        <floating>a, <floating>nrm)
+
+
 cdef bint net_update_is_finite(const Net* net, const Optim* opt, const floating* theta,
-                               const floating* grad, double lr, double norm) noexcept nogil:
+                               const floating* grad, double lr, double norm,
+                               const W1Rows* rows) noexcept nogil:
     # update_is_finite over every segment; grad holds raw gradients (see grad_value).
     cdef int s
     cdef Py_ssize_t off, size
     cdef double a, nrm
-    cdef const floating* s1 = <const floating*>opt.s1
-    cdef const floating* s2 = <const floating*>opt.s2
     for s in range(2 * net.n_layers):
         segment(net, s, norm, &off, &size, &a, &nrm)
-        if not update_is_finite(opt, theta + off, grad + off,
-                                s1 + off if s1 != NULL else NULL,
-                                s2 + off if s2 != NULL else NULL,
-                                size, lr, a, nrm):
+        if not segment_is_finite(opt, theta, grad, off, size, net.dims[1],
+                                 rows if s == 0 else NULL, lr, a, nrm):
             return False
     return True
 
 
 cdef void apply_update(const Net* net, Optim* opt, floating* theta, const floating* grad,
-                       double lr, double norm) noexcept nogil:
+                       double lr, double norm, const W1Rows* rows) noexcept nogil:
     # The optimizer step over every segment; grad holds raw gradients (see grad_value).
+    # W(1) is covered as `rows` says (NULL: whole).
     cdef int s
-    cdef Py_ssize_t off, size
+    cdef Py_ssize_t off, size, r, e, o, width = net.dims[1]
     cdef double a, nrm
-    cdef floating* s1 = <floating*>opt.s1
-    cdef floating* s2 = <floating*>opt.s2
+    cdef bint reached
     if opt.kind == C_OPT_ADAM:
         opt.t += 1
     for s in range(2 * net.n_layers):
         segment(net, s, norm, &off, &size, &a, &nrm)
-        if opt.kind == C_OPT_SGD:
-            sgd_update(theta + off, grad + off, size, <floating>lr, <floating>a,
-                       <floating>nrm)
-        elif opt.kind == C_OPT_ADAM:
-            adam_update(theta + off, grad + off, s1 + off, s2 + off, size, lr, opt.beta1,
-                        opt.beta2, opt.eps, opt.t, <floating>a, <floating>nrm)
+        if s > 0 or rows == NULL:
+            update_segment(opt, theta, grad, off, 0, size, lr, a, nrm)
+        elif rows.only != NULL:
+            for r in range(rows.n_only):
+                update_segment(opt, theta, grad, off + rows.only[r] * width, 0, width, lr,
+                               a, nrm)
         else:
-            momentum_update(theta + off, grad + off, s1 + off, size, <floating>lr,
-                            <floating>opt.momentum, opt.kind == C_OPT_NESTEROV,
-                            <floating>a, <floating>nrm)
+            r = 0
+            while r < net.dims[0]:
+                e = w1_span(rows, r, net.dims[0], &reached)
+                o = off + r * width
+                if reached:
+                    update_segment(opt, theta, grad, o, 0, width, lr, a, nrm)
+                else:
+                    update_segment(opt, theta, <const floating*>rows.zero, o, o,
+                                   (e - r) * width, lr, a, nrm)
+                r = e
+
+
+cdef bint decayed_rows_finite(const Net* net, double penalty, double lr, double norm,
+                              double big) noexcept nogil:
+    # Plain SGD with decay on a W(1) row whose raw gradient is 0: θ' = θ − η·(a·θ)·nrm.
+    # Every |θ| ≤ √(Σ‖W‖²) (the penalty the step has computed), so the new values are
+    # finite if this bound (and each intermediate) is — no pass over those rows needed.
+    cdef Py_ssize_t off, size
+    cdef double a, nrm, m
+    segment(net, 0, norm, &off, &size, &a, &nrm)
+    m = sqrt(penalty) * (1 + 1e-6)
+    return (m < big and a * m < big and a * m * nrm < big and lr * a * m * nrm < big
+            and m + lr * a * m * nrm < big)
 
 
 cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
@@ -536,34 +761,83 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
     # gradient (loss_and_grad, L-BFGS) sees the whole network, as prediction does.
     # Parameters and optimizer state are written only once the loss and every new value
     # are known to be finite, so a diverging step leaves them bit-identical.
+    # Sparse rows (b.csr; their values checked finite by SparseRows): the gradient of
+    # W(1) is zero but on the rows the batch reaches (s.touched, flagged in s.seen), which
+    # are the only rows of grad it writes; see W1Rows for how the update covers W(1).
+    cdef int status
+    cdef Py_ssize_t r, width = net.dims[1]
+    cdef floating* gW1 = grad + net.w_off[0]
+    if b.csr == NULL:
+        s.w1_grad_zero = False
+        return dense_or_sparse_step(net, opt, theta, grad, s, D_a, D_b, b, lr, update,
+                                    check_inputs, loss_out)
+    if not s.w1_grad_zero:
+        memset(gW1, 0, net.dims[0] * width * sizeof(floating))
+    if b.csr.idx64:
+        s.n_touched = csr_touched_rows(<const int64_t*>b.csr.indices,
+                                       <const int64_t*>b.csr.indptr, b.n, s.seen, s.touched)
+    else:
+        s.n_touched = csr_touched_rows(<const int32_t*>b.csr.indices,
+                                       <const int32_t*>b.csr.indptr, b.n, s.seen, s.touched)
+    status = dense_or_sparse_step(net, opt, theta, grad, s, D_a, D_b, b, lr, update,
+                                  check_inputs, loss_out)
+    # Back to the state between steps: no row flagged, and (unless the caller is to read
+    # the whole gradient) grad's W(1) block zero again, by clearing the rows written.
+    for r in range(s.n_touched):
+        s.seen[s.touched[r]] = 0
+        if update:
+            memset(gW1 + s.touched[r] * width, 0, width * sizeof(floating))
+    s.w1_grad_zero = update
+    return status
+
+
+cdef int dense_or_sparse_step(const Net* net, Optim* opt, floating* theta, floating* grad,
+                              Scratch* s, floating* D_a, floating* D_b, const Batch* b,
+                              double lr, bint update, bint check_inputs,
+                              double* loss_out) noexcept nogil:
+    # train_step's work, once a sparse batch's rows are flagged.
     cdef int L = net.n_layers
     cdef Py_ssize_t n = b.n, k = net.dims[L]
     cdef const floating* X = <const floating*>b.X
     cdef double norm = b.norm if net.sk_scaling else <double>n
-    cdef bint fused
+    cdef double penalty = 0.0
+    cdef bint fused, sparse = b.csr != NULL
+    cdef W1Rows rows
+    cdef const W1Rows* w1 = NULL
     if check_inputs:
-        if not all_finite(X, n * net.dims[0]):
+        if not sparse and not all_finite(X, n * net.dims[0]):
             return BAD_X
         if b.Y != NULL and not all_finite(<const floating*>b.Y, n * k):
             return BAD_Y
         if b.Y == NULL and not labels_in_range(b.labels, n, k):
             return BAD_LABEL
-    forward_pass(net, theta, X, n, s, update)
+    forward_pass(net, theta, X, b.csr, n, s, update)
     loss_out[0] = output_loss_delta(net, <const floating*>s.acts[L - 1], b, D_a)
     if net.l2 != 0:
-        loss_out[0] += 0.5 * net.l2 * l2_penalty(net, theta) / norm
+        penalty = l2_penalty(net, theta)
+        loss_out[0] += 0.5 * net.l2 * penalty / norm
     if not (loss_out[0] - loss_out[0] == 0):
         return DIVERGED
-    fused = (update and opt.kind == C_OPT_SGD and not net.sk_scaling
+    fused = (update and not sparse and opt.kind == C_OPT_SGD and not net.sk_scaling
              and fused_sgd_is_safe(net, theta, s, X, n, D_a, lr))
-    backward_pass(net, theta, grad, s, update, D_a, D_b, X, n, fused, lr, not update, norm)
+    backward_pass(net, theta, grad, s, update, D_a, D_b, X, b.csr, n, fused, lr, not update,
+                  norm)
     if fused:
         return OK
     if not update:
         return OK if all_finite(grad, net.n_params) else DIVERGED
-    if not net_update_is_finite(net, opt, theta, grad, lr, norm):
+    if sparse:
+        w1 = &rows
+        rows.seen = s.seen
+        rows.zero = s.zero_row
+        rows.zero_rows = s.zero_rows
+        rows.only = s.touched if opt.kind == C_OPT_SGD and net.l2 == 0 else NULL
+        rows.n_only = s.n_touched
+        rows.others_finite = (opt.kind == C_OPT_SGD and decayed_rows_finite(
+            net, penalty, lr, norm, 1e30 if floating is float else 1e300))
+    if not net_update_is_finite(net, opt, theta, grad, lr, norm, w1):
         return DIVERGED
-    apply_update(net, opt, theta, grad, lr, norm)
+    apply_update(net, opt, theta, grad, lr, norm, w1)
     return OK
 
 
@@ -585,6 +859,130 @@ cdef inline bint _is_carray(object a, int typenum, int ndim):
 cdef inline bint _is_writable_carray(object a, int typenum, int ndim):
     return (_is_carray(a, typenum, ndim)
             and cnp.PyArray_CHKFLAGS(<cnp.ndarray>a, cnp.NPY_ARRAY_WRITEABLE))
+
+
+cdef bint csr_structure_ok(const csr_index* indptr, const csr_index* indices,
+                           Py_ssize_t n, Py_ssize_t n_stored, Py_ssize_t n_cols,
+                           int* what) noexcept nogil:
+    # indptr starts at 0, never decreases and ends within the n_stored values (what = 1
+    # if not); every column index is in [0, n_cols) (what = 2 if not).
+    cdef Py_ssize_t i, p
+    cdef csr_index j
+    cdef int bad = 0
+    if indptr[0] != 0 or indptr[n] > n_stored:
+        what[0] = 1
+        return False
+    for i in range(n):
+        bad |= indptr[i + 1] < indptr[i]
+    if bad:
+        what[0] = 1
+        return False
+    for p in range(indptr[n]):
+        j = indices[p]
+        bad |= (j < 0) | (j >= n_cols)
+    if bad:
+        what[0] = 2
+        return False
+    return True
+
+
+cdef class SparseRows:
+    """The rows of a CSR matrix, checked once for the core: what the training and
+    forward passes take in place of a dense X.
+
+    Parameters
+    ----------
+    data : (n_stored,) float32 or float64     the stored values
+    indices : (n_stored,) int32 or int64      their columns
+    indptr : (n + 1,) the indices' dtype      row i is data[indptr[i]:indptr[i+1]]
+    n_cols : int                              columns of X
+    name : str                                the argument, for the messages
+
+    Each array must be 1-D, C-contiguous, aligned and native-endian; none is copied (a
+    memory map is read in place).  The constructor checks, without the GIL, what the
+    kernels rely on: indptr starts at 0, never decreases and ends within data; every
+    column index is in [0, n_cols); every value row 0 … n-1 stores is finite.  A
+    ValueError starting with ``name`` says which failed.  Column indices need not be
+    sorted; duplicates add up, as in scipy.
+
+    ``shape`` (n, n_cols), ``nnz`` (values stored in the n rows), ``dtype``.
+    """
+    cdef readonly cnp.ndarray data, indices, indptr
+    cdef readonly Py_ssize_t n_rows, n_cols, nnz
+    cdef CSR csr
+    cdef int typenum
+    cdef Py_ssize_t index_size
+
+    def __cinit__(self, cnp.ndarray data not None, cnp.ndarray indices not None,
+                  cnp.ndarray indptr not None, Py_ssize_t n_cols, str name="X"):
+        cdef int what = 0
+        cdef bint ok
+        cdef Py_ssize_t n, n_stored
+        self.typenum = cnp.PyArray_TYPE(data)
+        if self.typenum not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64) or not _is_carray(
+                data, self.typenum, 1):
+            raise ValueError(f"{name}: sparse values must be a contiguous float32 or "
+                             "float64 array")
+        itype = cnp.PyArray_TYPE(indices)
+        if (itype not in (cnp.NPY_INT32, cnp.NPY_INT64) or not _is_carray(indices, itype, 1)
+                or not _is_carray(indptr, itype, 1)):
+            raise ValueError(f"{name}: sparse indices and indptr must be contiguous arrays "
+                             "of one integer type, int32 or int64")
+        if not 1 <= n_cols <= BLAS_MAX:
+            raise ValueError(f"{name}: expected between 1 and {BLAS_MAX} columns, got {n_cols}")
+        n_stored = data.shape[0]
+        if indices.shape[0] != n_stored or indptr.shape[0] < 1:
+            raise ValueError(f"{name}: sparse indices ({indices.shape[0]}) and values "
+                             f"({n_stored}) must be as many, with an indptr of n_rows + 1")
+        n = indptr.shape[0] - 1
+        self.csr.idx64 = itype == cnp.NPY_INT64
+        self.index_size = 8 if self.csr.idx64 else 4
+        self.csr.data = cnp.PyArray_DATA(data)
+        self.csr.indices = cnp.PyArray_DATA(indices)
+        self.csr.indptr = cnp.PyArray_DATA(indptr)
+        with nogil:
+            if self.csr.idx64:
+                ok = csr_structure_ok(<const int64_t*>self.csr.indptr,
+                                      <const int64_t*>self.csr.indices, n, n_stored, n_cols,
+                                      &what)
+            else:
+                ok = csr_structure_ok(<const int32_t*>self.csr.indptr,
+                                      <const int32_t*>self.csr.indices, n, n_stored, n_cols,
+                                      &what)
+        if not ok and what == 1:
+            raise ValueError(f"{name}: sparse indptr must start at 0, never decrease and "
+                             f"end at most at the number of stored values ({n_stored})")
+        if not ok:
+            raise ValueError(f"{name}: sparse column indices must be in [0, {n_cols})")
+        self.nnz = (<const int64_t*>self.csr.indptr)[n] if self.csr.idx64 else \
+            (<const int32_t*>self.csr.indptr)[n]
+        with nogil:
+            if self.typenum == cnp.NPY_FLOAT64:
+                ok = all_finite[double](<const double*>self.csr.data, self.nnz)
+            else:
+                ok = all_finite[float](<const float*>self.csr.data, self.nnz)
+        if not ok:
+            raise ValueError(f"{name}: contains NaN or infinity")
+        self.data, self.indices, self.indptr = data, indices, indptr
+        self.n_rows, self.n_cols = n, n_cols
+
+    @property
+    def shape(self):
+        return (self.n_rows, self.n_cols)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def __repr__(self):
+        return (f"SparseRows(shape={self.shape}, nnz={self.nnz}, dtype={self.data.dtype}, "
+                f"index={self.indices.dtype})")
+
+
+cdef inline void csr_rows(const CSR* x, Py_ssize_t start, CSR* out) noexcept nogil:
+    # out: the rows of x from `start` on (the stored values stay where they are).
+    out[0] = x[0]
+    out.indptr = <const char*>x.indptr + start * (8 if x.idx64 else 4)
 
 
 cdef class Network:
@@ -649,13 +1047,20 @@ cdef class Network:
         self.net.sk_scaling = False
 
     cdef object _check_X(self, object X):
+        if type(X) is SparseRows:
+            if ((<SparseRows>X).typenum != self.typenum
+                    or (<SparseRows>X).n_cols != self.net.dims[0]):
+                raise ValueError(f"X: expected sparse rows of {self.net.dims[0]} columns "
+                                 "and the model's dtype")
+            return
         if not _is_carray(X, self.typenum, 2) or X.shape[1] != self.net.dims[0]:
             raise ValueError(f"X: expected a C-contiguous ({self.net.dims[0]}-column) "
                              f"array of the model's dtype")
 
     def forward(self, X, out):
         """Network output for X (n, d0) into ``out`` (n, dL): raw outputs or logits, or
-        probabilities when the output activation is logistic/softmax.
+        probabilities when the output activation is logistic/softmax.  X is an array, or
+        SparseRows (its first layer then costs nnz·d1, not n·d0·d1).
 
         Uses scratch memory of its own, so concurrent calls on one network are safe while
         no training step changes the parameters.  Raises ValueError if X is not finite.
@@ -667,10 +1072,12 @@ cdef class Network:
         cdef char* s0
         cdef char* s1
         cdef Py_ssize_t isz = self.isz
-        cdef const void* xp
+        cdef const void* xp = NULL
         cdef void* tp = cnp.PyArray_DATA(self.theta)
-        cdef bint ok
+        cdef bint ok = True
         cdef cnp.ndarray scratch
+        cdef const CSR* csr = NULL
+        cdef CSR chunk_rows
         self._check_X(X)
         n = X.shape[0]
         if (not _is_writable_carray(out, self.typenum, 2) or out.shape[0] != n
@@ -690,26 +1097,37 @@ cdef class Network:
         memset(&s, 0, sizeof(Scratch))
         for l in range(L - 1):
             s.acts[l] = s0 if l % 2 == 0 else s1
-        xp = cnp.PyArray_DATA(<cnp.ndarray>X)
+        if type(X) is SparseRows:
+            csr = &(<SparseRows>X).csr          # values checked finite by SparseRows
+        else:
+            xp = cnp.PyArray_DATA(<cnp.ndarray>X)
         op = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
         d0 = self.net.dims[0]
         dL = self.net.dims[L]
         with nogil:
-            if self.f64:
+            if csr == NULL and self.f64:
                 ok = all_finite[double](<const double*>xp, n * d0)
-            else:
+            elif csr == NULL:
                 ok = all_finite[float](<const float*>xp, n * d0)
             start = 0
+            call_begin()
             while ok and start < n:
                 rows = min(chunk, n - start)
                 s.acts[L - 1] = op + start * dL * isz
+                if csr != NULL:
+                    csr_rows(csr, start, &chunk_rows)
                 if self.f64:
                     forward_pass[double](&self.net, <const double*>tp,
-                                         <const double*>xp + start * d0, rows, &s, False)
+                                         <const double*>xp + start * d0,
+                                         &chunk_rows if csr != NULL else NULL, rows, &s,
+                                         False)
                 else:
                     forward_pass[float](&self.net, <const float*>tp,
-                                        <const float*>xp + start * d0, rows, &s, False)
+                                        <const float*>xp + start * d0,
+                                        &chunk_rows if csr != NULL else NULL, rows, &s,
+                                        False)
                 start += rows
+            call_end()
         if not ok:
             raise ValueError("X: contains NaN or infinity")
         return out
@@ -741,6 +1159,8 @@ cdef class Engine:
     cdef cnp.ndarray work        # activations A(1..L) and two delta buffers, for `cap` rows
     cdef cnp.ndarray gather_x, gather_y, gather_labels, gather_sw
     cdef Py_ssize_t cap, gather_cap, isz
+    cdef cnp.ndarray seen, touched, zero_row   # sparse steps: their Scratch pointers
+    cdef cnp.ndarray gather_sp      # sparse batch buffer: indptr, indices, values
     cdef int typenum
     cdef bint f64
     cdef Scratch scratch
@@ -881,6 +1301,24 @@ cdef class Engine:
                                f"{nbytes} counted")
         self.cap = n
 
+    cdef void _reserve_sparse(self, Py_ssize_t nnz) except *:
+        # The flags and row list of sparse steps on batches of at most nnz stored values
+        # (Layout.sparse_step_bytes).
+        cdef Py_ssize_t d0 = self.net.dims[0]
+        cdef Py_ssize_t need = max(min(nnz, d0), 1)
+        check_memory("X", "a sparse batch", self.layout.sparse_step_bytes(nnz),
+                     "use smaller batches or fastmlp.set_workspace_limit")
+        if self.seen is None:
+            self.seen = np.zeros(d0, dtype=np.uint8)
+            self.scratch.seen = <unsigned char*>cnp.PyArray_DATA(self.seen)
+            self.scratch.zero_rows = max(1, ZERO_VALUES // self.net.dims[1])
+            self.zero_row = np.zeros(self.scratch.zero_rows * self.net.dims[1],
+                                     dtype=self.network.theta.dtype)
+            self.scratch.zero_row = cnp.PyArray_DATA(self.zero_row)
+        if self.touched is None or self.touched.shape[0] < need:
+            self.touched = np.empty(need, dtype=np.intp)
+            self.scratch.touched = <Py_ssize_t*>cnp.PyArray_DATA(self.touched)
+
     cdef double _check_batch(self, object X, object Y, object labels, object sw) except -1:
         # Returns the normaliser: Σ sample weights, or n.
         cdef Py_ssize_t n
@@ -935,11 +1373,14 @@ cdef class Engine:
         cdef int status
         if b.n > self.cap:
             self._reserve(b.n)
+        # A call, for the thread count shared among calls running at once (_blas.pxd).
+        call_begin()
         if b.n * self.net.n_params > 200000:
             with nogil:
                 status = self._step(b, lr, update, True, &loss)
         else:
             status = self._step(b, lr, update, True, &loss)
+        call_end()
         if status != OK:
             _raise_status(status, loss, self.net.dims[self.net.n_layers])
         return loss
@@ -948,7 +1389,8 @@ cdef class Engine:
         """One step on a batch: forward, loss, gradients into ``grad``, then the optimizer
         step if ``update``.
 
-        X: (n, d0) C-contiguous, model dtype.  Either Y: (n, dL) model dtype, or labels:
+        X: (n, d0) C-contiguous, model dtype, or SparseRows of the model dtype.  Either
+        Y: (n, dL) model dtype, or labels:
         (n,) int64 (softmax cross-entropy only).  sample_weight: (n,) or None.  Returns the
         loss before the update.  Raises ValueError for non-finite inputs or labels out of
         range, and DivergenceError (parameters untouched) when the loss or a gradient is
@@ -957,7 +1399,13 @@ cdef class Engine:
         cdef Batch b
         b.norm = self._check_batch(X, Y, labels, sample_weight)
         b.n = X.shape[0]
-        b.X = cnp.PyArray_DATA(<cnp.ndarray>X)
+        if type(X) is SparseRows:
+            self._reserve_sparse((<SparseRows>X).nnz)
+            b.X = NULL
+            b.csr = &(<SparseRows>X).csr
+        else:
+            b.X = cnp.PyArray_DATA(<cnp.ndarray>X)
+            b.csr = NULL
         b.Y = NULL if Y is None else cnp.PyArray_DATA(<cnp.ndarray>Y)
         b.labels = NULL if labels is None else <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>labels)
         b.sw = NULL if sample_weight is None else cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
@@ -1006,19 +1454,22 @@ cdef class Engine:
         else:
             return None
         b.X = cnp.PyArray_DATA(<cnp.ndarray>X)
+        b.csr = NULL
         b.sw = NULL
         b.n = n
         b.norm = <double>n
         return self._run(&b, flr, True)
 
-    cdef void _reserve_gather(self, Py_ssize_t n, bint labels, bint weights) except *:
+    cdef void _reserve_gather(self, Py_ssize_t n, bint labels, bint weights,
+                              bint dense_x) except *:
         cdef object dt = self.network.theta.dtype
-        check_workspace("X", self.layout.gather_bytes(n, self.isz), n)
+        if dense_x:
+            check_workspace("X", self.layout.gather_bytes(n, self.isz), n)
         if n > self.gather_cap:
             self.gather_x = self.gather_y = self.gather_labels = self.gather_sw = None
             self.gather_cap = n
         n = self.gather_cap
-        if self.gather_x is None:
+        if dense_x and self.gather_x is None:
             self.gather_x = np.empty(n * self.net.dims[0], dtype=dt)
         if labels and self.gather_labels is None:
             self.gather_labels = np.empty(n, dtype=np.int64)
@@ -1027,22 +1478,34 @@ cdef class Engine:
         if weights and self.gather_sw is None:
             self.gather_sw = np.empty(n, dtype=dt)
 
+    cdef char* _reserve_gather_sparse(self, Py_ssize_t rows, Py_ssize_t nnz,
+                                      Py_ssize_t index_size) except NULL:
+        # One buffer for a gathered sparse batch: indptr (rows + 1) and indices (nnz) of
+        # index_size bytes, then nnz values from gathered_values_offset.
+        cdef Py_ssize_t idx_bytes = gathered_values_offset(rows, nnz, index_size)
+        check_workspace("X", self.layout.gather_bytes(rows, self.isz, nnz, index_size)
+                        + 8, rows)
+        if self.gather_sp is None or self.gather_sp.shape[0] < idx_bytes + nnz * self.isz:
+            self.gather_sp = np.empty(idx_bytes + nnz * self.isz, dtype=np.uint8)
+        return <char*>cnp.PyArray_DATA(self.gather_sp)
+
     def fit_epoch(self, X, Y, labels, perm, Py_ssize_t batch_size, double lr,
                   sample_weight=None):
         """One epoch of minibatch training in a single GIL-free loop.
 
-        X, Y/labels, sample_weight as in ``train_step`` for all n rows, already checked
-        finite and in range by the caller.  perm: None (rows in order) or an (n,) intp
-        permutation; rows are gathered into preallocated batch buffers.  The last partial
-        batch is used.  Returns (Σ over batches of loss·rows, status, steps completed).
+        X (an array or SparseRows), Y/labels, sample_weight as in ``train_step`` for all
+        n rows, already checked finite and in range by the caller.  perm: None (rows in
+        order) or an (n,) intp permutation; rows are gathered into preallocated batch
+        buffers (sparse rows: their stored values only).  The last partial batch is
+        used.  Returns (Σ over batches of loss·rows, status, steps completed).
         """
         cdef Py_ssize_t n, start, rows, i, j, step = 0
         cdef Py_ssize_t d0 = self.net.dims[0], k = self.net.dims[self.net.n_layers]
-        cdef Py_ssize_t isz = self.isz
+        cdef Py_ssize_t isz = self.isz, max_nnz = 0, idx_bytes = 0
         cdef double loss = 0.0, total = 0.0, w_sum
         cdef int status = OK
         cdef const Py_ssize_t* pp = NULL
-        cdef const char* xp
+        cdef const char* xp = NULL
         cdef const char* yp = NULL
         cdef const int64_t* lp = NULL
         cdef const char* wp = NULL
@@ -1050,6 +1513,9 @@ cdef class Engine:
         cdef char* by = NULL
         cdef int64_t* bl = NULL
         cdef char* bw = NULL
+        cdef char* bsp = NULL
+        cdef const CSR* csr = NULL
+        cdef CSR batch_rows
         cdef Batch b
         self._check_batch(X, Y, labels, sample_weight)
         n = X.shape[0]
@@ -1057,6 +1523,8 @@ cdef class Engine:
             raise ValueError("batch_size: expected a positive integer")
         if batch_size > n:
             batch_size = n
+        if type(X) is SparseRows:
+            csr = &(<SparseRows>X).csr
         if perm is not None:
             if not _is_carray(perm, cnp.NPY_INTP, 1) or perm.shape[0] != n:
                 raise ValueError(f"perm: expected an ({n},) intp permutation")
@@ -1064,16 +1532,34 @@ cdef class Engine:
             for i in range(n):
                 if pp[i] < 0 or pp[i] >= n:
                     raise ValueError("perm: index out of range")
-            self._reserve_gather(batch_size, labels is not None, sample_weight is not None)
-            bx = <char*>cnp.PyArray_DATA(self.gather_x)
+            self._reserve_gather(batch_size, labels is not None, sample_weight is not None,
+                                 csr == NULL)
+            if csr == NULL:
+                bx = <char*>cnp.PyArray_DATA(self.gather_x)
             if labels is None:
                 by = <char*>cnp.PyArray_DATA(self.gather_y)
             else:
                 bl = <int64_t*>cnp.PyArray_DATA(self.gather_labels)
             if sample_weight is not None:
                 bw = <char*>cnp.PyArray_DATA(self.gather_sw)
+        if csr != NULL:
+            if csr.idx64:
+                max_nnz = max_batch_nnz(<const int64_t*>csr.indptr, pp, n, batch_size)
+            else:
+                max_nnz = max_batch_nnz(<const int32_t*>csr.indptr, pp, n, batch_size)
+            self._reserve_sparse(max_nnz)
+            if pp != NULL:
+                bsp = self._reserve_gather_sparse(batch_size, max_nnz,
+                                                  (<SparseRows>X).index_size)
+                idx_bytes = gathered_values_offset(batch_size, max_nnz,
+                                                   (<SparseRows>X).index_size)
+                batch_rows.idx64 = csr.idx64
+                batch_rows.indptr = bsp
+                batch_rows.indices = bsp + (batch_size + 1) * (<SparseRows>X).index_size
+                batch_rows.data = bsp + idx_bytes
         self._reserve(batch_size)
-        xp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>X)
+        if csr == NULL:
+            xp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>X)
         if labels is None:
             yp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>Y)
         else:
@@ -1081,24 +1567,39 @@ cdef class Engine:
         if sample_weight is not None:
             wp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
         with nogil:
+            call_begin()
             start = 0
             while start < n:
                 rows = batch_size if start + batch_size <= n else n - start
+                b.csr = NULL if csr == NULL else &batch_rows
                 if pp == NULL:
-                    b.X = xp + start * d0 * isz
+                    b.X = NULL if xp == NULL else xp + start * d0 * isz
+                    if csr != NULL:
+                        csr_rows(csr, start, &batch_rows)
                     b.Y = NULL if yp == NULL else yp + start * k * isz
                     b.labels = NULL if lp == NULL else lp + start
                     b.sw = NULL if wp == NULL else wp + start * isz
                 else:
                     for i in range(rows):
                         j = pp[start + i]
-                        memcpy(bx + i * d0 * isz, xp + j * d0 * isz, d0 * isz)
+                        if xp != NULL:
+                            memcpy(bx + i * d0 * isz, xp + j * d0 * isz, d0 * isz)
                         if yp != NULL:
                             memcpy(by + i * k * isz, yp + j * k * isz, k * isz)
                         else:
                             bl[i] = lp[j]
                         if wp != NULL:
                             memcpy(bw + i * isz, wp + j * isz, isz)
+                    if csr != NULL and csr.idx64:
+                        gather_csr_rows(<const int64_t*>csr.indptr,
+                                        <const int64_t*>csr.indices, <const char*>csr.data,
+                                        pp + start, rows, isz, <int64_t*>batch_rows.indptr,
+                                        <int64_t*>batch_rows.indices, <char*>batch_rows.data)
+                    elif csr != NULL:
+                        gather_csr_rows(<const int32_t*>csr.indptr,
+                                        <const int32_t*>csr.indices, <const char*>csr.data,
+                                        pp + start, rows, isz, <int32_t*>batch_rows.indptr,
+                                        <int32_t*>batch_rows.indices, <char*>batch_rows.data)
                     b.X = bx
                     b.Y = by
                     b.labels = bl
@@ -1116,11 +1617,57 @@ cdef class Engine:
                 total += loss * rows
                 start += rows
                 step += 1
+            call_end()
         return total, status, step
 
     def forward(self, X, out):
         """``Network.forward`` of this engine's network."""
         return self.network.forward(X, out)
+
+
+cdef inline Py_ssize_t gathered_values_offset(Py_ssize_t rows, Py_ssize_t nnz,
+                                             Py_ssize_t index_size) noexcept nogil:
+    # Where the values start in a gathered sparse batch's buffer: after the row pointers
+    # and column indices, rounded up to 8 bytes.
+    cdef Py_ssize_t size = (rows + 1 + nnz) * index_size
+    return (size + 7) // 8 * 8
+
+
+cdef Py_ssize_t max_batch_nnz(const csr_index* indptr, const Py_ssize_t* perm,
+                              Py_ssize_t n, Py_ssize_t batch) noexcept nogil:
+    # The most values one batch of `batch` rows stores, the rows taken in the order perm
+    # (NULL: in order).
+    cdef Py_ssize_t start = 0, stop, i, j, total, best = 0
+    while start < n:
+        stop = min(start + batch, n)
+        total = 0
+        if perm == NULL:
+            total = indptr[stop] - indptr[start]
+        else:
+            for i in range(start, stop):
+                j = perm[i]
+                total += indptr[j + 1] - indptr[j]
+        if total > best:
+            best = total
+        start = stop
+    return best
+
+
+cdef void gather_csr_rows(const csr_index* indptr, const csr_index* indices,
+                          const char* data, const Py_ssize_t* rows, Py_ssize_t n,
+                          Py_ssize_t isz, csr_index* out_indptr, csr_index* out_indices,
+                          char* out_data) noexcept nogil:
+    # The sparse batch of rows[0..n) of a CSR matrix: their stored columns and values
+    # (isz bytes each) one after the other, out_indptr their n + 1 row pointers.
+    cdef Py_ssize_t i, lo, count, pos = 0
+    out_indptr[0] = 0
+    for i in range(n):
+        lo = indptr[rows[i]]
+        count = indptr[rows[i] + 1] - lo
+        memcpy(out_indices + pos, indices + lo, count * sizeof(csr_index))
+        memcpy(out_data + pos * isz, data + lo * isz, count * isz)
+        pos += count
+        out_indptr[i + 1] = <csr_index>pos
 
 
 cdef object _raise_status(int status, double loss, Py_ssize_t k):

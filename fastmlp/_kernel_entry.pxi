@@ -237,6 +237,42 @@ def k_dropout_forward(floating[:, ::1] A, floating[:, ::1] mask, double p, uint6
     return state
 
 
+cdef _check_csr(str name, const csr_index[::1] indices, const csr_index[::1] indptr,
+                Py_ssize_t n_stored, Py_ssize_t n_cols):
+    # What the CSR kernels rely on (SparseRows checks the same for training).
+    cdef int what = 0
+    if indptr.shape[0] < 2 or indices.shape[0] != n_stored or n_cols < 1:
+        raise ValueError(f"{name}: inconsistent shapes")
+    if not csr_structure_ok(&indptr[0], &indices[0] if n_stored else NULL,
+                            indptr.shape[0] - 1, n_stored, n_cols, &what):
+        raise ValueError(f"{name}: invalid CSR structure (indptr or column indices)")
+
+
+def k_csr_linear_forward(const floating[::1] data, const csr_index[::1] indices,
+                         const csr_index[::1] indptr, const floating[:, ::1] W,
+                         const floating[::1] b, floating[:, ::1] Z):
+    _check_csr("csr_linear_forward", indices, indptr, data.shape[0], W.shape[0])
+    if (b.shape[0] != W.shape[1] or Z.shape[0] != indptr.shape[0] - 1
+            or Z.shape[1] != W.shape[1] or W.shape[1] < 1):
+        raise ValueError("csr_linear_forward: inconsistent shapes")
+    with nogil:
+        csr_linear_forward(&data[0] if data.shape[0] else NULL,
+                           &indices[0] if data.shape[0] else NULL, &indptr[0], Z.shape[0],
+                           &W[0, 0], &b[0], W.shape[1], &Z[0, 0])
+
+
+def k_csr_transposed_accumulate(const floating[::1] data, const csr_index[::1] indices,
+                                const csr_index[::1] indptr, const floating[:, ::1] D,
+                                floating[:, ::1] dW):
+    _check_csr("csr_transposed_accumulate", indices, indptr, data.shape[0], dW.shape[0])
+    if D.shape[0] != indptr.shape[0] - 1 or D.shape[1] != dW.shape[1] or D.shape[1] < 1:
+        raise ValueError("csr_transposed_accumulate: inconsistent shapes")
+    with nogil:
+        csr_transposed_accumulate(&data[0] if data.shape[0] else NULL,
+                                  &indices[0] if data.shape[0] else NULL, &indptr[0],
+                                  D.shape[0], &D[0, 0], D.shape[1], &dW[0, 0])
+
+
 # The vectorised functions of _vecmath.h one by one, and its instruction-set level, for
 # the accuracy tests (tests/test_vecmath.py), which run every level the CPU has.
 from fastmlp._fmath cimport (fm_vec_get_level, fm_vec_set_level, fmv_exp_f32, fmv_exp_f64,

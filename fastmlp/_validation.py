@@ -6,10 +6,12 @@ value checks it does itself (finiteness, label range) run inside the same GIL-fr
 """
 from __future__ import annotations
 
+import mmap
 import numbers
 import operator
 
 import numpy as np
+import scipy.sparse as sp
 
 from fastmlp import _core
 
@@ -158,13 +160,23 @@ def _numeric_array(name: str, a) -> np.ndarray:
     return arr
 
 
+def _memory_mapped(a) -> bool:
+    """Whether a is a memory map or a view of one (scipy keeps its components as plain
+    ndarray views of the maps it was built from)."""
+    while isinstance(a, np.ndarray):
+        if isinstance(a, np.memmap) or isinstance(a.base, mmap.mmap):
+            return True
+        a = a.base
+    return False
+
+
 def _refuse_memmap_copy(name: str, a, dtype: np.dtype) -> None:
     """A memory map that would need converting is refused rather than copied whole.
 
     Conversion makes one in-memory copy of the entire array; for a memory-mapped file that
     may be larger than memory, so it is never done silently.
     """
-    if isinstance(a, np.memmap) and not (
+    if _memory_mapped(a) and not (
             a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned):
         layout = "C-ordered" if a.flags.c_contiguous else "not C-contiguous"
         raise ValueError(
@@ -172,6 +184,51 @@ def _refuse_memmap_copy(name: str, a, dtype: np.dtype) -> None:
             f"convert it to C-ordered {dtype}; pass a memmap of that dtype and order "
             f"(convert the file once, in chunks), or np.asarray({name}, dtype=np.{dtype}, "
             "order='C') if it fits in memory")
+
+
+def as_sparse_rows(name: str, a, dtype: np.dtype, n_cols: int) -> _core.SparseRows:
+    """A scipy sparse matrix or array (CSR, CSC or COO) → ``_core.SparseRows`` of `dtype`
+    with n >= 1 rows of n_cols columns, which checks its structure and values.
+
+    CSC and COO are converted to CSR once.  CSR components already of `dtype` and of an
+    int32 or int64 index type (one for both) are used in place, memory maps included; a
+    memory-mapped component that would need converting is refused, as for dense X.
+    """
+    fmt = getattr(a, "format", None)
+    if fmt not in ("csr", "csc", "coo"):
+        raise TypeError(f"{name}: sparse format {fmt!r} is not supported; expected CSR, CSC "
+                        "or COO (e.g. X.tocsr())")
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected real numbers, got a sparse matrix of {a.dtype} "
+                        "dtype")
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D sparse matrix, got shape {a.shape}")
+    if a.shape[1] != n_cols:
+        raise ValueError(f"{name}: expected {n_cols} columns, got shape {a.shape}")
+    if a.shape[0] < 1:
+        raise ValueError(f"{name}: expected at least one row, got shape {a.shape}")
+    if fmt != "csr":
+        a = a.tocsr()
+    data, indices, indptr = a.data, a.indices, a.indptr
+    _refuse_memmap_copy(name, data, dtype)
+    index = indices.dtype if indices.dtype == indptr.dtype else None
+    if index not in (np.dtype(np.int32), np.dtype(np.int64)):
+        index = np.dtype(np.int64)
+        for part in (indices, indptr):
+            _refuse_memmap_copy(name, part, index)
+    if indptr.shape != (a.shape[0] + 1,):
+        raise ValueError(f"{name}: sparse indptr has {indptr.shape[0]} entries for "
+                         f"{a.shape[0]} rows; expected {a.shape[0] + 1}")
+    return _core.SparseRows(np.require(data, dtype, ("C", "A")),
+                            np.require(indices, index, ("C", "A")),
+                            np.require(indptr, index, ("C", "A")), n_cols, name)
+
+
+def as_rows(name: str, a, dtype: np.dtype, n_cols: int) -> np.ndarray | _core.SparseRows:
+    """``as_sparse_rows`` for a scipy sparse matrix or array, else ``as_matrix``."""
+    if sp.issparse(a):
+        return as_sparse_rows(name, a, dtype, n_cols)
+    return as_matrix(name, a, dtype, n_cols)
 
 
 def as_matrix(name: str, a, dtype: np.dtype, n_cols: int) -> np.ndarray:

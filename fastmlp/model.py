@@ -187,9 +187,10 @@ class MLP:
                 f"optimizer={self.optimizer!r}, l2={self.l2!r})")
 
     # ------------------------------------------------------------------ inference
-    def _X(self, X: ArrayLike) -> np.ndarray:
-        matrix: np.ndarray = v.as_matrix("X", X, self.dtype, self.layer_sizes[0])
-        return matrix
+    def _X(self, X: ArrayLike) -> np.ndarray | _core.SparseRows:
+        # scipy sparse X (CSR, CSC, COO) becomes checked CSR rows: the first layer then
+        # works on the stored values only.
+        return v.as_rows("X", X, self.dtype, self.layer_sizes[0])
 
     def forward(self, X: ArrayLike) -> np.ndarray:
         """Raw outputs (mse) or logits (cross-entropy): (n, dL) array of the model dtype.
@@ -199,11 +200,11 @@ class MLP:
         more than 2**31 - 1 rows, is refused with a ValueError before anything is
         allocated (the training methods check each batch the same way).
         """
-        X = self._X(X)
-        n = X.shape[0]
+        rows = self._X(X)
+        n = rows.shape[0]
         _core.check_workspace("X", self._layout.forward_bytes(n, self.dtype.itemsize), n)
         out = np.empty((n, self.layer_sizes[-1]), dtype=self.dtype)
-        return self._network.forward(X, out)
+        return self._network.forward(rows, out)
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """mse: same as ``forward``; cross-entropy: int64 class labels (n,)."""
@@ -223,14 +224,13 @@ class MLP:
 
     # ------------------------------------------------------------------ training
     def _batch(self, X: ArrayLike, Y: ArrayLike, rows_name: str | None = "X"
-               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        X = self._X(X)
+               ) -> tuple[np.ndarray | _core.SparseRows, np.ndarray | None, np.ndarray | None]:
+        rows = self._X(X)
+        n = rows.shape[0]
         if rows_name is not None:
-            _core.check_workspace(rows_name, self._engine.train_bytes(X.shape[0]),
-                                  X.shape[0])
-        Yd, labels = v.as_targets(Y, self.loss_name, self.dtype, X.shape[0],
-                                  self.layer_sizes[-1])
-        return X, Yd, labels
+            _core.check_workspace(rows_name, self._engine.train_bytes(n), n)
+        Yd, labels = v.as_targets(Y, self.loss_name, self.dtype, n, self.layer_sizes[-1])
+        return rows, Yd, labels
 
     def loss(self, X: ArrayLike, Y: ArrayLike) -> float:
         """Loss (float) of the model on (X, Y); parameters are not changed."""
@@ -251,9 +251,9 @@ class MLP:
         dW(l) has the shape of ``weights[l]``, db(l) of ``biases[l]``.  Raises
         DivergenceError if the loss or a gradient is not finite.
         """
-        X, Yd, labels = self._batch(X, Y)
+        rows, Yd, labels = self._batch(X, Y)
         with self._lock:
-            loss = self._engine.train_step(X, Yd, labels, 1.0, False)
+            loss = self._engine.train_step(rows, Yd, labels, 1.0, False)
             if not _copy:
                 return loss, None
             grads = [(dW.copy(), db.copy())
@@ -273,8 +273,8 @@ class MLP:
             loss = self._engine.train_step_fast(X, Y, lr)
             if loss is None:
                 lr = v.check_positive_float("lr", lr)
-                X, Yd, labels = self._batch(X, Y)
-                loss = self._engine.train_step(X, Yd, labels, lr, True)
+                rows, Yd, labels = self._batch(X, Y)
+                loss = self._engine.train_step(rows, Yd, labels, lr, True)
         return loss
 
     def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 10, batch_size: int = 32, lr: float = 0.01,
@@ -301,13 +301,13 @@ class MLP:
         epochs = v.check_positive_int("epochs", epochs)
         batch_size = v.check_positive_int("batch_size", batch_size)
         lr = v.check_positive_float("lr", lr)
-        X, Yd, labels = self._batch(X, Y, rows_name=None)
-        n = X.shape[0]
+        rows, Yd, labels = self._batch(X, Y, rows_name=None)
+        n = rows.shape[0]
         batch_size = min(batch_size, n)
         _core.check_workspace("batch_size",
                               self._engine.train_bytes(batch_size), batch_size)
-        if not _core.k_all_finite(X.reshape(-1)):
-            raise ValueError("X: contains NaN or infinity")
+        if isinstance(rows, np.ndarray) and not _core.k_all_finite(rows.reshape(-1)):
+            raise ValueError("X: contains NaN or infinity")   # (SparseRows checked theirs)
         if Yd is not None and not _core.k_all_finite(Yd.reshape(-1)):
             raise ValueError("Y: contains NaN or infinity")
         if labels is not None and (labels.min() < 0 or labels.max() >= self.layer_sizes[-1]):
@@ -320,7 +320,7 @@ class MLP:
             for epoch in range(epochs):
                 perm = rng.permutation(n).astype(np.intp, copy=False) if shuffle else None
                 start = time.perf_counter()
-                total, status, step = self._engine.fit_epoch(X, Yd, labels, perm,
+                total, status, step = self._engine.fit_epoch(rows, Yd, labels, perm,
                                                              batch_size, lr)
                 perm = None     # freed before the next epoch draws one: one alive at a time
                 if status != 0:

@@ -39,8 +39,8 @@ Where fastmlp differs
 - ``loss="poisson"`` refuses negative targets (scikit-learn trains on them with a NaN loss).
 - A regressor given float32 ``X`` and float64 ``y`` trains fully in float32 (``y`` is
   rounded to float32); scikit-learn then mixes float64 gradients into float32 parameters.
-- Sparse ``X`` is accepted and densified (memory n_samples × n_features) before training;
-  ``predict`` densifies in blocks of rows.
+- Sparse ``X`` (CSR, CSC, COO) is trained on as CSR: the first layer's products and the
+  gathered minibatches cost its stored values, never n_samples × n_features.
 
 Beyond scikit-learn (README, "Beyond scikit-learn"); at their defaults nothing changes
 ---------------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ except ImportError:  # scikit-learn < 1.9: no callback API, so nothing to call b
     def with_callbacks(method):
         return method
 
-from fastmlp import _core
+from fastmlp import _core, _validation
 from fastmlp._flat import FlatParams
 from fastmlp.errors import DivergenceError
 
@@ -99,8 +99,6 @@ _STOCHASTIC = ("sgd", "adam")
 _SCIPY_BEFORE_1_15 = tuple(int(p) for p in scipy.__version__.split(".")[:2]) < (1, 15)
 _NON_FINITE_MSG = ("Solver produced non-finite parameter weights. The input data may contain "
                    "large values and need to be preprocessed.")
-# Sparse input is densified this many rows at a time for prediction.
-_PREDICT_BLOCK = 4096
 
 
 class InvalidParameterError(ValueError, TypeError):
@@ -216,10 +214,15 @@ def _shuffled(sample_idx, random_state):
     return sample_idx[random_state.permutation(sample_idx.shape[0])]
 
 
-def _dense(X, dtype):
-    """C-contiguous ndarray of ``dtype`` (no copy when X already is one)."""
+def _rows(X, dtype):
+    """What the core takes for validated X: a C-contiguous ndarray of ``dtype`` (no copy
+    when X already is one), or for sparse X its CSR rows of ``dtype``
+    (``_core.SparseRows``: the stored values only, never n_samples × n_features)."""
+    if isinstance(X, _core.SparseRows):
+        return X if X.dtype == dtype else _core.SparseRows(
+            X.data.astype(dtype), X.indices, X.indptr, X.n_cols)
     if sp.issparse(X):
-        return np.ascontiguousarray(X.toarray(), dtype=dtype)
+        return _validation.as_sparse_rows("X", X, dtype, X.shape[1])
     return np.ascontiguousarray(X, dtype=dtype)
 
 
@@ -624,7 +627,7 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
                                            self._engine_loss(), float(self.alpha), True)
                 sw = (None if sample_weight is None
                       else np.ascontiguousarray(sample_weight, dtype=dtype))
-                engines[dtype] = (engine, flat.theta, grad, _dense(X, dtype),
+                engines[dtype] = (engine, flat.theta, grad, _rows(X, dtype),
                                   np.ascontiguousarray(y, dtype=dtype), sw)
             return engines[dtype]
 
@@ -700,7 +703,8 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         early_stopping = self.early_stopping
-        X = _dense(X, X.dtype)
+        if not sp.issparse(X):
+            X = _rows(X, X.dtype)
         if early_stopping:
             # Only binary classification is stratified (n_outputs_ == 1), as in scikit-learn.
             stratify = y if (is_classifier(self) and self.n_outputs_ == 1) else None
@@ -719,7 +723,7 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
             Y_val = np.ascontiguousarray(y_val, dtype=dtype)
             if is_classifier(self):
                 y_val = self._label_binarizer.inverse_transform(y_val)
-            X_val = _dense(X_val, dtype)
+            X_val = _rows(X_val, dtype)
             sw_val_core = None if sw_val is None else np.ascontiguousarray(sw_val, dtype=dtype)
             if getattr(self, "validation_scores_", None) is None:
                 self.validation_scores_ = []
@@ -740,7 +744,7 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
             self.best_loss_ = np.inf
         if not hasattr(self, "_no_improvement_count"):
             self._no_improvement_count = 0
-        X_train = _dense(X_train, dtype)
+        X_core = _rows(X_train, dtype)    # (callbacks get X_train as it came)
         Y_train = np.ascontiguousarray(y_train, dtype=dtype)
         if sw_train is not None:
             sw_train = np.ascontiguousarray(sw_train, dtype=dtype)
@@ -769,7 +773,7 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
                     sample_idx = _shuffled(sample_idx, self._random_state)
                 # One GIL-free call: every minibatch step of the epoch.
                 total, status, steps = engine.fit_epoch(
-                    X_train, Y_train, None, sample_idx if self.shuffle else None, batch_size,
+                    X_core, Y_train, None, sample_idx if self.shuffle else None, batch_size,
                     opt.step_size(), sw_train)
                 opt.read_back(engine)
                 if status != 0:
@@ -886,16 +890,8 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
             theta = np.array(theta, dtype=dtype, order="C")
             network = FlatParams(_core.Layout(units), theta).network(self.activation,
                                                                      self.out_activation_)
-        n = X.shape[0]
-        out = np.empty((n, units[-1]), dtype=dtype)
-        if sp.issparse(X):
-            X = X.tocsr()
-            for start in range(0, n, _PREDICT_BLOCK):
-                stop = min(n, start + _PREDICT_BLOCK)
-                network.forward(_dense(X[start:stop], dtype), out[start:stop])
-        else:
-            network.forward(_dense(X, dtype), out)
-        return out
+        out = np.empty((X.shape[0], units[-1]), dtype=dtype)
+        return network.forward(_rows(X, dtype), out)
 
     def _forward(self, X):
         X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)

@@ -21,9 +21,12 @@ TOL = {np.float32: 1e-5, np.float64: 1e-12}
 @pytest.fixture
 def restore_blas():
     # Request it before monkeypatch: torn down after monkeypatch has undone its patches.
-    before = blas.current()
+    # Small products go to the named library too while a test runs (the serial library
+    # would otherwise take every product of these small networks).
+    before, serial_before = blas.current(), blas.use_serial(None)
     yield
     blas.use(before)
+    blas.use_serial(serial_before)
 
 
 def _case(dtype, n, loss, seed=0):
@@ -90,14 +93,14 @@ def test_switching_back_uses_the_checked_library_again(restore_blas):
 
 def test_unknown_name_is_refused(restore_blas):
     before = blas.current()
-    with pytest.raises(ValueError, match="name: expected one of scipy, openblas, mkl"):
+    with pytest.raises(ValueError, match="name: expected one of scipy, openblas, mkl, numpy"):
         blas.use("atlas")
     assert blas.current() == before
 
 
 def test_missing_library_is_refused_and_the_old_one_stays(restore_blas, monkeypatch):
     blas.use("scipy")
-    monkeypatch.setattr(blas, "_adopted", {})      # as in a process that never loaded it
+    monkeypatch.setattr(blas, "_adopted", set())      # as in a process that never loaded it
     monkeypatch.setitem(sys.modules, "scipy_openblas32", None)   # import fails
     with pytest.raises(ImportError, match="pip install scipy-openblas32"):
         blas.use("openblas")
@@ -111,7 +114,7 @@ def test_a_library_that_disagrees_with_numpy_is_not_adopted(restore_blas, monkey
     if "openblas" not in blas.available():
         pytest.skip("scipy-openblas32 not installed")
     blas.use("scipy")
-    monkeypatch.setattr(blas, "_adopted", {})
+    monkeypatch.setattr(blas, "_adopted", set())
     monkeypatch.setattr(blas, "_agrees_with_numpy", lambda: False)
     with pytest.raises(ImportError, match="disagree with numpy"):
         blas.use("openblas")
@@ -129,8 +132,25 @@ def test_environment_variable_chooses_at_import():
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "scipy"
     res = _import_with("auto")
-    want = "openblas" if "openblas" in blas.available() else "scipy"
+    installed = blas.available()
+    want = next((n for n in ("numpy", "openblas") if n in installed), "scipy")
     assert res.stdout.strip() == want
     res = _import_with("bogus")
     assert res.returncode != 0
     assert "FASTMLP_BLAS" in res.stderr
+
+
+def test_use_serial_takes_openblas_or_none(restore_blas):
+    with pytest.raises(ValueError, match="name: expected 'openblas' or None"):
+        blas.use_serial("numpy")
+    assert blas.serial() is None          # the fixture's setting stays
+    if "openblas" in blas.available():
+        assert blas.use_serial("openblas") is None
+        assert blas.serial() == "openblas"
+
+
+@pytest.mark.skipif("numpy" not in blas.available(), reason="numpy bundles no OpenBLAS")
+def test_numpy_library_is_the_one_numpy_loaded():
+    # fastmlp shares numpy's thread pool only if it calls the very file numpy loaded.
+    loaded = [line.split()[-1] for line in open("/proc/self/maps") if "openblas64_" in line]
+    assert os.path.realpath(blas._numpy_openblas()) in {os.path.realpath(p) for p in loaded}

@@ -168,6 +168,10 @@ def parse_args(argv):
                     help="also micro-benchmark each fastmlp.kernels function against numpy")
     ap.add_argument("--json", metavar="PATH", help="write every number and the environment")
     ap.add_argument("--plot", metavar="PATH", help="PNG chart of the ratios (needs matplotlib)")
+    ap.add_argument("--threads-scaling", action="store_true",
+                    help="run the thread-scaling benchmark instead (each pass of a step at 1 "
+                         "and 2 threads, projected to 8-64 cores); its options: fastmlp "
+                         "bench --threads-scaling --help")
     ap.add_argument("--scaling", action="store_true",
                     help="run the scaling benchmark instead (time per step against batch size "
                          "and width); its options: fastmlp bench --scaling --help")
@@ -202,6 +206,9 @@ def main(argv=None) -> int:
     if "--scaling" in argv:      # a separate benchmark with options of its own
         from fastmlp.bench import scaling
         return scaling.main([a for a in argv if a != "--scaling"])
+    if "--threads-scaling" in argv:
+        from fastmlp.bench import threadscaling
+        return threadscaling.main([a for a in argv if a != "--threads-scaling"])
     args = parse_args(argv)
     undo_threads = pin_threads(args.threads, args.peers)
     try:

@@ -1,0 +1,29 @@
+"""Smoke test of `fastmlp bench --threads-scaling`: it runs, its report holds every pass at
+both thread counts, and its Amdahl projection follows from the numbers it measured.
+Nothing here asserts anything about speed."""
+import json
+
+import pytest
+
+pytest.importorskip("threadpoolctl")
+
+from fastmlp.bench import run, threadscaling   # noqa: E402
+
+
+def test_quick_run_reports_and_projects(tmp_path):
+    out = tmp_path / "threads.json"
+    assert run.main(["--threads-scaling", "--quick", "--dtype", "float32",
+                     "--optimizer", "sgd", "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    times = r["times_us"]
+    assert set(times) == {"1", "2"}
+    assert set(times["1"]) == set(times["2"]) >= {"step", "products", "update (sgd)"}
+    assert all(t > 0 for th in times.values() for t in th.values())
+    q = r["products_parallel_fraction"]
+    assert 0.0 <= q <= 1.0
+    for n, p in r["projection"].items():
+        # products(N) = products(1)·((1 − q) + q/N); step(N) = serial + products(N)
+        want = times["1"]["products"] * ((1 - q) + q / int(n))
+        assert p["products_us"] == pytest.approx(want)
+        assert p["step_us"] == pytest.approx(r["serial_us"] + want)
+    assert threadscaling.table(threadscaling.run("float32", "sgd", quick=True))
