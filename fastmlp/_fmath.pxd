@@ -173,8 +173,10 @@ cdef extern from "_vecmath.h" nogil:
     void fmv_tanh_bwd_f64(const double* a, double* d, Py_ssize_t n)
     void fmv_sigmoid_bwd_f32(const float* a, float* d, Py_ssize_t n)
     void fmv_sigmoid_bwd_f64(const double* a, double* d, Py_ssize_t n)
-    void fmv_gelu_f32(float* x, Py_ssize_t n)       # float32 only (in double inside)
+    void fmv_gelu_f32(float* x, Py_ssize_t n)       # in double inside
+    void fmv_gelu_f64(double* x, Py_ssize_t n)
     void fmv_gelu_bwd_f32(const float* z, float* d, Py_ssize_t n)
+    void fmv_gelu_bwd_f64(const double* z, double* d, Py_ssize_t n)
     int fm_vec_set_level(int level)     # 0 SSE2, 1 AVX2+FMA, 2 AVX-512; −1 the best
     int fm_vec_get_level()
 
@@ -284,3 +286,17 @@ cdef inline void vsigmoid_bwd(const floating* a, floating* d, Py_ssize_t n) noex
         fmv_sigmoid_bwd_f32(a, d, n)
     else:
         fmv_sigmoid_bwd_f64(a, d, n)
+
+
+cdef inline void vgelu(floating* x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fmv_gelu_f32(x, n)
+    else:
+        fmv_gelu_f64(x, n)
+
+
+cdef inline void vgelu_bwd(const floating* z, floating* d, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fmv_gelu_bwd_f32(z, d, n)
+    else:
+        fmv_gelu_bwd_f64(z, d, n)

@@ -7,9 +7,9 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from fastmlp._blas cimport gemm, gemv, ger
-from fastmlp._fmath cimport (ferfc, fexp, fmv_gelu_bwd_f32, fmv_gelu_f32, velu, velu_bwd, vexp, vleaky_relu, vleaky_relu_bwd,
-                             vrelu, vrelu_bwd, vsigmoid, vsigmoid_bwd, vsilu, vsilu_bwd,
-                             vsoftplus, vsoftplus_bwd, vtanh, vtanh_bwd)
+from fastmlp._fmath cimport (velu, velu_bwd, vexp, vgelu, vgelu_bwd, vleaky_relu,
+                             vleaky_relu_bwd, vrelu, vrelu_bwd, vsigmoid, vsigmoid_bwd, vsilu,
+                             vsilu_bwd, vsoftplus, vsoftplus_bwd, vtanh, vtanh_bwd)
 
 # Activation codes; _core.ACT_CODES maps their names to them.  The definitions are
 # PyTorch's (its modules are the oracle and the export target).
@@ -33,14 +33,10 @@ cdef extern from *:
     """
     #define FASTMLP_LEAKY_RELU_SLOPE 0.01
     #define FASTMLP_ELU_ALPHA 1.0
-    #define FASTMLP_INV_SQRT_2 0.70710678118654752440
-    #define FASTMLP_INV_SQRT_2PI 0.39894228040143267794
     #define FASTMLP_GELU_SILU_MAX_SLOPE 1.13
     """
     const double LEAKY_RELU_SLOPE "FASTMLP_LEAKY_RELU_SLOPE"
     const double ELU_ALPHA "FASTMLP_ELU_ALPHA"
-    const double INV_SQRT_2 "FASTMLP_INV_SQRT_2"          # 1/√2
-    const double INV_SQRT_2PI "FASTMLP_INV_SQRT_2PI"      # 1/√(2π)
     const double GELU_SILU_MAX_SLOPE "FASTMLP_GELU_SILU_MAX_SLOPE"
 
 
@@ -131,10 +127,8 @@ cdef inline void activation_forward(int kind, floating* Z, Py_ssize_t n,
                                     Py_ssize_t k) noexcept nogil:
     # A = g(Z) in place, for the element-wise activations and the row-wise softmax.
     # NaN stays NaN in every branch, so that a diverging step is seen.  Every
-    # element-wise one (but float64 GELU: libm's erfc) runs as a vectorised loop of
-    # _vecmath.h.
+    # element-wise one runs as a vectorised loop of _vecmath.h.
     cdef Py_ssize_t i, size = n * k
-    cdef floating z, r2 = <floating>INV_SQRT_2
     if kind == C_ACT_RELU:
         relu_forward(Z, size)
     elif kind == C_ACT_LOGISTIC:
@@ -150,15 +144,9 @@ cdef inline void activation_forward(int kind, floating* Z, Py_ssize_t n,
     elif kind == C_ACT_ELU:
         velu(Z, size, <floating>ELU_ALPHA)
     elif kind == C_ACT_GELU:
-        # Φ(z) = ½·erfc(−z/√2): the same as ½·(1 + erf(z/√2)) without its cancellation,
-        # which loses every digit of Φ(z) below z ≈ −6 (−4 in float32).  float32:
-        # vectorised (_vecmath.h, in double); float64: libm's erfc.
-        if floating is float:
-            fmv_gelu_f32(Z, size)
-            return
-        for i in range(size):
-            z = Z[i]
-            Z[i] = z * <floating>0.5 * ferfc(-z * r2)
+        # Φ(z) through its normal tail (erfc), not ½·(1 + erf(z/√2)), whose cancellation
+        # loses every digit of Φ(z) below z ≈ −6 (−4 in float32): _vecmath.h.
+        vgelu(Z, size)
     elif kind == C_ACT_SILU:
         vsilu(Z, size)         # z·σ(z)
     elif kind == C_ACT_SOFTPLUS:
@@ -177,8 +165,6 @@ cdef inline void activation_backward(int kind, const floating* A, const floating
     # and exp are output activations whose derivative the matching loss folds into its
     # delta, so they never come here.
     cdef Py_ssize_t i
-    cdef floating z
-    cdef floating r2 = <floating>INV_SQRT_2, r2pi = <floating>INV_SQRT_2PI
     if kind == C_ACT_RELU:
         relu_mask_delta(A, D, size)
     elif kind == C_ACT_LOGISTIC:
@@ -192,13 +178,7 @@ cdef inline void activation_backward(int kind, const floating* A, const floating
     elif kind == C_ACT_SOFTPLUS:
         vsoftplus_bwd(A, D, size)      # D ⊙= −(e^(−A) − 1)
     elif kind == C_ACT_GELU:
-        if floating is float:
-            fmv_gelu_bwd_f32(Z, D, size)
-            return
-        for i in range(size):
-            z = Z[i]
-            D[i] = D[i] * (<floating>0.5 * ferfc(-z * r2)
-                           + z * r2pi * fexp(<floating>-0.5 * z * z))
+        vgelu_bwd(Z, D, size)
     elif kind == C_ACT_SILU:
         vsilu_bwd(Z, D, size)
 
