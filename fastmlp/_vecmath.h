@@ -292,21 +292,23 @@ FM_INLINE float fm_softplus_f(float x) {
  * recurrence; coefficients least-squares fitted for fastmlp at 300 Chebyshev nodes
  * against mpmath's erfc, max error 1.8·10^−10 (relative, in erfc): for float results
  * only, computed in double. */
+static const double fm_erfc_cheb[13] = {
+    -0x1.1c51b7b79e752p-1, 0x1.1bb7ae4080435p-1, 0x1.f69f0f161f458p-8,
+    -0x1.a9aa53572e6e4p-8, -0x1.772e68961b390p-13, 0x1.89c9aaded5ae6p-13,
+    -0x1.f00329ad09775p-20, -0x1.c9ea418c5f932p-18, 0x1.2ff354a7823ebp-21,
+    0x1.fb965045e911dp-23, -0x1.92f35125461d4p-25, -0x1.7ccdaf359caa3p-28,
+    0x1.77b3e4a06c26bp-29,
+};
 FM_INLINE double fm_erfc_series(double t) {
     double s = t * (2.0 / 0.84) - (1.16 / 0.84);
-    double b1 = 0x1.77b3e4a06c26bp-29, b2 = 0.0, b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.7ccdaf359caa3p-28; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.92f35125461d4p-25; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.fb965045e911dp-23; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.2ff354a7823ebp-21; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.c9ea418c5f932p-18; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.f00329ad09775p-20; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.89c9aaded5ae6p-13; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.772e68961b390p-13; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.a9aa53572e6e4p-8; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.f69f0f161f458p-8; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.1bb7ae4080435p-1; b2 = b1; b1 = b0;
-    return s * b1 - b2 + -0x1.1c51b7b79e752p-1;
+    double b1 = 0.0, b2 = 0.0, b0;
+#pragma GCC unroll 32   /* fully: a loop left inside the element loop would keep it scalar */
+    for (int j = 12; j > 0; j--) {
+        b0 = 2.0 * s * b1 - b2 + fm_erfc_cheb[j];
+        b2 = b1;
+        b1 = b0;
+    }
+    return s * b1 - b2 + fm_erfc_cheb[0];
 }
 
 /* Φ(z) = ½·erfc(−z/√2) in double for a float z: erfc(x) = t·e^(−a² + series), a = |x|
@@ -346,37 +348,28 @@ FM_INLINE double fm_gelu_phi(double z) {
  * 1/10.625, summed by Clenshaw's recurrence.  Coefficients: the exact interpolant at 29
  * Chebyshev nodes, computed for fastmlp in 50-digit mpmath and rounded to double; the
  * sum in double is within 2.5 ulp of the ratio. */
+static const double fm_mills_cheb[29] = {
+    0x1.45127cebc4f53p-1, 0x1.dae08d63a9e7bp-2, 0x1.034ef069d878bp-3,
+    0x1.989658621e011p-6, 0x1.92ac4d06e870cp-9, 0x1.5bc7482f5bf5fp-14,
+    -0x1.6e0b7951a1da5p-15, -0x1.728b54df77a36p-18, 0x1.3ac118ceef640p-21,
+    0x1.50d9dd301b1bdp-23, -0x1.78335bf53ec50p-27, -0x1.2b4b5ecf0a264p-28,
+    0x1.7f9c183b13316p-32, 0x1.1124f8cf50fb4p-33, -0x1.118e754dfa0a2p-36,
+    -0x1.d870b1442a8d6p-39, 0x1.9ff8613892684p-41, 0x1.2c92f8dc6cf17p-44,
+    -0x1.270f48f44b5b1p-45, 0x1.1859119c0e95ap-51, 0x1.638952d804619p-50,
+    -0x1.6881a2b88f8d5p-53, -0x1.296955a4f0833p-55, 0x1.8bdd9abadfd86p-57,
+    -0x1.186ffa4538331p-64, -0x1.1309d0efa0d98p-61, 0x1.5773069f2dc2cp-64,
+    0x1.7bf1c024e13b3p-67, -0x1.8b1f6362c7130p-68,
+};
 FM_INLINE double fm_mills_series(double t) {
     double s = t * 0x1.1a98ef606a63cp+1 - 0x1.3531dec0d4c78p+0;
-    double b1 = -0x1.8b1f6362c7130p-68, b2 = 0.0, b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.7bf1c024e13b3p-67; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.5773069f2dc2cp-64; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.1309d0efa0d98p-61; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.186ffa4538331p-64; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.8bdd9abadfd86p-57; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.296955a4f0833p-55; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.6881a2b88f8d5p-53; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.638952d804619p-50; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.1859119c0e95ap-51; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.270f48f44b5b1p-45; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.2c92f8dc6cf17p-44; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.9ff8613892684p-41; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.d870b1442a8d6p-39; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.118e754dfa0a2p-36; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.1124f8cf50fb4p-33; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.7f9c183b13316p-32; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.2b4b5ecf0a264p-28; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.78335bf53ec50p-27; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.50d9dd301b1bdp-23; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.3ac118ceef640p-21; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.728b54df77a36p-18; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + -0x1.6e0b7951a1da5p-15; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.5bc7482f5bf5fp-14; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.92ac4d06e870cp-9; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.989658621e011p-6; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.034ef069d878bp-3; b2 = b1; b1 = b0;
-    b0 = 2.0 * s * b1 - b2 + 0x1.dae08d63a9e7bp-2; b2 = b1; b1 = b0;
-    return s * b1 - b2 + 0x1.45127cebc4f53p-1;
+    double b1 = 0.0, b2 = 0.0, b0;
+#pragma GCC unroll 32   /* fully: a loop left inside the element loop would keep it scalar */
+    for (int j = 28; j > 0; j--) {
+        b0 = 2.0 * s * b1 - b2 + fm_mills_cheb[j];
+        b2 = b1;
+        b1 = b0;
+    }
+    return s * b1 - b2 + fm_mills_cheb[0];
 }
 
 /* For x ≥ 0: *f = Φ(−x)/e and returns e = e^(−x²/2), so that Φ(−x) = f·e and φ(x) =
