@@ -271,3 +271,50 @@ def k_csr_transposed_accumulate(const floating[::1] data, const csr_index[::1] i
         csr_transposed_accumulate(&data[0] if data.shape[0] else NULL,
                                   &indices[0] if data.shape[0] else NULL, &indptr[0],
                                   D.shape[0], &D[0, 0], D.shape[1], &dW[0, 0])
+
+
+# The vectorised functions of _vecmath.h one by one, and its instruction-set level, for
+# the accuracy tests (tests/test_vecmath.py), which run every level the CPU has.
+from fastmlp._fmath cimport (fm_vec_get_level, fm_vec_set_level, fmv_exp_f32, fmv_exp_f64,
+                             fmv_expm1_f32, fmv_expm1_f64, fmv_log1p01_f32, fmv_log1p01_f64,
+                             fmv_sigmoid_f32, fmv_sigmoid_f64, fmv_softplus_f32,
+                             fmv_softplus_f64, fmv_tanh_f32, fmv_tanh_f64)
+
+VECMATH_FUNCTIONS = ("exp", "expm1", "log1p01", "tanh", "sigmoid", "softplus")
+VECMATH_LEVELS = ("sse2", "avx2", "avx512")
+
+
+def k_vecmath(str name, floating[::1] x):
+    """x ← f(x) in place for f one of VECMATH_FUNCTIONS (log1p01: log1p on [0, 1])."""
+    cdef Py_ssize_t n = x.shape[0]
+    cdef int code
+    if name not in VECMATH_FUNCTIONS:
+        raise ValueError(f"name: expected one of {VECMATH_FUNCTIONS}, got {name!r}")
+    if n < 1:
+        return
+    code = VECMATH_FUNCTIONS.index(name)
+    with nogil:
+        if floating is float:
+            if code == 0: fmv_exp_f32(&x[0], n)
+            elif code == 1: fmv_expm1_f32(&x[0], n)
+            elif code == 2: fmv_log1p01_f32(&x[0], n)
+            elif code == 3: fmv_tanh_f32(&x[0], n)
+            elif code == 4: fmv_sigmoid_f32(&x[0], n)
+            else: fmv_softplus_f32(&x[0], n)
+        else:
+            if code == 0: fmv_exp_f64(&x[0], n)
+            elif code == 1: fmv_expm1_f64(&x[0], n)
+            elif code == 2: fmv_log1p01_f64(&x[0], n)
+            elif code == 3: fmv_tanh_f64(&x[0], n)
+            elif code == 4: fmv_sigmoid_f64(&x[0], n)
+            else: fmv_softplus_f64(&x[0], n)
+
+
+def k_vecmath_level(level=None):
+    """The instruction set the vectorised math runs with ("sse2", "avx2" or "avx512");
+    with ``level``, switch to it first (to the best the CPU has if it lacks it)."""
+    if level is not None:
+        if level not in VECMATH_LEVELS:
+            raise ValueError(f"level: expected one of {VECMATH_LEVELS}, got {level!r}")
+        fm_vec_set_level(VECMATH_LEVELS.index(level))
+    return VECMATH_LEVELS[fm_vec_get_level()]

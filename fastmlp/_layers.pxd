@@ -7,7 +7,9 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from fastmlp._blas cimport gemm, gemv, ger
-from fastmlp._fmath cimport ferfc, fexp, fexpm1, flog1p, ftanh
+from fastmlp._fmath cimport (velu, velu_bwd, vexp, vgelu, vgelu_bwd, vleaky_relu,
+                             vleaky_relu_bwd, vrelu, vrelu_bwd, vsigmoid, vsigmoid_bwd, vsilu,
+                             vsilu_bwd, vsoftplus, vsoftplus_bwd, vtanh, vtanh_bwd)
 
 # Activation codes; _core.ACT_CODES maps their names to them.  The definitions are
 # PyTorch's (its modules are the oracle and the export target).
@@ -31,14 +33,10 @@ cdef extern from *:
     """
     #define FASTMLP_LEAKY_RELU_SLOPE 0.01
     #define FASTMLP_ELU_ALPHA 1.0
-    #define FASTMLP_INV_SQRT_2 0.70710678118654752440
-    #define FASTMLP_INV_SQRT_2PI 0.39894228040143267794
     #define FASTMLP_GELU_SILU_MAX_SLOPE 1.13
     """
     const double LEAKY_RELU_SLOPE "FASTMLP_LEAKY_RELU_SLOPE"
     const double ELU_ALPHA "FASTMLP_ELU_ALPHA"
-    const double INV_SQRT_2 "FASTMLP_INV_SQRT_2"          # 1/√2
-    const double INV_SQRT_2PI "FASTMLP_INV_SQRT_2PI"      # 1/√(2π)
     const double GELU_SILU_MAX_SLOPE "FASTMLP_GELU_SILU_MAX_SLOPE"
 
 
@@ -76,44 +74,51 @@ cdef inline void relu_forward(floating* Z, Py_ssize_t size) noexcept nogil:
     # A = θ(Z) = max(Z, 0) in place (seeds 001, 003).  The derivative mask θ'(Z) = [Z > 0]
     # (θ'(0) = 0) equals [A > 0], so this single pass also records the mask, in A itself.
     # NaN is kept (NaN < 0 is false) so that a diverging step is seen, not hidden.
-    # Written as an unconditional select so the compiler vectorises it.
-    cdef Py_ssize_t i
-    for i in range(size):
-        Z[i] = 0 if Z[i] < 0 else Z[i]
+    # An unconditional select, vectorised in _vecmath.h.
+    vrelu(Z, size)
 
 
 cdef inline void relu_mask_delta(const floating* A, floating* D, Py_ssize_t size) noexcept nogil:
     # D ⊙= θ'(S) with θ'(S) = [A > 0]  (seed 003 eq. 34; seed 001's V ⊙ D).
-    cdef Py_ssize_t i
-    for i in range(size):
-        D[i] = D[i] if A[i] > 0 else 0
+    vrelu_bwd(A, D, size)
 
 
-cdef inline floating shifted_exp_row(const floating* z, Py_ssize_t k, floating* e,
-                                     floating* m_out) noexcept nogil:
-    # e = exp(z − m) for one row z of k values, m = max z (into m_out); returns Σ e.
-    # Shifted by the maximum, no exp overflows (seed 003 eq. 3's softmax, and the
-    # log-sum-exp of its loss).  e may be z itself.
+cdef inline floating row_max(const floating* z, Py_ssize_t k) noexcept nogil:
+    # max of one row of k values (NaN never wins a comparison, as before).
     cdef Py_ssize_t j
-    cdef floating m = z[0], s = 0
+    cdef floating m = z[0]
     for j in range(1, k):
         if z[j] > m:
             m = z[j]
-    for j in range(k):
-        e[j] = fexp(z[j] - m)
-        s += e[j]
-    m_out[0] = m
-    return s
+    return m
+
+
+cdef inline void shifted_exp_rows(const floating* Z, Py_ssize_t n, Py_ssize_t k,
+                                  floating* E) noexcept nogil:
+    # E = exp(Z − m) row by row, m = the row's maximum (seed 003 eq. 3's softmax, and the
+    # log-sum-exp of its loss): shifted by the maximum, no exp overflows.  The shifts
+    # first, then one vectorised exp over all n·k values (rows of ~10 classes are too
+    # short to vectorise one by one).  E may be Z.
+    cdef Py_ssize_t i, j
+    cdef floating m
+    for i in range(n):
+        m = row_max(Z + i * k, k)
+        for j in range(k):
+            E[i * k + j] = Z[i * k + j] - m
+    vexp(E, n * k)
 
 
 cdef inline void softmax_rows(floating* Z, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     # P = softmax(Z) row by row, in place (seed 003 eq. 3).
     cdef Py_ssize_t i, j
-    cdef floating m, s
+    cdef floating s
     cdef floating* z
+    shifted_exp_rows(Z, n, k, Z)
     for i in range(n):
         z = Z + i * k
-        s = shifted_exp_row(z, k, z, &m)
+        s = 0
+        for j in range(k):
+            s += z[j]
         for j in range(k):
             z[j] /= s
 
@@ -121,45 +126,33 @@ cdef inline void softmax_rows(floating* Z, Py_ssize_t n, Py_ssize_t k) noexcept 
 cdef inline void activation_forward(int kind, floating* Z, Py_ssize_t n,
                                     Py_ssize_t k) noexcept nogil:
     # A = g(Z) in place, for the element-wise activations and the row-wise softmax.
-    # NaN stays NaN in every branch, so that a diverging step is seen.
+    # NaN stays NaN in every branch, so that a diverging step is seen.  Every
+    # element-wise one runs as a vectorised loop of _vecmath.h.
     cdef Py_ssize_t i, size = n * k
-    cdef floating z, s = <floating>LEAKY_RELU_SLOPE, a = <floating>ELU_ALPHA
-    cdef floating r2 = <floating>INV_SQRT_2
     if kind == C_ACT_RELU:
         relu_forward(Z, size)
     elif kind == C_ACT_LOGISTIC:
-        for i in range(size):
-            Z[i] = 1 / (1 + fexp(-Z[i]))
+        vsigmoid(Z, size)      # 1/(1 + e^−z), without overflow for z ≪ 0
     elif kind == C_ACT_TANH:
-        for i in range(size):
-            Z[i] = ftanh(Z[i])
+        vtanh(Z, size)
     elif kind == C_ACT_EXP:
-        for i in range(size):
-            Z[i] = fexp(Z[i])
+        vexp(Z, size)
     elif kind == C_ACT_SOFTMAX:
         softmax_rows(Z, n, k)
     elif kind == C_ACT_LEAKY_RELU:
-        for i in range(size):
-            Z[i] = Z[i] if Z[i] > 0 else s * Z[i]
+        vleaky_relu(Z, size, <floating>LEAKY_RELU_SLOPE)
     elif kind == C_ACT_ELU:
-        for i in range(size):
-            Z[i] = Z[i] if Z[i] > 0 else a * fexpm1(Z[i])
+        velu(Z, size, <floating>ELU_ALPHA)
     elif kind == C_ACT_GELU:
-        # Φ(z) = ½·erfc(−z/√2): the same as ½·(1 + erf(z/√2)) without its cancellation,
-        # which loses every digit of Φ(z) below z ≈ −6 (−4 in float32).
-        for i in range(size):
-            z = Z[i]
-            Z[i] = z * <floating>0.5 * ferfc(-z * r2)
+        # Φ(z) through its normal tail (erfc), not ½·(1 + erf(z/√2)), whose cancellation
+        # loses every digit of Φ(z) below z ≈ −6 (−4 in float32): _vecmath.h.
+        vgelu(Z, size)
     elif kind == C_ACT_SILU:
-        for i in range(size):
-            z = Z[i]
-            Z[i] = z / (1 + fexp(-z))
+        vsilu(Z, size)         # z·σ(z)
     elif kind == C_ACT_SOFTPLUS:
         # max(z, 0) + log(1 + e^(−|z|)): no overflow for any z, and exact to rounding
         # where PyTorch's threshold (z > 20: z) cuts off.
-        for i in range(size):
-            z = Z[i]
-            Z[i] = (z if z > 0 else 0) + flog1p(fexp(-(z if z > 0 else -z)))
+        vsoftplus(Z, size)
 
 
 cdef inline void activation_backward(int kind, const floating* A, const floating* Z,
@@ -172,35 +165,22 @@ cdef inline void activation_backward(int kind, const floating* A, const floating
     # and exp are output activations whose derivative the matching loss folds into its
     # delta, so they never come here.
     cdef Py_ssize_t i
-    cdef floating z, p, s = <floating>LEAKY_RELU_SLOPE, a = <floating>ELU_ALPHA
-    cdef floating r2 = <floating>INV_SQRT_2, r2pi = <floating>INV_SQRT_2PI
     if kind == C_ACT_RELU:
         relu_mask_delta(A, D, size)
     elif kind == C_ACT_LOGISTIC:
-        for i in range(size):
-            D[i] = D[i] * A[i] * (1 - A[i])
+        vsigmoid_bwd(A, D, size)
     elif kind == C_ACT_TANH:
-        for i in range(size):
-            D[i] = D[i] * (1 - A[i] * A[i])
+        vtanh_bwd(A, D, size)
     elif kind == C_ACT_LEAKY_RELU:
-        for i in range(size):
-            D[i] = D[i] if A[i] > 0 else s * D[i]
+        vleaky_relu_bwd(A, D, size, <floating>LEAKY_RELU_SLOPE)
     elif kind == C_ACT_ELU:
-        for i in range(size):
-            D[i] = D[i] if A[i] > 0 else D[i] * (A[i] + a)
+        velu_bwd(A, D, size, <floating>ELU_ALPHA)
     elif kind == C_ACT_SOFTPLUS:
-        for i in range(size):
-            D[i] = D[i] * -fexpm1(-A[i])
+        vsoftplus_bwd(A, D, size)      # D ⊙= −(e^(−A) − 1)
     elif kind == C_ACT_GELU:
-        for i in range(size):
-            z = Z[i]
-            D[i] = D[i] * (<floating>0.5 * ferfc(-z * r2)
-                           + z * r2pi * fexp(<floating>-0.5 * z * z))
+        vgelu_bwd(Z, D, size)
     elif kind == C_ACT_SILU:
-        for i in range(size):
-            z = Z[i]
-            p = 1 / (1 + fexp(-z))
-            D[i] = D[i] * (p * (1 + z * (1 - p)))
+        vsilu_bwd(Z, D, size)
 
 
 cdef inline void backprop_delta(int act, const floating* D_next, Py_ssize_t n,

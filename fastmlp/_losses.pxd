@@ -10,7 +10,7 @@ from libc.math cimport log
 from libc.stdint cimport int64_t
 
 from fastmlp._fmath cimport feps, xlogy
-from fastmlp._layers cimport activation_backward, shifted_exp_row
+from fastmlp._layers cimport activation_backward, row_max, shifted_exp_rows
 
 # Loss codes; _core.LOSS_CODES maps their names to them.
 cdef enum:
@@ -61,10 +61,14 @@ cdef inline double softmax_xent_loss_delta(const floating* logits, const floatin
     cdef const floating* y
     cdef floating* d
     cdef floating inv_n = <floating>(1.0 / n)
+    shifted_exp_rows(logits, n, k, D)
     for i in range(n):
         z = logits + i * k
         d = D + i * k
-        s = shifted_exp_row(z, k, d, &m)
+        m = row_max(z, k)
+        s = 0
+        for j in range(k):
+            s += d[j]
         if Y == NULL:
             # (m − z) first: for huge logits m + log s would round log s away.
             total += (<double>m - z[labels[i]]) + log(<double>s)

@@ -335,8 +335,10 @@ def activation_forward(kind: str, Z: ArrayLike, out: np.ndarray | None = None) -
     else e^z − 1), "gelu" (z·Φ(z) = ½·z·(1 + erf(z/√2))), "silu" (z/(1 + e^−z)),
     "softplus" (max(z, 0) + log(1 + e^−|z|): no overflow), "exp" (e^z, scikit-learn's
     Poisson output) element-wise, or "softmax" row-wise (as ``softmax``) — PyTorch's
-    definitions.  Computed in the dtype with its libm; logistic saturates to exactly 0
-    or 1 and never gives NaN for finite z, NaN stays NaN.
+    definitions.  Computed in the dtype, by fastmlp's vectorised exp/expm1/log1p/tanh
+    (within 2.5 ulp; GELU 1 ulp in float32, 7.5 in float64); logistic never gives NaN for finite z,
+    saturates to exactly 1 and keeps its relative accuracy in the left tail; NaN stays
+    NaN.
     Pass ``out=Z`` to work in place.
     """
     kind = _kind(kind, _ACTIVATIONS)
