@@ -1340,6 +1340,21 @@ cdef class Engine:
             self.touched = np.empty(need, dtype=np.intp)
             self.scratch.touched = <Py_ssize_t*>cnp.PyArray_DATA(self.touched)
 
+    cdef bint _lazy_rows_finite(self, object X):
+        # A lazy sparse step (plain SGD without decay on SparseRows: see W1Rows.only) reads
+        # and checks only the rows of W(1) its batch reaches, where a dense step's product
+        # X·W(1) carries any NaN or infinity of W(1) into the loss and is refused.  So that
+        # sparse and dense training refuse the same parameters, the whole of W(1) is
+        # checked once a call (an epoch of steps for fit_epoch) before the lazy steps.
+        cdef Py_ssize_t size = self.net.dims[0] * self.net.dims[1]
+        cdef char* W1 = <char*>self.theta_ptr + self.net.w_off[0] * self.isz
+        if type(X) is not SparseRows or self.opt.kind != C_OPT_SGD or self.net.l2 != 0:
+            return True
+        with nogil:
+            if self.f64:
+                return all_finite(<const double*>W1, size)
+            return all_finite(<const float*>W1, size)
+
     cdef double _check_batch(self, object X, object Y, object labels, object sw) except -1:
         # Returns the normaliser: Σ sample weights, or n.
         cdef Py_ssize_t n
@@ -1431,6 +1446,8 @@ cdef class Engine:
         b.Y = NULL if Y is None else cnp.PyArray_DATA(<cnp.ndarray>Y)
         b.labels = NULL if labels is None else <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>labels)
         b.sw = NULL if sample_weight is None else cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
+        if update and not self._lazy_rows_finite(X):
+            _raise_status(DIVERGED, float("nan"), self.net.dims[self.net.n_layers])
         return self._run(&b, lr, update)
 
     def train_step_fast(self, X, Y, lr):
@@ -1588,6 +1605,8 @@ cdef class Engine:
             lp = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>labels)
         if sample_weight is not None:
             wp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
+        if not self._lazy_rows_finite(X):
+            return 0.0, DIVERGED, 0
         self.scratch.w1_acc_known = False     # the caller may have written W(1)
         with nogil:
             call_begin()
