@@ -23,8 +23,8 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
 from fastmlp import _core
-from fastmlp._validation import (ACTIVATIONS, MAX_WIDTH, _numeric_array, check_choice,
-                                 check_fraction)
+from fastmlp._validation import (ACTIVATIONS, MAX_WIDTH, _numeric_array, as_sparse_rows,
+                                 check_choice, check_fraction)
 
 __all__ = ["linear_forward", "relu_forward", "relu_backward", "backprop_delta",
            "linear_backward", "mse_loss_delta", "softmax_cross_entropy_loss_delta",
@@ -120,27 +120,15 @@ def linear_forward(A: ArrayLike, W: ArrayLike, b: ArrayLike,
 
 
 def _csr_parts(X: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(data, indices, indptr) of a scipy sparse matrix or array X (CSR, CSC or COO; the
-    last two converted to CSR), data float32 or float64, indices and indptr of one
-    integer type, int32 or int64.  Their structure is checked by the core."""
+    """(data, indices, indptr) of a scipy sparse X (CSR, CSC or COO) of float32 or
+    float64 values, converted and checked as the training entry points do
+    (_validation.as_sparse_rows: CSR structure, finite values, one index type)."""
     if not sp.issparse(X):
         raise TypeError(f"X: expected a scipy sparse matrix, got {type(X).__name__}")
-    fmt = X.format
-    if fmt not in ("csr", "csc", "coo"):
-        raise TypeError(f"X: sparse format {fmt!r} is not supported; expected CSR, CSC or COO")
-    if X.ndim != 2:
-        raise ValueError(f"X: expected a 2-D sparse matrix, got shape {X.shape}")
-    if fmt != "csr":
-        X = X.tocsr()
     if X.dtype not in _FLOATS:
         raise TypeError(f"X: expected float32 or float64 values, got {X.dtype}")
-    index = X.indices.dtype if X.indices.dtype == X.indptr.dtype else np.dtype(np.int64)
-    if index not in (np.dtype(np.int32), np.dtype(np.int64)):
-        index = np.dtype(np.int64)
-    _shape_check(X.indptr.shape == (X.shape[0] + 1,),
-                 f"X: sparse indptr has {X.indptr.shape[0]} entries for {X.shape[0]} rows")
-    return (np.require(X.data, X.dtype, ("C", "A")), np.require(X.indices, index, ("C", "A")),
-            np.require(X.indptr, index, ("C", "A")))
+    rows = as_sparse_rows("X", X, X.dtype, X.shape[1] if X.ndim == 2 else -1)
+    return rows.data, rows.indices, rows.indptr
 
 
 def csr_linear_forward(X: object, W: ArrayLike, b: ArrayLike,

@@ -128,12 +128,14 @@ def test_public_kernels_refuse_bad_input():
         kernels.csr_transposed_accumulate(X, D, np.zeros((4, 3), order="F")[:, :2])
     bad = sp.csr_matrix((np.ones(2), np.array([0, 9], np.int32), np.array([0, 1, 2], np.int32)),
                         shape=(2, 4))                 # scipy checks no index values here
-    with pytest.raises(ValueError, match="CSR"):
+    with pytest.raises(ValueError, match="X: sparse column indices"):
         kernels.csr_linear_forward(bad, W, b)
     dW = np.zeros((4, 3))
-    with pytest.raises(ValueError, match="CSR"):
+    with pytest.raises(ValueError, match="X: sparse column indices"):
         kernels.csr_transposed_accumulate(bad, D[:2], dW)
     assert not dW.any()
+    with pytest.raises(ValueError, match="X: .*NaN"):
+        kernels.csr_linear_forward(sp.csr_matrix(np.array([[np.nan, 1.0]])), W[:2], b)
 
 
 # ---------------------------------------------------------------------- fastmlp.MLP
