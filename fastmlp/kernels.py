@@ -17,14 +17,14 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
 from fastmlp import _core
 from fastmlp._validation import (ACTIVATIONS, MAX_WIDTH, _numeric_array, as_sparse_rows,
-                                 check_choice, check_fraction)
+                                 check_choice, check_fraction, is_sparse)
 
 __all__ = ["linear_forward", "relu_forward", "relu_backward", "backprop_delta",
            "linear_backward", "mse_loss_delta", "softmax_cross_entropy_loss_delta",
@@ -119,11 +119,11 @@ def linear_forward(A: ArrayLike, W: ArrayLike, b: ArrayLike,
     return Z
 
 
-def _csr_parts(X: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _csr_parts(X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(data, indices, indptr) of a scipy sparse X (CSR, CSC or COO) of float32 or
     float64 values, converted and checked as the training entry points do
     (_validation.as_sparse_rows: CSR structure, finite values, one index type)."""
-    if not sp.issparse(X):
+    if not is_sparse(X):
         raise TypeError(f"X: expected a scipy sparse matrix, got {type(X).__name__}")
     if X.dtype not in _FLOATS:
         raise TypeError(f"X: expected float32 or float64 values, got {X.dtype}")
@@ -131,7 +131,7 @@ def _csr_parts(X: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows.data, rows.indices, rows.indptr
 
 
-def csr_linear_forward(X: object, W: ArrayLike, b: ArrayLike,
+def csr_linear_forward(X: Any, W: ArrayLike, b: ArrayLike,
                        out: np.ndarray | None = None) -> np.ndarray:
     """Z = X·W + 1·bᵀ for sparse X (seed 003: s(l) = b(l) + Σᵢ wᵢ·xᵢ, over the stored xᵢ).
 
@@ -153,7 +153,7 @@ def csr_linear_forward(X: object, W: ArrayLike, b: ArrayLike,
     return Z
 
 
-def csr_transposed_accumulate(X: object, D: ArrayLike, dW: np.ndarray) -> np.ndarray:
+def csr_transposed_accumulate(X: Any, D: ArrayLike, dW: np.ndarray) -> np.ndarray:
     """dW += Xᵀ·Δ for sparse X (seed 003 eq. 33: the weight gradient of a first layer
     whose input is X; the 1/N lives in Δ).
 

@@ -18,8 +18,10 @@ scikit-learn's parser (``pip install "fastmlp[sklearn]"``).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import zipfile
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -48,7 +50,7 @@ def sparse_kind(path: str) -> str | None:
     return None
 
 
-def _read_svmlight(path: str, n_features: int | None):
+def _read_svmlight(path: str, n_features: int | None) -> tuple[Any, np.ndarray]:
     try:
         from sklearn.datasets import load_svmlight_file
     except ImportError:
@@ -64,7 +66,7 @@ def _read_svmlight(path: str, n_features: int | None):
     return X, y
 
 
-def _read_sparse_npz(path: str):
+def _read_sparse_npz(path: str) -> Any:
     try:
         X = sp.load_npz(path)
     except OSError:
@@ -98,7 +100,8 @@ def read_labels(path: str, n: int, what: str) -> np.ndarray:
     if y.ndim not in (1, 2) or len(y) != n:
         raise ValueError(f"{what}: {path} holds {len(y) if y.ndim else 0} labels (shape "
                          f"{y.shape}), but the data has {n} rows")
-    return y
+    labels: np.ndarray = y
+    return labels
 
 
 def load_sparse(path: str, kind: str, labels: str | None, *, n_features: int | None = None,
@@ -136,7 +139,7 @@ def load_sparse(path: str, kind: str, labels: str | None, *, n_features: int | N
     return X, y
 
 
-def refuse_table_options(args, path: str) -> None:
+def refuse_table_options(args: argparse.Namespace, path: str) -> None:
     """The options of table preprocessing that cannot apply to sparse DATA, refused."""
     options = [("--target", args.target is not None,
                 "the labels come from the svmlight file or from --labels"),
