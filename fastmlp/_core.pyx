@@ -394,10 +394,10 @@ cdef struct Scratch:
     Py_ssize_t* touched
     Py_ssize_t n_touched
     bint w1_grad_zero
-    # l2_penalty's eight sums over W(1), as the last sparse plain-SGD step with decay
-    # left it (sgd_update_squares), when w1_acc_known: the
-    # next step's penalty then reads W(1) no more.  Cleared wherever W(1) may have been
-    # written by other code (each call from Python).
+    # l2_penalty's eight sums over W(1) as the last sparse plain-SGD step with decay left
+    # it (sgd_update_squares), valid when w1_acc_known: the next step's penalty then
+    # does not read W(1) again.  Cleared on each call from Python, since the caller may
+    # have written W(1) in between.
     double w1_acc[8]
     bint w1_acc_known
 
