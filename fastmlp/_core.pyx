@@ -58,8 +58,8 @@ from fastmlp._losses cimport (C_LOSS_MSE, C_LOSS_SK_BINARY_LOG, C_LOSS_SK_LOG,
                               mse_loss_delta, output_activation_delta, sk_loss_delta,
                               softmax_xent_loss_delta)
 from fastmlp._optim cimport (C_OPT_ADAM, C_OPT_MOMENTUM, C_OPT_NESTEROV, C_OPT_SGD, Optim,
-                             adam_update, momentum_update, scale_gradients, sgd_update,
-                             update_is_finite)
+                             add_squares, adam_update, momentum_update, scale_gradients,
+                             sgd_update, sgd_update_squares, update_is_finite)
 from fastmlp._optim cimport adam_step_size as _adam_step_size
 
 cnp.import_array()
@@ -394,6 +394,12 @@ cdef struct Scratch:
     Py_ssize_t* touched
     Py_ssize_t n_touched
     bint w1_grad_zero
+    # l2_penalty's eight sums over W(1) as the last sparse plain-SGD step with decay left
+    # it (sgd_update_squares), valid when w1_acc_known: the next step's penalty then
+    # does not read W(1) again.  Cleared on each call from Python, since the caller may
+    # have written W(1) in between.
+    double w1_acc[8]
+    bint w1_acc_known
 
 
 # --------------------------------------------------------------------------------------
@@ -467,25 +473,18 @@ cdef double output_loss_delta(const Net* net, const floating* out, const Batch* 
                          b.n, k, b.norm, D)
 
 
-cdef double l2_penalty(const Net* net, const floating* theta) noexcept nogil:
-    # Σₗ ‖W(l)‖² (biases excluded), accumulated in double.  Eight running sums, not one:
-    # a single sum is a chain of dependent additions (one per ~4 cycles); eight
-    # independent ones run at the adder's throughput and vectorise.
+cdef double l2_penalty(const Net* net, const floating* theta,
+                       const double* w1_acc) noexcept nogil:
+    # Σₗ ‖W(l)‖² (biases excluded), accumulated in double in eight sums (add_squares).
+    # w1_acc: the sums of W(1) already known (sgd_update_squares), or NULL.
     cdef int l, j
-    cdef Py_ssize_t i, size, blocked
+    cdef Py_ssize_t size
     cdef double acc[8]
-    cdef const floating* W
     for j in range(8):
-        acc[j] = 0.0
-    for l in range(net.n_layers):
-        W = theta + net.w_off[l]
+        acc[j] = 0.0 if w1_acc == NULL else w1_acc[j]
+    for l in range(0 if w1_acc == NULL else 1, net.n_layers):
         size = net.dims[l] * net.dims[l + 1]
-        blocked = size - size % 8
-        for i in range(0, blocked, 8):
-            for j in range(8):
-                acc[j] += <double>W[i + j] * W[i + j]
-        for i in range(blocked, size):
-            acc[0] += <double>W[i] * W[i]
+        add_squares(theta + net.w_off[l], size, acc, 0, size - size % 8)
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
@@ -708,11 +707,15 @@ cdef bint net_update_is_finite(const Net* net, const Optim* opt, const floating*
     return True
 
 
-cdef void apply_update(const Net* net, Optim* opt, floating* theta, const floating* grad,
-                       double lr, double norm, const W1Rows* rows) noexcept nogil:
+cdef bint apply_update(const Net* net, Optim* opt, floating* theta, const floating* grad,
+                       double lr, double norm, const W1Rows* rows,
+                       double* w1_acc) noexcept nogil:
     # The optimizer step over every segment; grad holds raw gradients (see grad_value).
-    # W(1) is covered as `rows` says (NULL: whole).
-    cdef int s
+    # W(1) is covered as `rows` says (NULL: whole).  w1_acc (plain SGD over every row of
+    # W(1), else NULL): where to put l2_penalty's sums of the new W(1), computed in the
+    # same pass when there is decay; returns whether they were.
+    cdef int s, j
+    cdef bint summed = False
     cdef Py_ssize_t off, size, r, e, o, width = net.dims[1]
     cdef double a, nrm
     cdef bint reached
@@ -720,7 +723,21 @@ cdef void apply_update(const Net* net, Optim* opt, floating* theta, const floati
         opt.t += 1
     for s in range(2 * net.n_layers):
         segment(net, s, norm, &off, &size, &a, &nrm)
-        if s > 0 or rows == NULL:
+        if s == 0 and w1_acc != NULL and rows != NULL and rows.only == NULL \
+                and <floating>a != 0:
+            summed = True
+            for j in range(8):
+                w1_acc[j] = 0.0
+            r = 0
+            while r < net.dims[0]:
+                e = w1_span(rows, r, net.dims[0], &reached)
+                o = off + r * width
+                sgd_update_squares(theta + o, grad + o if reached
+                                   else <const floating*>rows.zero, (e - r) * width,
+                                   <floating>lr, <floating>a, <floating>nrm, w1_acc,
+                                   r * width, size - size % 8)
+                r = e
+        elif s > 0 or rows == NULL:
             update_segment(opt, theta, grad, off, 0, size, lr, a, nrm)
         elif rows.only != NULL:
             for r in range(rows.n_only):
@@ -737,6 +754,7 @@ cdef void apply_update(const Net* net, Optim* opt, floating* theta, const floati
                     update_segment(opt, theta, <const floating*>rows.zero, o, o,
                                    (e - r) * width, lr, a, nrm)
                 r = e
+    return summed
 
 
 cdef bint decayed_rows_finite(const Net* net, double penalty, double lr, double norm,
@@ -769,6 +787,7 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
     cdef floating* gW1 = grad + net.w_off[0]
     if b.csr == NULL:
         s.w1_grad_zero = False
+        s.w1_acc_known = False
         return dense_or_sparse_step(net, opt, theta, grad, s, D_a, D_b, b, lr, update,
                                     check_inputs, loss_out)
     if not s.w1_grad_zero:
@@ -814,8 +833,9 @@ cdef int dense_or_sparse_step(const Net* net, Optim* opt, floating* theta, float
     forward_pass(net, theta, X, b.csr, n, s, update)
     loss_out[0] = output_loss_delta(net, <const floating*>s.acts[L - 1], b, D_a)
     if net.l2 != 0:
-        penalty = l2_penalty(net, theta)
+        penalty = l2_penalty(net, theta, s.w1_acc if s.w1_acc_known else NULL)
         loss_out[0] += 0.5 * net.l2 * penalty / norm
+    s.w1_acc_known = False
     if not (loss_out[0] - loss_out[0] == 0):
         return DIVERGED
     fused = (update and not sparse and opt.kind == C_OPT_SGD and not net.sk_scaling
@@ -837,7 +857,8 @@ cdef int dense_or_sparse_step(const Net* net, Optim* opt, floating* theta, float
             net, penalty, lr, norm, 1e30 if floating is float else 1e300))
     if not net_update_is_finite(net, opt, theta, grad, lr, norm, w1):
         return DIVERGED
-    apply_update(net, opt, theta, grad, lr, norm, w1)
+    s.w1_acc_known = apply_update(net, opt, theta, grad, lr, norm, w1,
+                                  s.w1_acc if opt.kind == C_OPT_SGD else NULL)
     return OK
 
 
@@ -1319,6 +1340,21 @@ cdef class Engine:
             self.touched = np.empty(need, dtype=np.intp)
             self.scratch.touched = <Py_ssize_t*>cnp.PyArray_DATA(self.touched)
 
+    cdef bint _lazy_rows_finite(self, object X):
+        # A lazy sparse step (plain SGD without decay on SparseRows: see W1Rows.only) reads
+        # and checks only the rows of W(1) its batch reaches, where a dense step's product
+        # X·W(1) carries any NaN or infinity of W(1) into the loss and is refused.  So that
+        # sparse and dense training refuse the same parameters, the whole of W(1) is
+        # checked once a call (an epoch of steps for fit_epoch) before the lazy steps.
+        cdef Py_ssize_t size = self.net.dims[0] * self.net.dims[1]
+        cdef char* W1 = <char*>self.theta_ptr + self.net.w_off[0] * self.isz
+        if type(X) is not SparseRows or self.opt.kind != C_OPT_SGD or self.net.l2 != 0:
+            return True
+        with nogil:
+            if self.f64:
+                return all_finite(<const double*>W1, size)
+            return all_finite(<const float*>W1, size)
+
     cdef double _check_batch(self, object X, object Y, object labels, object sw) except -1:
         # Returns the normaliser: Σ sample weights, or n.
         cdef Py_ssize_t n
@@ -1373,6 +1409,7 @@ cdef class Engine:
         cdef int status
         if b.n > self.cap:
             self._reserve(b.n)
+        self.scratch.w1_acc_known = False     # the caller may have written W(1)
         # A call, for the thread count shared among calls running at once (_blas.pxd).
         call_begin()
         if b.n * self.net.n_params > 200000:
@@ -1409,6 +1446,8 @@ cdef class Engine:
         b.Y = NULL if Y is None else cnp.PyArray_DATA(<cnp.ndarray>Y)
         b.labels = NULL if labels is None else <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>labels)
         b.sw = NULL if sample_weight is None else cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
+        if update and not self._lazy_rows_finite(X):
+            _raise_status(DIVERGED, float("nan"), self.net.dims[self.net.n_layers])
         return self._run(&b, lr, update)
 
     def train_step_fast(self, X, Y, lr):
@@ -1566,6 +1605,9 @@ cdef class Engine:
             lp = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>labels)
         if sample_weight is not None:
             wp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
+        if not self._lazy_rows_finite(X):
+            return 0.0, DIVERGED, 0
+        self.scratch.w1_acc_known = False     # the caller may have written W(1)
         with nogil:
             call_begin()
             start = 0

@@ -224,9 +224,14 @@ def as_sparse_rows(name: str, a, dtype: np.dtype, n_cols: int) -> _core.SparseRo
                             np.require(indptr, index, ("C", "A")), n_cols, name)
 
 
+def is_sparse(a: object) -> bool:
+    """Whether ``a`` is a scipy sparse matrix or array."""
+    return bool(sp.issparse(a))
+
+
 def as_rows(name: str, a, dtype: np.dtype, n_cols: int) -> np.ndarray | _core.SparseRows:
     """``as_sparse_rows`` for a scipy sparse matrix or array, else ``as_matrix``."""
-    if sp.issparse(a):
+    if is_sparse(a):
         return as_sparse_rows(name, a, dtype, n_cols)
     return as_matrix(name, a, dtype, n_cols)
 

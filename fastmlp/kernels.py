@@ -17,18 +17,20 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from fastmlp import _core
-from fastmlp._validation import (ACTIVATIONS, MAX_WIDTH, _numeric_array, check_choice,
-                                 check_fraction)
+from fastmlp._validation import (ACTIVATIONS, MAX_WIDTH, _numeric_array, as_sparse_rows,
+                                 check_choice, check_fraction, is_sparse)
 
 __all__ = ["linear_forward", "relu_forward", "relu_backward", "backprop_delta",
            "linear_backward", "mse_loss_delta", "softmax_cross_entropy_loss_delta",
            "softmax", "sgd_update", "activation_forward", "activation_backward",
-           "sklearn_loss_delta", "momentum_update", "adam_update", "dropout_forward"]
+           "sklearn_loss_delta", "momentum_update", "adam_update", "dropout_forward",
+           "csr_linear_forward", "csr_transposed_accumulate"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -115,6 +117,62 @@ def linear_forward(A: ArrayLike, W: ArrayLike, b: ArrayLike,
     _no_overlap("out", Z, {"A": A, "W": W, "b": b})
     _core.k_linear_forward(A, W, b, Z)
     return Z
+
+
+def _csr_parts(X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(data, indices, indptr) of a scipy sparse X (CSR, CSC or COO) of float32 or
+    float64 values, converted and checked as the training entry points do
+    (_validation.as_sparse_rows: CSR structure, finite values, one index type)."""
+    if not is_sparse(X):
+        raise TypeError(f"X: expected a scipy sparse matrix, got {type(X).__name__}")
+    if X.dtype not in _FLOATS:
+        raise TypeError(f"X: expected float32 or float64 values, got {X.dtype}")
+    rows = as_sparse_rows("X", X, X.dtype, X.shape[1] if X.ndim == 2 else -1)
+    return rows.data, rows.indices, rows.indptr
+
+
+def csr_linear_forward(X: Any, W: ArrayLike, b: ArrayLike,
+                       out: np.ndarray | None = None) -> np.ndarray:
+    """Z = X·W + 1·bᵀ for sparse X (seed 003: s(l) = b(l) + Σᵢ wᵢ·xᵢ, over the stored xᵢ).
+
+    X: scipy sparse (n, d_in) (CSR, CSC or COO) of float32 or float64 values; W:
+    (d_in, d_out) and b: (d_out,) of X's dtype.  Returns Z: (n, d_out) (written into
+    ``out`` if given).  Costs nnz·d_out multiply-adds, not n·d_in·d_out; the first layer
+    of training on sparse X.
+    """
+    data, indices, indptr = _csr_parts(X)
+    dt = data.dtype
+    W, b = _in("W", W, dt, 2), _in("b", b, dt, 1)
+    n, d_in = X.shape
+    _shape_check(W.shape[0] == d_in, f"W: expected {d_in} rows to match X, got shape {W.shape}")
+    _shape_check(b.shape[0] == W.shape[1], f"b: expected shape ({W.shape[1]},), got {b.shape}")
+    _shape_check(min(n, d_in, W.shape[1]) >= 1, "X, W: every dimension must be >= 1")
+    Z = _out("out", out, (n, W.shape[1]), dt)
+    _no_overlap("out", Z, {"W": W, "b": b, "X.data": data})
+    _core.k_csr_linear_forward(data, indices, indptr, W, b, Z)
+    return Z
+
+
+def csr_transposed_accumulate(X: Any, D: ArrayLike, dW: np.ndarray) -> np.ndarray:
+    """dW += Xᵀ·Δ for sparse X (seed 003 eq. 33: the weight gradient of a first layer
+    whose input is X; the 1/N lives in Δ).
+
+    X: scipy sparse (n, d_in) (CSR, CSC or COO) of float32 or float64 values; D:
+    (n, d_out) of X's dtype; dW: (d_in, d_out) C-contiguous, writable, of X's dtype,
+    added to in place (only the rows of the columns X stores change).  Returns dW.
+    """
+    data, indices, indptr = _csr_parts(X)
+    dt = data.dtype
+    D = _in("D", D, dt, 2)
+    n, d_in = X.shape
+    _shape_check(D.shape[0] == n, f"D: expected {n} rows to match X, got {D.shape[0]}")
+    _shape_check(min(n, d_in, D.shape[1]) >= 1, "X, D: every dimension must be >= 1")
+    if not isinstance(dW, np.ndarray):
+        raise TypeError(f"dW: expected an ndarray, got {type(dW).__name__}")
+    dW = _out("dW", dW, (d_in, D.shape[1]), dt)
+    _no_overlap("dW", dW, {"D": D, "X.data": data})
+    _core.k_csr_transposed_accumulate(data, indices, indptr, D, dW)
+    return dW
 
 
 def relu_forward(Z: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:

@@ -102,3 +102,24 @@ def test_numpy_epoch_matches_fit():
     for (W1, b1), (W2, b2) in zip(ref.params(), other.params()):
         np.testing.assert_allclose(W2, W1, rtol=0, atol=1e-10)
         np.testing.assert_allclose(b2, b1, rtol=0, atol=1e-10)
+
+
+def test_sparse_workload_runs_and_fastmlp_fits_what_scikit_learn_fits(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from fastmlp.bench import sparse
+    out = tmp_path / "sparse.json"
+    assert sparse.main(["--rows", "60", "--cols", "300", "--nnz", "4", "--width", "6",
+                        "--epochs", "2", "--solvers", "sgd0", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["rows"] == 60 and report["settings"]["solvers"] == "sgd0"
+    results = report["results"]
+    assert set(results) == {f"sgd0 / {side}" for side in sparse.SIDES}
+    for side, r in results.items():
+        assert r["seconds"] > 0 and r["peak_mb"] > 0, side
+        assert len(r["loss_curve"]) == 2, side
+        # float64 throughout: the sides' products differ in order only (the module's
+        # docstring and tests/test_sparse.py: 1e-10 is the issue's bar over whole fits).
+        assert r["loss_rel_diff_vs_sklearn"] < 1e-10, side
+    assert results["sgd0 / sklearn"]["loss_rel_diff_vs_sklearn"] == 0
+    printed = capsys.readouterr().out
+    assert printed.count("time / fastmlp sparse") == len(sparse.SIDES)

@@ -630,7 +630,7 @@ BAD_INPUTS = {
     "ragged csv": ["train", "ragged.csv", "--loss", "softmax_cross_entropy"],
     "text target for mse": ["train", "d.csv", "--target", "label", "--loss", "mse"],
     "one class": ["train", "one_class.csv", "--loss", "softmax_cross_entropy"],
-    "unknown format": ["train", "d.txt", "--loss", "mse"],
+    "unknown format": ["train", "d.xyz", "--loss", "mse"],
     "corrupt npz": ["train", "garbage.npz", "--loss", "mse"],
     "npz without X": ["train", "no_x.npz", "--loss", "mse"],
     "empty npy": ["train", "garbage.npy", "--loss", "mse"],

@@ -982,7 +982,9 @@ KERNEL_ARGS = {
     "adam_update": ([("theta", "a"), ("grad", "a"), ("m", "a"), ("v", "a")], []),
     "dropout_forward": ([("A", "na")], [("out", "na")]),
 }
-assert sorted(KERNEL_ARGS) == sorted(K.__all__), "a kernel is not fuzzed"
+# The CSR kernels take a scipy sparse X: fuzzed by test_fuzz_csr_kernels below.
+CSR_KERNELS = ("csr_linear_forward", "csr_transposed_accumulate")
+assert sorted([*KERNEL_ARGS, *CSR_KERNELS]) == sorted(K.__all__), "a kernel is not fuzzed"
 
 # Arrays the update kernels write in place (ndarrays, C-contiguous, aligned, writable).
 WRITTEN = {"sgd_update": ("theta",), "momentum_update": ("theta", "velocity"),
@@ -1802,3 +1804,62 @@ def test_sgd_update_lr_is_checked(lr, exc):
     with pytest.raises(exc, match="^lr:"):
         K.sgd_update(theta, np.zeros(3, dtype=np.float32), lr)
     assert np.array_equal(theta, np.ones(3))
+
+
+def test_fuzz_csr_kernels():
+    # Sparse X of random shape (0 rows or columns included), format, value and index
+    # dtypes, with NaN/Inf, out-of-range column indices and decreasing row pointers (as
+    # scipy builds them unchecked); dense operands of random dtype and shape.  Oracle:
+    # scipy's product in float64, or a ValueError/TypeError naming an invalid argument
+    # with dW unchanged.
+    import scipy.sparse as sp
+
+    @fuzz("csr", 300)
+    @given(data=st.data())
+    def prop(data):
+        n, d, k = (data.draw(st.integers(0, 4)) for _ in range(3))
+        dtype = data.draw(mostly([np.float32, np.float64], [np.int32, np.int64, np.bool_], 85))
+        wdtype = data.draw(mostly([dtype], [np.float32, np.float64], 90))
+        nnz = data.draw(st.integers(0, n * d)) if n * d else 0
+        rows = np.sort(np.asarray(data.draw(st.lists(st.integers(0, max(n - 1, 0)),
+                                                     min_size=nnz, max_size=nnz)), np.int64))
+        cols = np.asarray(data.draw(st.lists(st.integers(0, max(d - 1, 0)), min_size=nnz,
+                                             max_size=nnz)), np.int64)
+        values = np.asarray(data.draw(st.lists(mostly([0.5, -2.0, 1e3, 0.0],
+                                                      [np.nan, np.inf], 95),
+                                               min_size=nnz, max_size=nnz)), np.float64)
+        indptr = np.searchsorted(rows, np.arange(n + 1)).astype(np.int32)
+        corrupt = data.draw(mostly([None], ["index", "indptr"], 90))
+        if corrupt == "index" and nnz:
+            cols[0] = d + 3
+        if corrupt == "indptr" and n >= 2 and indptr[-1] > 0:
+            indptr[1] = indptr[-1] + 1
+        X = sp.csr_matrix((values.astype(dtype), cols.astype(np.int32), indptr), shape=(n, d))
+        X = data.draw(st.sampled_from([X, X.tocsc(), X.tocoo()])) if corrupt is None else X
+        W = np.ones((d + data.draw(mostly([0], [1], 90)), max(k, 0)), wdtype)
+        b, D = np.zeros(W.shape[1], wdtype), np.ones((n, W.shape[1]), wdtype)
+        dW = np.ones_like(W)
+        bad = (dtype not in (np.float32, np.float64) or wdtype != dtype or corrupt is not None
+               or not np.all(np.isfinite(values)) or W.shape[0] != d or min(n, d, k) < 1)
+        which = data.draw(st.sampled_from(CSR_KERNELS))
+        before = dW.copy()
+        try:
+            if which == "csr_linear_forward":
+                result = K.csr_linear_forward(X, W, b)
+                expect = X.toarray().astype(np.float64) @ W + b
+            else:
+                result = K.csr_transposed_accumulate(X, D, dW)
+                expect = before + X.toarray().astype(np.float64).T @ D
+        except (ValueError, TypeError) as exc:
+            assert bad, f"valid input refused: {exc}"
+            assert re.match(r"^(X|W|b|D|dW|out)\b", str(exc)), str(exc)
+            assert np.array_equal(dW, before)
+            count("csr", "rejected")
+            return
+        assert not bad, "invalid input accepted"
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(result, expect, rtol=tol, atol=tol)
+        count("csr", "ok")
+
+    prop()
+    assert TRIED["csr:ok"] >= 20 and TRIED["csr:rejected"] >= 20, dict(TRIED)

@@ -86,6 +86,58 @@ def test_kernels_refuse_bad_structure():
                                    np.array([0, 2, 1], np.int32), W, b, Z)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "int64"])
+def test_public_kernels_against_scipy(dtype, fmt):
+    from fastmlp import kernels
+    X = sparse_data(25, 18, 0.25, dtype=dtype)
+    X = int64_indices(X) if fmt == "int64" else X.asformat(fmt)
+    W = RNG.normal(size=(18, 5)).astype(dtype)
+    b = RNG.normal(size=5).astype(dtype)
+    rtol = 1e-5 if dtype == np.float32 else 1e-13
+    Z = kernels.csr_linear_forward(X, W, b)
+    assert Z.dtype == dtype
+    assert_allclose(Z, X.toarray() @ W + b, rtol=rtol, atol=rtol)
+    out = np.full((25, 5), np.nan, dtype=dtype)
+    assert kernels.csr_linear_forward(X, W, b, out=out) is out
+    assert_array_equal(out, Z)
+    D = RNG.normal(size=(25, 5)).astype(dtype)
+    dW = RNG.normal(size=(18, 5)).astype(dtype)
+    expect = dW + X.T @ D
+    assert kernels.csr_transposed_accumulate(X, D, dW) is dW
+    assert_allclose(dW, expect, rtol=rtol, atol=rtol)
+
+
+def test_public_kernels_refuse_bad_input():
+    from fastmlp import kernels
+    X = sparse_data(6, 4, 0.5)
+    W, b, D = np.ones((4, 3)), np.zeros(3), np.ones((6, 3))
+    with pytest.raises(TypeError, match="X: expected a scipy sparse"):
+        kernels.csr_linear_forward(X.toarray(), W, b)
+    with pytest.raises(TypeError, match="W: expected dtype float64"):
+        kernels.csr_linear_forward(X, W.astype(np.float32), b)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        kernels.csr_linear_forward(X.astype(np.int64), W, b)
+    with pytest.raises(ValueError, match="W: expected 4 rows"):
+        kernels.csr_linear_forward(X, np.ones((5, 3)), b)
+    with pytest.raises(ValueError, match="out: expected a"):
+        kernels.csr_linear_forward(X, W, b, out=np.empty((6, 2)))
+    with pytest.raises(ValueError, match="D: expected 6 rows"):
+        kernels.csr_transposed_accumulate(X, D[:5], np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="dW: expected a"):
+        kernels.csr_transposed_accumulate(X, D, np.zeros((4, 3), order="F")[:, :2])
+    bad = sp.csr_matrix((np.ones(2), np.array([0, 9], np.int32), np.array([0, 1, 2], np.int32)),
+                        shape=(2, 4))                 # scipy checks no index values here
+    with pytest.raises(ValueError, match="X: sparse column indices"):
+        kernels.csr_linear_forward(bad, W, b)
+    dW = np.zeros((4, 3))
+    with pytest.raises(ValueError, match="X: sparse column indices"):
+        kernels.csr_transposed_accumulate(bad, D[:2], dW)
+    assert not dW.any()
+    with pytest.raises(ValueError, match="X: .*NaN"):
+        kernels.csr_linear_forward(sp.csr_matrix(np.array([[np.nan, 1.0]])), W[:2], b)
+
+
 # ---------------------------------------------------------------------- fastmlp.MLP
 
 FORMATS = {
@@ -157,6 +209,43 @@ def test_plain_sgd_changes_only_the_rows_a_batch_reaches():
     assert_allclose(net.params, dense.params, rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("l2", [0.0, 0.05])
+def test_non_finite_weights_in_rows_no_batch_reaches_are_refused_like_dense(l2):
+    # A dense step carries a NaN of W(1) into the loss (0·NaN = NaN) and is refused; a
+    # lazy sparse step never reads rows its batch does not reach, so training checks the
+    # whole W(1) before its steps.
+    X = sparse_data(20, 50, 0.04).tocsr()
+    Y = RNG.normal(size=(20, 1))
+    untouched = np.setdiff1d(np.arange(50), np.unique(X.indices))[0]
+    for bad in (np.nan, np.inf):
+        for Xin in (X, X.toarray()):
+            net = fastmlp.MLP([50, 4, 1], dtype=np.float64, seed=0, l2=l2)
+            net.weights[0][untouched, 2] = bad
+            before = net.params.copy()
+            with pytest.raises(fastmlp.DivergenceError):
+                net.train_step(Xin, Y, lr=0.1)
+            with pytest.raises(fastmlp.DivergenceError):
+                net.fit(Xin, Y, epochs=1, batch_size=5, lr=0.1)
+            assert_array_equal(net.params, before)
+
+
+def test_penalty_carried_between_sparse_steps_is_the_penalty_of_the_weights():
+    # Plain SGD with decay on sparse rows sums the squares of W(1) while updating it, for
+    # the next step's penalty; a write by the caller between calls must not be missed.
+    X = sparse_data(dtype=np.float64)
+    Y = RNG.normal(size=(X.shape[0], 2))
+    nets = [fastmlp.MLP([60, 8, 2], dtype=np.float64, seed=1, l2=0.5) for _ in range(2)]
+    losses = []
+    for net, Xin in zip(nets, (X, X.toarray())):
+        first = net.fit(Xin, Y, epochs=2, batch_size=16, lr=0.05)
+        net.weights[0][:] *= 3.0                  # in place, between calls
+        step = net.train_step(Xin[:10], Y[:10], lr=0.05)
+        net.weights[0][:] *= 0.5
+        losses.append([*first, step, *net.fit(Xin, Y, epochs=1, batch_size=16, lr=0.05)])
+    assert_allclose(losses[0], losses[1], rtol=1e-13)
+    assert_allclose(nets[0].params, nets[1].params, rtol=1e-12, atol=1e-15)
+
+
 def test_memory_mapped_components_are_read_in_place(tmp_path):
     X = sparse_data(50, 40, 0.1)
     for name in ("data", "indices", "indptr"):
@@ -177,7 +266,7 @@ def test_memory_mapped_components_are_read_in_place(tmp_path):
     # save_npz / load_npz round trip
     sp.save_npz(tmp_path / "x.npz", X)
     assert_allclose(a.forward(sp.load_npz(tmp_path / "x.npz")), a.forward(X.toarray()),
-                    rtol=1e-13)
+                    rtol=1e-13, atol=1e-15)     # (an output near 0 has no relative bar)
 
 
 def test_workspace_counts_nonzeros_not_columns():

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import scipy.sparse as sp
 
 from fastmlp.bench.harness import measure, summarize
 
@@ -34,6 +35,7 @@ def cases(n: int, d_in: int, d_out: int, k: int,
     logits, Y, labels = r(n, k), r(n, k), rng.integers(0, k, n)
     Dk = np.empty((n, k), dtype)
     theta, grad = r(d_in * d_out), r(d_in * d_out)
+    A_sparse = sp.csr_matrix(np.where(rng.random(A.shape) < 0.1, A, 0))
     rows = np.arange(n)
     # the scikit-learn estimators' kernels: logistic outputs, 0/1 targets, optimizer state
     P = 1 / (1 + np.exp(-Z))
@@ -160,6 +162,11 @@ def cases(n: int, d_in: int, d_out: int, k: int,
                             np_momentum),
         "adam_update": (lambda: fk.adam_update(theta, grad, m, v, 1e-6, 0.9, 0.999, 1e-8, 1),
                         np_adam),
+        # the first layer on sparse rows (a tenth of A's values stored), against scipy
+        "csr_linear_forward": (lambda: fk.csr_linear_forward(A_sparse, W, b, out=out),
+                               lambda: np.add(A_sparse @ W, b, out=out)),
+        "csr_transposed_accumulate": (lambda: fk.csr_transposed_accumulate(A_sparse, Z, dW),
+                                      lambda: np.add(dW, A_sparse.T @ Z, out=dW)),
         # a training step's dropout of one hidden layer: draw a mask, scale, multiply
         "dropout_forward": (lambda: fk.dropout_forward(relu_A, 0.2, 12345, out=out),
                             lambda: np.multiply(relu_A, (rng.random(relu_A.shape) >= 0.2)

@@ -13,7 +13,8 @@ uniformly), binary labels.  Default 5,000 × 20,000, K = 20, H = 64 (a few secon
 Each fit runs in a fresh interpreter, so that its peak memory (ru_maxrss, the whole
 process: Python, numpy, scipy and scikit-learn included) is its own; the three sides
 alternate, ``repeats`` times, and the report gives median wall time of the fit, peak
-memory and the ratios to fastmlp's sparse fit.  The dense side is skipped when the dense
+memory and the ratios to fastmlp's sparse fit, and checks that the sides computed the same
+fit: the largest relative difference of each side's loss curve from scikit-learn's.  The dense side is skipped when the dense
 matrix alone would exceed --max-dense-mb (default 4,000).
 """
 from __future__ import annotations
@@ -44,10 +45,11 @@ else:
 if side == "fastmlp dense":
     X = X.toarray()
 start = time.perf_counter()
-MLPClassifier(**params).fit(X, y)
+model = MLPClassifier(**params).fit(X, y)
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "loss_curve": [float(v) for v in model.loss_curve_]}))
 """
 
 SIDES = ("fastmlp sparse", "fastmlp dense", "sklearn")
@@ -58,6 +60,14 @@ def run_one(side, solver, args) -> dict:
                           str(args.cols), str(args.nnz), str(args.width), str(args.epochs)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def curve_difference(curve, reference) -> float:
+    """The largest relative difference between two loss curves (inf if their lengths
+    differ: one side stopped early)."""
+    if len(curve) != len(reference):
+        return float("inf")
+    return max(abs(a - b) / max(abs(b), 1e-300) for a, b in zip(curve, reference))
 
 
 def parse_args(argv):
@@ -93,12 +103,17 @@ def main(argv=None) -> int:
             for side in sides:
                 runs[side].append(run_one(side, solver, args))
         base = statistics.median(r["seconds"] for r in runs["fastmlp sparse"])
+        reference = runs["sklearn"][0]["loss_curve"]
         for side in sides:
             t = statistics.median(r["seconds"] for r in runs[side])
             mb = max(r["peak_mb"] for r in runs[side])
-            results[f"{solver} / {side}"] = {"seconds": t, "peak_mb": mb}
+            diff = curve_difference(runs[side][0]["loss_curve"], reference)
+            results[f"{solver} / {side}"] = {"seconds": t, "peak_mb": mb,
+                                             "loss_curve": runs[side][0]["loss_curve"],
+                                             "loss_rel_diff_vs_sklearn": diff}
             print(f"  {solver:5s} {side:15s} {t:8.2f} s  {mb:8.0f} MB peak  "
-                  f"time / fastmlp sparse: {t / base:5.2f}")
+                  f"time / fastmlp sparse: {t / base:5.2f}  loss curve vs scikit-learn: "
+                  f"{diff:.1e}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"settings": vars(args), "results": results}, f, indent=1)

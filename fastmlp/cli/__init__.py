@@ -139,6 +139,17 @@ DATA formats:
   .npz      features in array X, targets in array y (--target names another array)
   .npy      a 2-D numeric array; --target is the index of the target column (default: -1)
 
+Sparse DATA (trained on as CSR rows: the first layer costs the stored values only):
+  .svm .svmlight .libsvm .txt
+            svmlight/libsvm text, "label index:value ..." a line, labels from the file
+            (needs scikit-learn: pip install "fastmlp[sklearn]"); index j is input j as
+            written (a file numbered from 1 leaves input 0 unused)
+  .npz      a matrix saved by scipy.sparse.save_npz; its labels come from --labels FILE
+            (.npy, or text with one label per line)
+  Sparse features are used as they are: no standardising (centring would fill in every
+  zero; scale them beforehand if needed), and --target, --categorical and --impute do
+  not apply (an entry left out is 0, not missing).
+
 Features, as the network sees them (statistics from the training rows, kept in
 MODEL.json, applied again by `fastmlp predict`):
   numbers   standardised to mean 0, variance 1 (--no-scale: as they are); a constant
@@ -163,7 +174,8 @@ example:
 
 _PREDICT_EPILOG = """\
 DATA is read like `fastmlp train` reads it, and transformed with the statistics saved
-in MODEL.json.  Table columns (.csv, .parquet) are matched to the model's features by
+in MODEL.json.  A model trained on sparse DATA predicts sparse DATA (svmlight, whose
+labels, if any, give the score; or a scipy.sparse .npz, with --labels FILE for a score).  Table columns (.csv, .parquet) are matched to the model's features by
 name, in any order; the target column may be there or not; a feature missing from DATA,
 or any other column, is an error naming it.  A .npy array may keep the target column the
 model was trained without.  If DATA also holds the targets, the score (accuracy, or R²,
@@ -193,15 +205,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     demo.set_defaults(func=cmd_demo)
 
-    train = sub.add_parser("train", help="train a network on a .csv, .parquet, .npz or .npy "
-                                         "file",
+    train = sub.add_parser("train", help="train a network on a .csv, .parquet, .npz, .npy "
+                                         "or svmlight file",
                            description="Train a network on DATA and save it.",
                            epilog=_TRAIN_EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("data", metavar="DATA",
-                       help="training data: .csv, .parquet, .npz or .npy")
+                       help="training data: .csv, .parquet, .npz, .npy, or sparse: "
+                            "svmlight (.svm, .svmlight, .libsvm, .txt) or a "
+                            "scipy.sparse.save_npz .npz")
     train.add_argument("--target", metavar="COL",
                        help="target column (CSV/Parquet name, .npy index) or .npz array name")
+    train.add_argument("--labels", metavar="FILE",
+                       help="labels of a sparse .npz DATA (scipy.sparse.save_npz): .npy, or "
+                            "text with one label per line")
     train.add_argument("--loss", required=True, choices=v.LOSSES,
                        help="mse for regression, softmax_cross_entropy for classification")
     train.add_argument("--layers", type=parse_layers, default=[64], metavar="SIZES",
@@ -254,7 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
                              epilog=_PREDICT_EPILOG,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     predict.add_argument("model", metavar="MODEL", help="a model saved by fastmlp (.npz)")
-    predict.add_argument("data", metavar="DATA", help=".csv, .parquet, .npz or .npy")
+    predict.add_argument("data", metavar="DATA", help=".csv, .parquet, .npz, .npy or "
+                                                      "svmlight")
+    predict.add_argument("--labels", metavar="FILE",
+                         help="labels of a sparse .npz DATA, for a score (optional)")
     predict.add_argument("--out", default="-", metavar="CSV",
                          help="output file (default: standard output)")
     predict.add_argument("--proba", action="store_true",
@@ -285,7 +305,8 @@ def main(argv=None) -> int:
         # Point stdout at devnull so that the interpreter's final flush does not fail.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (ValueError, TypeError, OSError, KeyError, FloatingPointError, csv.Error) as exc:
+    except (ValueError, TypeError, OSError, KeyError, FloatingPointError, csv.Error,
+            ImportError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"fastmlp: error: {' '.join(str(message).split())}", file=sys.stderr)
         return EXIT_USAGE

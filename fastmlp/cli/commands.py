@@ -7,6 +7,7 @@ import os
 import sys
 
 import numpy as np
+import scipy.sparse as sp
 
 import fastmlp
 from fastmlp.cli.data import (encode_classes, label_names, load_prediction_data,
@@ -16,6 +17,8 @@ from fastmlp.cli.demo import run as run_demo
 from fastmlp.cli.preprocess import Preprocessing
 from fastmlp.cli.report import (classification_report, format_classification_report,
                                 regression_scores)
+from fastmlp.cli.sparse import (SPARSE_FORMATS, load_sparse, refuse_table_options,
+                                sparse_kind)
 from fastmlp.cli.training import fit_epochs, rate, score
 
 
@@ -60,39 +63,25 @@ def cmd_train(args) -> int:
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install matplotlib") from None
     classifier = args.loss == "softmax_cross_entropy"
-    data = load_training_data(args.data, args.target, classify=classifier,
-                              categorical=args.categorical)
-    table, what = data["table"], f"{args.data}: targets {data['target']!r}"
-    if classifier:
-        y, classes = encode_classes(data["y"], what)
-        n_out = len(classes)
-    else:
-        y, classes = regression_targets(data["y"], what), None
-        n_out = y.shape[1]
-    if args.impute is None:
-        Preprocessing.check_complete(table)
-    train_rows = val_rows = None
-    if args.val_fraction:
-        train_rows, val_rows = _split(len(table), args.val_fraction, args.seed)
-        table, val_table = table.take(train_rows), table.take(val_rows)
-    # Statistics from the training rows only: the validation rows stand for unseen data.
-    prep = Preprocessing.fit(table, scale=not args.no_scale, impute=args.impute)
-    X = prep.transform(table)
-    sizes = [prep.width, *args.layers, n_out]
+    kind = sparse_kind(args.data)
+    if kind is None and args.labels is not None:
+        raise ValueError(f"--labels: only for sparse DATA (.npz of scipy.sparse.save_npz); "
+                         f"{args.data} names its target with --target")
+    inputs = (_sparse_inputs if kind else _table_inputs)(args, classifier, kind)
+    X, y, val, classes = inputs["X"], inputs["y"], inputs["val"], inputs["classes"]
+    n_out = len(classes) if classifier else y.shape[1]
+    sizes = [X.shape[1], *args.layers, n_out]
     net = fastmlp.MLP(sizes, loss=args.loss, activation=args.activation, dtype=args.dtype,
                       optimizer=args.optimizer, l2=args.l2, seed=args.seed,
                       dropout=args.dropout)
-    val = None
-    if val_rows is not None:
-        X_val = np.ascontiguousarray(prep.transform(val_table), dtype=net.dtype)
-        y, val = y[train_rows], (X_val, y[val_rows])
+    n_rows = X.shape[0]
     print(f"training {'-'.join(map(str, sizes))} ({args.loss}, {args.dtype}) on "
-          f"{len(X):,} rows" + (f", validating on {len(val[0]):,}" if val else "")
-          + _preprocessing_note(prep), flush=True)
+          f"{n_rows:,} rows" + (f", validating on {val[0].shape[0]:,}" if val else "")
+          + inputs["note"], flush=True)
     history = fit_epochs(net, X, y, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed, progress=not args.quiet, val=val)
     print(f"final training loss {history['loss'][-1]:.6g}; "
-          f"{rate(args.epochs * len(X), history['seconds']):,.0f} samples/s")
+          f"{rate(args.epochs * n_rows, history['seconds']):,.0f} samples/s")
     report = None
     if val is not None and classifier:
         report = classification_report(val[1], net.predict(val[0]), classes)
@@ -103,15 +92,65 @@ def cmd_train(args) -> int:
     if os.path.exists(sidecar_path(args.out)):
         os.remove(sidecar_path(args.out))
     net.save(args.out)
-    write_sidecar(args.out, {
-        "data_format": data["format"], "features": data["features"],
-        "target": data["target"], "classes": classes, "loss": args.loss,
-        "n_inputs": sizes[0], "n_outputs": sizes[-1], "preprocessing": prep.to_json()})
+    write_sidecar(args.out, {**inputs["meta"], "classes": classes, "loss": args.loss,
+                             "n_inputs": sizes[0], "n_outputs": sizes[-1]})
     print(f"saved {args.out} (and {sidecar_path(args.out)})")
     if args.plot:
         plot_losses(history, args.plot, report)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _targets(raw, what: str, classifier: bool):
+    """(targets for fit: int64 codes or an (n, k) array, class names or None)."""
+    if classifier:
+        return encode_classes(raw, what)
+    return regression_targets(raw, what), None
+
+
+def _table_inputs(args, classifier: bool, kind) -> dict:
+    """``train``'s inputs from a table or dense array: the columns preprocessed with the
+    statistics of the training rows.  Returns {"X", "y", "val": (X_val, y_val) or None,
+    "classes", "note": what the preprocessing did, "meta": the sidecar's data fields}."""
+    data = load_training_data(args.data, args.target, classify=classifier,
+                              categorical=args.categorical)
+    table = data["table"]
+    y, classes = _targets(data["y"], f"{args.data}: targets {data['target']!r}", classifier)
+    if args.impute is None:
+        Preprocessing.check_complete(table)
+    val_table = val_rows = None
+    if args.val_fraction:
+        train_rows, val_rows = _split(len(table), args.val_fraction, args.seed)
+        table, val_table = table.take(train_rows), table.take(val_rows)
+    # Statistics from the training rows only: the validation rows stand for unseen data.
+    prep = Preprocessing.fit(table, scale=not args.no_scale, impute=args.impute)
+    X = prep.transform(table)
+    val = None
+    if val_rows is not None:
+        val = (prep.transform(val_table), y[val_rows])
+        y = y[train_rows]
+    return {"X": X, "y": y, "val": val, "classes": classes,
+            "note": _preprocessing_note(prep),
+            "meta": {"data_format": data["format"], "features": data["features"],
+                     "target": data["target"], "preprocessing": prep.to_json()}}
+
+
+def _sparse_inputs(args, classifier: bool, kind: str) -> dict:
+    """``_table_inputs`` for sparse DATA: CSR rows as they are, no preprocessing."""
+    refuse_table_options(args, args.data)
+    X, raw = load_sparse(args.data, kind, args.labels)
+    y, classes = _targets(raw, f"{args.data}: labels" if args.labels is None
+                          else f"--labels {args.labels}", classifier)
+    val = None
+    if args.val_fraction:
+        train_rows, val_rows = _split(X.shape[0], args.val_fraction, args.seed)
+        X, val = X[train_rows], (X[val_rows], y[val_rows])
+        y = y[train_rows]
+    return {"X": X, "y": y, "val": val, "classes": classes,
+            "note": f"; sparse, {X.nnz / X.shape[0]:,.1f} stored values a row of "
+                    f"{X.shape[1]:,} inputs, not scaled",
+            "meta": {"data_format": kind, "features": None, "target": None,
+                     "preprocessing": None}}
 
 
 def _preprocessing_note(prep) -> str:
@@ -179,11 +218,8 @@ def cmd_predict(args) -> int:
         message = str(exc).removeprefix("path: ").removeprefix("file: ")
         raise ValueError(f"{args.model}: {message}") from None
     meta = read_sidecar(args.model, net)
-    prep = meta["preprocessing"] if meta else Preprocessing.identity(net.layer_sizes[0])
-    features = (meta or {}).get("features")
-    table, y = load_prediction_data(args.data, len(prep.columns), meta,
-                                    prep.text_features(features) if features else ())
-    X = np.ascontiguousarray(prep.transform(table), dtype=net.dtype)
+    X, y = _prediction_inputs(args, net, meta)
+    n_rows = X.shape[0]
     classifier = net.loss_name == "softmax_cross_entropy"
     if args.proba and not classifier:
         raise ValueError("--proba: the model is a regressor (loss mse)")
@@ -206,12 +242,40 @@ def cmd_predict(args) -> int:
         # DATA holds the targets too: a score, but the predictions are written either way.
         try:
             print(f"{args.data}: {_format_scores(_prediction_scores(net, out, y))} "
-                  f"({len(X):,} rows)", file=sys.stderr)
+                  f"({n_rows:,} rows)", file=sys.stderr)
         except ValueError as exc:
             print(f"fastmlp: no score for {args.data}: {exc}", file=sys.stderr)
     if args.out != "-":
-        print(f"wrote {len(X):,} predictions to {args.out}", file=sys.stderr)
+        print(f"wrote {n_rows:,} predictions to {args.out}", file=sys.stderr)
     return 0
+
+
+def _prediction_inputs(args, net, meta):
+    """``predict``'s (network input, raw targets or None) from DATA: a table transformed
+    with the model's saved statistics, or sparse rows as they are.  Sparse DATA goes only
+    to a model trained on sparse data (or saved without a sidecar): a model of
+    preprocessed columns expects standardised, encoded inputs that sparse rows are not."""
+    kind = sparse_kind(args.data)
+    trained_sparse = bool(meta) and meta["data_format"] in SPARSE_FORMATS
+    if kind is None and args.labels is not None:
+        raise ValueError(f"--labels: only for sparse DATA (.npz of scipy.sparse.save_npz); "
+                         f"the targets of {args.data} are read from the file")
+    if kind is not None:
+        if meta and not trained_sparse:
+            raise ValueError(f"{args.data}: sparse DATA, but {args.model} was trained on "
+                             f"{meta['data_format']} columns with their preprocessing")
+        X, y = load_sparse(args.data, kind, args.labels, n_features=net.layer_sizes[0],
+                           need_labels=False)
+        return sp.csr_matrix(X, dtype=net.dtype), y
+    if trained_sparse:
+        raise ValueError(f"{args.model} was trained on sparse data ({meta['data_format']}); "
+                         f"{args.data} must be sparse too (an svmlight file, or a .npz of "
+                         "scipy.sparse.save_npz)")
+    prep = meta["preprocessing"] if meta else Preprocessing.identity(net.layer_sizes[0])
+    features = (meta or {}).get("features")
+    table, y = load_prediction_data(args.data, len(prep.columns), meta,
+                                    prep.text_features(features) if features else ())
+    return np.ascontiguousarray(prep.transform(table), dtype=net.dtype), y
 
 
 def _prediction_scores(net, predicted, y):

@@ -19,6 +19,7 @@ import zlib
 import numpy as np
 
 from fastmlp.cli.preprocess import Preprocessing
+from fastmlp.cli.sparse import SPARSE_FORMATS
 
 _SIDECAR = ".json"          # model.npz -> model.npz.json: what fastmlp.load does not store
 _SIDECAR_FORMAT = "fastmlp-cli-1"
@@ -595,23 +596,27 @@ def read_sidecar(model_path: str, net) -> dict | None:
         raise ValueError(f"{path}: not written by fastmlp train")
     d, k, kind, target = net.layer_sizes[0], net.layer_sizes[-1], meta.get("data_format"), \
         meta.get("target")
+    sparse = kind in SPARSE_FORMATS
     try:
-        prep = (Preprocessing.from_json(meta["preprocessing"]) if "preprocessing" in meta
+        # Sparse data: no preprocessing (fastmlp.cli.sparse), the inputs as they are.
+        prep = (Preprocessing.identity(0) if sparse and meta.get("preprocessing") is None
+                else Preprocessing.from_json(meta["preprocessing"]) if "preprocessing" in meta
                 else Preprocessing.identity(d))
     except ValueError:
         prep = None
     n_features = len(prep.columns) if prep else -1
-    valid = (prep is not None and prep.width == d
+    valid = (prep is not None and (sparse or prep.width == d)
              and (meta.get("n_inputs"), meta.get("n_outputs"), meta.get("loss"))
              == (d, k, net.loss_name)
              and _list_of_str(meta.get("features"), n_features, none_ok=True)
              and _list_of_str(meta.get("classes"), k, none_ok=net.loss_name == "mse")
              and (isinstance(target, str) if kind in ("csv", "parquet", "npz")
+                  else target is None if sparse
                   else kind == "npy" and type(target) is int and 0 <= target <= n_features))
     if not valid:
         raise ValueError(f"{path} does not match {model_path} (saved over by other code?); "
                          "delete it or train again")
-    meta["preprocessing"] = prep
+    meta["preprocessing"] = None if sparse else prep
     return meta
 
 

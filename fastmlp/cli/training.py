@@ -6,6 +6,7 @@ import sys
 import time
 
 import numpy as np
+import scipy.sparse as sp
 
 import fastmlp
 from fastmlp.cli.report import regression_scores
@@ -56,7 +57,9 @@ def fit_epochs(net, X, y, *, epochs: int, batch_size: int, lr: float, seed: int,
     with the same seed would visit the rows in the same order every epoch).
     """
     # Converted once here, so that fit does not copy the data again every epoch.
-    X = np.ascontiguousarray(X, dtype=net.dtype)
+    X = _as_input(X, net.dtype)
+    if val is not None:
+        val = (_as_input(val[0], net.dtype), val[1])
     epoch_seeds = np.random.default_rng([seed, 1]).integers(0, 2**63, size=epochs)
     history = {"loss": [], "val_loss": [], "seconds": 0.0}
     bar = _epoch_bar(epochs, desc, progress)
@@ -74,7 +77,7 @@ def fit_epochs(net, X, y, *, epochs: int, batch_size: int, lr: float, seed: int,
             elapsed = time.perf_counter() - t0
             history["seconds"] += elapsed
             history["loss"].append(loss)
-            status = f"loss {loss:.4g}, {rate(len(X), elapsed):,.0f} samples/s"
+            status = f"loss {loss:.4g}, {rate(X.shape[0], elapsed):,.0f} samples/s"
             if val is not None:
                 history["val_loss"].append(net.loss(*val))
                 name, value = score(net, *val)[0]
@@ -84,6 +87,14 @@ def fit_epochs(net, X, y, *, epochs: int, batch_size: int, lr: float, seed: int,
     finally:
         bar.close()
     return history
+
+
+def _as_input(X, dtype):
+    """X in the form fit takes without converting it: C-ordered of the model's dtype, or
+    (sparse X) CSR of it."""
+    if sp.issparse(X):
+        return sp.csr_matrix(X, dtype=dtype)
+    return np.ascontiguousarray(X, dtype=dtype)
 
 
 def rate(samples: int, seconds: float) -> float:
