@@ -10,6 +10,7 @@ import gc
 import importlib.metadata
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -22,6 +23,24 @@ from fastmlp.bench import peers as P
 PAUSE_S = 0.15  # sleep before each block when BLAS is multi-threaded (see measure)
 BUSY_PCT = 5    # flag a workload during which other processes used more of the machine
 NOISY = 0.2     # flag a peer whose interquartile range exceeds this fraction of its median
+
+
+# ---------------------------------------------------------------------- child processes
+def run_child(code: str, args, env=None, timeout: float = 600, before: str = ""):
+    """Run ``code`` in a fresh Python process that imports the fastmlp this process runs
+    (not a source tree in its working directory), with ``args`` as sys.argv[1:];
+    ``before`` is imported first (the import order of a user's script can matter).
+    Returns the last line of its output; raises RuntimeError with its stderr if it fails.
+    """
+    import fastmlp
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
+    prologue = ((f"import {before}; " if before else "")
+                + f"import sys; sys.path.insert(0, {root!r})\n")
+    proc = subprocess.run([sys.executable, "-c", prologue + code, *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess failed:\n{proc.stderr}")
+    return proc.stdout.strip().splitlines()[-1]
 
 
 # ---------------------------------------------------------------------- threads

@@ -32,7 +32,6 @@ import functools
 import gc
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -41,7 +40,7 @@ import tracemalloc
 import numpy as np
 
 from fastmlp._core import Layout
-from fastmlp.bench import run
+from fastmlp.bench import harness, run
 
 LOSS = "softmax_cross_entropy"
 LR = 0.01
@@ -215,24 +214,17 @@ def fit_peak(layer_sizes, batch, rows=ROWS, epochs=FIT_EPOCHS, dtype="float32",
              threads=1) -> dict:
     """(b): peak memory of ``MLP(layer_sizes).fit(X, Y, epochs, batch)`` on ``rows`` rows,
     measured in a fresh Python process, against ``bound_parts``; returns the numbers."""
-    import fastmlp
-    # The child imports the fastmlp this process runs (not a source tree in its cwd).
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
     cfg = {"layers": list(layer_sizes), "batch": batch, "rows": rows, "epochs": epochs,
            "dtype": np.dtype(dtype).name}
-    code = (f"import sys; sys.path.insert(0, {root!r}); "
-            "from fastmlp.bench.memory import _fit_child; _fit_child(sys.argv[1])")
     # glibc returns freed blocks of ≥ 64 KiB to the system at once with a fixed mmap
     # threshold (its default one grows after the first large free, and freed memory then
     # stays resident), so the resident set follows what is allocated.  OpenBLAS sizes its
     # thread buffers when it loads: the thread count goes in through the environment.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536",
            "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], env=env,
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"fit_peak subprocess failed:\n{proc.stderr}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(harness.run_child(
+        "from fastmlp.bench.memory import _fit_child; _fit_child(sys.argv[1])",
+        (json.dumps(cfg),), env=env))
     parts = bound_parts(layer_sizes, batch, np.dtype(dtype).itemsize)
     bound = sum(parts.values())
     out.update(cfg, bound_parts=parts, bound_bytes=bound,

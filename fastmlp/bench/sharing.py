@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -268,7 +267,6 @@ def _child(config_json: str) -> None:
 # ---------------------------------------------------------------------- the parent
 def run_case(name: str, quick: bool, rounds: int | None) -> dict:
     """Run case ``name`` in a fresh Python process; returns its report."""
-    import fastmlp
     kind = CASES[name][0]
     mode = "quick" if quick else "full"
     r, block_s, warmup_s = SETTINGS[mode]
@@ -276,21 +274,13 @@ def run_case(name: str, quick: bool, rounds: int | None) -> dict:
         r = min(r, SLOW_ROUNDS[mode])
     cfg = {"case": name, "quick": quick, "rounds": rounds or r, "block_s": block_s,
            "warmup_s": warmup_s}
-    # The child imports the fastmlp this process runs (not a source tree in its cwd).
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
     # A module named "first" is imported before fastmlp: the order of the user's script,
     # which matters (bench/README.md, "Threads").
-    first = CASES[name][1].get("first")
-    code = ((f"import {first}; " if first else "") +
-            f"import sys; sys.path.insert(0, {root!r}); "
-            "from fastmlp.bench.sharing import _child; _child(sys.argv[1])")
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
-    if proc.returncode != 0:
-        raise RuntimeError(f"case {name} failed:\n{proc.stderr}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(harness.run_child(
+        "from fastmlp.bench.sharing import _child; _child(sys.argv[1])", (json.dumps(cfg),),
+        env=env, timeout=TIMEOUT_S, before=CASES[name][1].get("first") or ""))
     out.update(case=name, config=cfg, elapsed_s=time.perf_counter() - t0)
     return out
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
+
+from fastmlp.bench import harness
 
 _CHILD = r"""
 import json, resource, sys, time, warnings
@@ -56,10 +56,8 @@ SIDES = ("fastmlp sparse", "fastmlp dense", "sklearn")
 
 
 def run_one(side, solver, args) -> dict:
-    out = subprocess.run([sys.executable, "-c", _CHILD, side, solver, str(args.rows),
-                          str(args.cols), str(args.nnz), str(args.width), str(args.epochs)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(harness.run_child(_CHILD, (side, solver, args.rows, args.cols,
+                                                  args.nnz, args.width, args.epochs)))
 
 
 def curve_difference(curve, reference) -> float:
