@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from typing import Any, Iterator
 
 from fastmlp import _core, blas
@@ -63,6 +64,10 @@ def _scipy_openblas() -> Any:
     return found[0] if len(found) == 1 else None
 
 
+_scipy_serial_lock = threading.Lock()
+_scipy_serial_depth = [0]     # blocks inside scipy_blas_serial now, then the saved count
+
+
 @contextlib.contextmanager
 def scipy_blas_serial() -> Iterator[None]:
     """scipy's own BLAS at one thread inside the block, unless fastmlp's large products
@@ -78,12 +83,20 @@ def scipy_blas_serial() -> Iterator[None]:
     if scipy_lib is None:
         yield
         return
-    before = scipy_lib.num_threads
-    scipy_lib.set_num_threads(1)
+    # Fits in several threads overlap: the first one in saves the count, the last one out
+    # restores it.
+    with _scipy_serial_lock:
+        if _scipy_serial_depth[0] == 0:
+            _scipy_serial_depth.append(scipy_lib.get_num_threads())
+            scipy_lib.set_num_threads(1)
+        _scipy_serial_depth[0] += 1
     try:
         yield
     finally:
-        scipy_lib.set_num_threads(before)
+        with _scipy_serial_lock:
+            _scipy_serial_depth[0] -= 1
+            if _scipy_serial_depth[0] == 0:
+                scipy_lib.set_num_threads(_scipy_serial_depth.pop())
 
 
 def _register_with_threadpoolctl() -> None:

@@ -103,3 +103,20 @@ def test_results_do_not_depend_on_the_thread_count(restore_threads, dtype):
     for params, proba in runs[1:]:
         np.testing.assert_allclose(params, runs[0][0], rtol=tol, atol=tol)
         np.testing.assert_allclose(proba, runs[0][1], rtol=tol, atol=tol)
+
+
+def test_scipy_blas_serial_restores_the_count_after_overlapping_blocks(restore_threads):
+    from fastmlp import threads
+    scipy_lib = threads._scipy_openblas()
+    if scipy_lib is None:
+        pytest.skip("scipy bundles no OpenBLAS of its own here")
+    blas.use("numpy" if "numpy" in blas.available() else "openblas")
+    before = scipy_lib.get_num_threads()
+    first, second = threads.scipy_blas_serial(), threads.scipy_blas_serial()
+    first.__enter__()
+    second.__enter__()
+    assert scipy_lib.get_num_threads() == 1
+    first.__exit__(None, None, None)          # the first one out, as from another thread
+    assert scipy_lib.get_num_threads() == 1
+    second.__exit__(None, None, None)
+    assert scipy_lib.get_num_threads() == before
