@@ -6,8 +6,9 @@
 # 32-bit integers (LP64) or, for numpy's own OpenBLAS, 64-bit ones (ILP64).  Each library
 # has its own filled-in table, and switching is one pointer store (blas_active, and
 # blas_serial for the small calls, see fastmlp_blas_for), so a call racing a switch sees
-# one whole library, never one library's routine with another's integer width.  The tables are C statics: this file is cimported by the one module,
-# _core, so there is exactly one of each.
+# one whole library, never one library's routine with another's integer width.  The
+# tables are C statics: this file is cimported by the one module, _core, so there is
+# exactly one of each.
 
 from cython cimport floating
 from libc.stdint cimport int64_t

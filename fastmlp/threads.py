@@ -1,22 +1,23 @@
 """How many threads fastmlp's products use, and how that is set.
 
-fastmlp's own BLAS (the ``scipy-openblas32`` copy that ``fastmlp.blas`` loads by default)
-is called by fastmlp alone, so the core chooses the thread count of every product itself:
-one thread per ``_core.FLOPS_PER_THREAD_MIN`` floating-point operations of that product,
-never more than the limit below, and the limit shared among fastmlp calls running at the
-same time in several Python threads.  Small products therefore run on the calling thread
-without waking (or keeping spinning) a pool, and two models trained in two threads split
-the cores instead of fighting over them.
+The core chooses the library and thread count of every product itself (_blas.pxd,
+``fastmlp_blas_for``): a product gets one thread per ``_core.FLOPS_PER_THREAD_MIN``
+floating-point operations, never more than the limit below, and the limit is shared among
+fastmlp calls running at the same time in several Python threads.  A product left one
+thread runs on fastmlp's private OpenBLAS (``fastmlp.blas.serial()``), waking no pool; a
+larger one goes to ``fastmlp.blas.current()``.  Two models trained in two threads thus
+split the cores instead of fighting over them.
 
-The limit starts as the number of threads that library chose when it loaded, which follows
-``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` and the process's CPU affinity.  Change it
-with ``set_num_threads``, or with threadpoolctl (``threadpool_limits(1)``, or
+The limit starts as the number of threads the private OpenBLAS chose when it loaded, which
+follows ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` and the process's CPU affinity.
+Change it with ``set_num_threads``, or with threadpoolctl (``threadpool_limits(1)``, or
 ``threadpool_limits(1, user_api="blas")``), which sees fastmlp as a BLAS library with
 ``internal_api == "fastmlp"`` when threadpoolctl is installed.
 
-With ``fastmlp.blas.use("scipy")``, ``"numpy"`` or ``"mkl"`` the library is shared with
-the user's numpy or scipy (or keeps its own choice, for MKL): its thread count is then
-theirs to set, through threadpoolctl, and this limit does not apply.
+How many threads a product that gets more than one actually runs on is set by the limit
+only when ``current()`` is the private ``"openblas"``; numpy's, scipy's and MKL's libraries
+are shared with the user's code (or, for MKL, keep their own choice), and their own thread
+count (threadpoolctl sets it) decides.
 """
 from __future__ import annotations
 
@@ -42,9 +43,7 @@ def set_num_threads(n: int) -> None:
     effect from the next product, also in steps already running in other threads."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n: expected an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n: expected a positive number of threads, got {n}")
-    _core.set_thread_limit(n)
+    _core.set_thread_limit(n)      # refuses n < 1
 
 
 @functools.lru_cache(maxsize=1)
