@@ -1,13 +1,13 @@
-# Optimizers: one update rule per optimizer, written once as scalar functions and used by
-# both passes over a segment of the flat buffer — the finite pre-check, which evaluates
-# the new values without storing them, and the update, which stores them — so that
-# "finite in the check" means "finite in the update", bit for bit.
+# Optimizers: their state, the step-size of Adam, and the passes over a segment of the
+# flat buffer — the finite pre-check, which evaluates the new values without storing
+# them, and the update, which stores them.  The update rules and both passes are C, in
+# _optim.h (one rule per optimizer, inlined by both passes, each pass compiled for
+# three instruction sets); this file picks the pass by optimizer and dtype.
 
 from cython cimport floating
 from libc.math cimport pow, sqrt
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int64_t
 
-from fastmlp._fmath cimport fsqrt, nonfinite64
 
 # Optimizer codes; _core.OPT_CODES maps their names to them.
 cdef enum:
@@ -27,20 +27,12 @@ cdef struct Optim:
 
 # ---------------------------------------------------------------- gradient conventions
 
-# How the update kernels turn the raw gradient AᵀΔ they are given into ∇θ:
-# g = (raw + a·θ)·nrm — fastmlp's weight decay is a = α/n, nrm = 1; scikit-learn's is
+# The update passes receive the raw gradient AᵀΔ and turn it into ∇θ = (raw + a·θ)·nrm
+# (_optim.h's fmo_grad): fastmlp's weight decay is a = α/n, nrm = 1; scikit-learn's is
 # a = α, nrm = 1/Σw (a multiplication where scikit-learn divides: one rounding apart,
-# and no division in a pass bound by its arithmetic).  Without decay (biases, α = 0) the
-# a·θ term is left out, not multiplied by zero, so that an infinite θ stays infinite.
-# Training steps leave this to the update passes, which read θ anyway: one pass less over
-# the parameters than scaling the gradient buffer first.  `decay` is the same for a whole
-# loop, so the compiler splits the loop on it and both versions vectorise.
-cdef inline floating grad_value(floating raw, floating w, bint decay, floating a,
-                                floating nrm) noexcept nogil:
-    if decay:
-        return (raw + a * w) * nrm
-    return raw * nrm
-
+# and no division in a pass bound by its arithmetic).  Training steps leave this to the
+# update passes, which read θ anyway: one pass less over the parameters than scaling
+# the gradient buffer first.
 
 cdef inline void scale_gradients(floating* dW, const floating* W, Py_ssize_t size,
                                  double alpha, double norm, bint sk_order) noexcept nogil:
@@ -63,47 +55,47 @@ cdef inline void scale_gradients(floating* dW, const floating* W, Py_ssize_t siz
 
 # ---------------------------------------------------------------- the rules
 
-cdef inline floating sgd_rule(floating theta, floating g, floating lr) noexcept nogil:
-    # θ ← θ − η·∇θ  (seed 000 eq. 12, with the 1/m already inside the gradient).
-    return theta - lr * g
-
-
-cdef inline floating momentum_velocity(floating vel, floating g, floating mu,
-                                       floating lr) noexcept nogil:
-    # v ← μ·v − η·∇θ; then θ ← θ + v (momentum) or θ + μ·v − η·∇θ (Nesterov).
-    return mu * vel - lr * g
-
-
-cdef inline floating momentum_rule(floating theta, floating v) noexcept nogil:
-    return theta + v
-
-
-cdef inline floating nesterov_rule(floating theta, floating v, floating g, floating mu,
-                                   floating lr) noexcept nogil:
-    return theta + (mu * v - lr * g)
-
-
 cdef inline double adam_step_size(double lr, double beta1, double beta2,
                                   int64_t t) noexcept nogil:
     # η_t = η·√(1 − β2ᵗ)/(1 − β1ᵗ): Adam's bias correction folded into the step size
-    # (Kingma & Ba, §2).
+    # (Kingma & Ba, §2).  The rules themselves, and the passes, are in _optim.h.
     return lr * sqrt(1 - pow(beta2, <double>t)) / (1 - pow(beta1, <double>t))
 
 
-cdef inline floating adam_rule(floating theta, floating m, floating v, floating lr_t,
-                               floating eps) noexcept nogil:
-    # m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g² (the two moment updates below it),
-    # θ ← θ − η_t·m/(√v + ε), all in the model dtype with the constants rounded to it.
-    # (scikit-learn's float32 step goes through float64 by numpy's promotion; a float32
-    # division instead costs a float32 ulp per step and halves the pass, which is bound
-    # by its divisions.)
-    return theta + (-lr_t * m) / (fsqrt(v) + eps)
-
-
-cdef inline floating ema(floating old, floating new, floating beta,
-                         floating one_m_beta) noexcept nogil:
-    # β·old + (1 − β)·new: Adam's moments.
-    return beta * old + one_m_beta * new
+cdef extern from "_optim.h" nogil:
+    bint fmo_sgd_finite_f32(const float* theta, const float* grad, Py_ssize_t n,
+                            float lr, float a, float nrm)
+    bint fmo_sgd_finite_f64(const double* theta, const double* grad, Py_ssize_t n,
+                            double lr, double a, double nrm)
+    void fmo_sgd_update_f32(float* theta, const float* grad, Py_ssize_t n, float lr,
+                            float a, float nrm)
+    void fmo_sgd_update_f64(double* theta, const double* grad, Py_ssize_t n, double lr,
+                            double a, double nrm)
+    bint fmo_momentum_finite_f32(const float* theta, const float* grad, const float* vel,
+                                 Py_ssize_t n, float lr, float mu, int nesterov, float a,
+                                 float nrm)
+    bint fmo_momentum_finite_f64(const double* theta, const double* grad,
+                                 const double* vel, Py_ssize_t n, double lr, double mu,
+                                 int nesterov, double a, double nrm)
+    void fmo_momentum_update_f32(float* theta, const float* grad, float* vel,
+                                 Py_ssize_t n, float lr, float mu, int nesterov, float a,
+                                 float nrm)
+    void fmo_momentum_update_f64(double* theta, const double* grad, double* vel,
+                                 Py_ssize_t n, double lr, double mu, int nesterov,
+                                 double a, double nrm)
+    bint fmo_adam_finite_f32(const float* theta, const float* grad, const float* m,
+                             const float* v, Py_ssize_t n, float lr_t, float b1, float c1,
+                             float b2, float c2, float eps, float a, float nrm)
+    bint fmo_adam_finite_f64(const double* theta, const double* grad, const double* m,
+                             const double* v, Py_ssize_t n, double lr_t, double b1,
+                             double c1, double b2, double c2, double eps, double a,
+                             double nrm)
+    void fmo_adam_update_f32(float* theta, const float* grad, float* m, float* v,
+                             Py_ssize_t n, float lr_t, float b1, float c1, float b2,
+                             float c2, float eps, float a, float nrm)
+    void fmo_adam_update_f64(double* theta, const double* grad, double* m, double* v,
+                             Py_ssize_t n, double lr_t, double b1, double c1, double b2,
+                             double c2, double eps, double a, double nrm)
 
 
 # ---------------------------------------------------------------- the passes
@@ -112,56 +104,35 @@ cdef inline bint update_is_finite(const Optim* opt, const floating* theta,
                                   const floating* grad, const floating* s1,
                                   const floating* s2, Py_ssize_t size, double lr,
                                   double alpha, double norm) noexcept nogil:
-    # Every new parameter and state value the update below would store is finite.  A
-    # non-finite gradient always makes a new value non-finite, so this also checks the
-    # gradient.  Comparisons are combined with a bitwise |, not `and`: no branch, so
-    # loops vectorise.
-    cdef Py_ssize_t i
-    cdef int32_t bad32 = 0      # float flags; double ones through nonfinite64
-    cdef uint64_t bad64 = 0
-    cdef floating t, v, g, mm, vv, fl = <floating>lr, mu = <floating>opt.momentum
-    cdef floating b1 = <floating>opt.beta1, c1 = <floating>(1 - opt.beta1)
-    cdef floating b2 = <floating>opt.beta2, c2 = <floating>(1 - opt.beta2)
-    cdef floating e = <floating>opt.eps, a = <floating>alpha, nrm = <floating>norm
-    cdef floating flr_t
-    cdef bint decay = a != 0
+    # Every new parameter and state value the update below would store is finite (and
+    # so the gradient is): the check pass of _optim.h for opt's rule.
+    cdef floating fl = <floating>lr, a = <floating>alpha, nrm = <floating>norm
+    cdef floating mu = <floating>opt.momentum
+    cdef floating flr_t, b1, c1, b2, c2, e
     if opt.kind == C_OPT_SGD:
-        for i in range(size):
-            t = sgd_rule(theta[i], grad_value(grad[i], theta[i], decay, a, nrm), fl)
-            if floating is float:
-                bad32 |= (t - t) != 0
-            else:
-                bad64 |= nonfinite64(t)
-    elif opt.kind == C_OPT_ADAM:
+        if floating is float:
+            return fmo_sgd_finite_f32(theta, grad, size, fl, a, nrm)
+        else:
+            return fmo_sgd_finite_f64(theta, grad, size, fl, a, nrm)
+    if opt.kind == C_OPT_ADAM:
         flr_t = <floating>adam_step_size(lr, opt.beta1, opt.beta2, opt.t + 1)
-        for i in range(size):
-            g = grad_value(grad[i], theta[i], decay, a, nrm)
-            mm = ema(s1[i], g, b1, c1)
-            vv = ema(s2[i], g * g, b2, c2)
-            t = adam_rule(theta[i], mm, vv, flr_t, e)
-            if floating is float:
-                bad32 |= ((t - t) != 0) | ((mm - mm) != 0) | ((vv - vv) != 0)
-            else:
-                bad64 |= nonfinite64(t) | nonfinite64(mm) | nonfinite64(vv)
-    elif opt.kind == C_OPT_NESTEROV:     # (two loops: a select inside one kept it scalar)
-        for i in range(size):
-            g = grad_value(grad[i], theta[i], decay, a, nrm)
-            v = momentum_velocity(s1[i], g, mu, fl)
-            t = nesterov_rule(theta[i], v, g, mu, fl)
-            if floating is float:
-                bad32 |= ((t - t) != 0) | ((v - v) != 0)
-            else:
-                bad64 |= nonfinite64(t) | nonfinite64(v)
+        b1 = <floating>opt.beta1
+        c1 = <floating>(1 - opt.beta1)
+        b2 = <floating>opt.beta2
+        c2 = <floating>(1 - opt.beta2)
+        e = <floating>opt.eps
+        if floating is float:
+            return fmo_adam_finite_f32(theta, grad, s1, s2, size, flr_t, b1, c1, b2, c2,
+                                       e, a, nrm)
+        else:
+            return fmo_adam_finite_f64(theta, grad, s1, s2, size, flr_t, b1, c1, b2, c2,
+                                       e, a, nrm)
+    if floating is float:
+        return fmo_momentum_finite_f32(theta, grad, s1, size, fl, mu,
+                                       opt.kind == C_OPT_NESTEROV, a, nrm)
     else:
-        for i in range(size):
-            g = grad_value(grad[i], theta[i], decay, a, nrm)
-            v = momentum_velocity(s1[i], g, mu, fl)
-            t = momentum_rule(theta[i], v)
-            if floating is float:
-                bad32 |= ((t - t) != 0) | ((v - v) != 0)
-            else:
-                bad64 |= nonfinite64(t) | nonfinite64(v)
-    return not ((bad32 != 0) | ((bad64 >> 63) != 0))
+        return fmo_momentum_finite_f64(theta, grad, s1, size, fl, mu,
+                                       opt.kind == C_OPT_NESTEROV, a, nrm)
 
 
 cdef enum:
@@ -171,10 +142,10 @@ cdef enum:
 
 cdef inline void sgd_update(floating* theta, const floating* grad, Py_ssize_t size,
                             floating lr, floating a, floating nrm) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef bint decay = a != 0
-    for i in range(size):
-        theta[i] = sgd_rule(theta[i], grad_value(grad[i], theta[i], decay, a, nrm), lr)
+    if floating is float:
+        fmo_sgd_update_f32(theta, grad, size, lr, a, nrm)
+    else:
+        fmo_sgd_update_f64(theta, grad, size, lr, a, nrm)
 
 
 cdef inline void add_squares(const floating* x, Py_ssize_t size, double* acc,
@@ -220,21 +191,10 @@ cdef inline void sgd_update_squares(floating* theta, const floating* grad, Py_ss
 cdef inline void momentum_update(floating* theta, const floating* grad, floating* vel,
                                  Py_ssize_t size, floating lr, floating mu, bint nesterov,
                                  floating a, floating nrm) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating v, g
-    cdef bint decay = a != 0
-    if nesterov:        # two loops: a select inside one kept it scalar
-        for i in range(size):
-            g = grad_value(grad[i], theta[i], decay, a, nrm)
-            v = momentum_velocity(vel[i], g, mu, lr)
-            vel[i] = v
-            theta[i] = nesterov_rule(theta[i], v, g, mu, lr)
+    if floating is float:
+        fmo_momentum_update_f32(theta, grad, vel, size, lr, mu, nesterov, a, nrm)
     else:
-        for i in range(size):
-            g = grad_value(grad[i], theta[i], decay, a, nrm)
-            v = momentum_velocity(vel[i], g, mu, lr)
-            vel[i] = v
-            theta[i] = momentum_rule(theta[i], v)
+        fmo_momentum_update_f64(theta, grad, vel, size, lr, mu, nesterov, a, nrm)
 
 
 cdef inline void adam_update(floating* theta, const floating* grad, floating* m,
@@ -242,14 +202,10 @@ cdef inline void adam_update(floating* theta, const floating* grad, floating* m,
                              double beta2, double eps, int64_t t, floating a,
                              floating nrm) noexcept nogil:
     # t is the step count after this step (≥ 1).
-    cdef Py_ssize_t i
     cdef floating lr_t = <floating>adam_step_size(lr, beta1, beta2, t)
     cdef floating b1 = <floating>beta1, c1 = <floating>(1 - beta1)
     cdef floating b2 = <floating>beta2, c2 = <floating>(1 - beta2), e = <floating>eps
-    cdef floating g
-    cdef bint decay = a != 0
-    for i in range(size):
-        g = grad_value(grad[i], theta[i], decay, a, nrm)
-        m[i] = ema(m[i], g, b1, c1)
-        v[i] = ema(v[i], g * g, b2, c2)
-        theta[i] = adam_rule(theta[i], m[i], v[i], lr_t, e)
+    if floating is float:
+        fmo_adam_update_f32(theta, grad, m, v, size, lr_t, b1, c1, b2, c2, e, a, nrm)
+    else:
+        fmo_adam_update_f64(theta, grad, m, v, size, lr_t, b1, c1, b2, c2, e, a, nrm)

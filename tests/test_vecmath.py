@@ -247,3 +247,76 @@ def test_float64_gelu_within_its_bound(level):
         assert abs(mp.mpf(float(a)) - Z * phi) <= 9 * fwd_ulp, zi
         assert abs(mp.mpf(float(g)) - (phi + zpdf)) <= 16 * bwd_ulp, zi
     assert np.isnan(kernels.activation_forward("gelu", np.array([[np.nan]]))).all()
+
+
+# ======================================================================================
+# The optimizers' passes (fastmlp/_optim.h), compiled per level like the loops above:
+# the update must give the rules' bits at every level — the rules transcribed in numpy
+# in the model dtype, each operation rounded once (no fused multiply-add anywhere), are
+# the oracle, so the comparison is exact — and the finite pre-check must refuse, at
+# every level and wherever in a vector it falls, an update that would store a
+# non-finite value, leaving parameters and state as they were.
+# ======================================================================================
+UPDATE_N = 1000 + 37      # several full AVX-512 vectors and a ragged tail
+
+
+def _numpy_rules(name, theta, g, s1, s2, lr, t, mu=0.9, b1=0.9, b2=0.999, eps=1e-8):
+    """(θ, s1, s2) after one step of `name`, in theta's dtype, in numpy."""
+    T = theta.dtype.type
+    if name == "sgd":
+        return theta - T(lr) * g, s1, s2
+    if name in ("momentum", "nesterov"):
+        v = T(mu) * s1 - T(lr) * g
+        new = theta + (T(mu) * v - T(lr) * g) if name == "nesterov" else theta + v
+        return new, v, s2
+    lr_t = T(lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t))
+    m = T(b1) * s1 + T(1 - b1) * g
+    v = T(b2) * s2 + T(1 - b2) * (g * g)
+    return theta + (-lr_t * m) / (np.sqrt(v) + T(eps)), m, v
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam"])
+def test_optimizer_update_is_the_rules_bit_for_bit(level, dtype, name):
+    rng = np.random.default_rng(sum(map(ord, name)))
+    theta, g, s1 = (rng.standard_normal(UPDATE_N).astype(dtype) for _ in range(3))
+    s2 = (rng.standard_normal(UPDATE_N) ** 2).astype(dtype)
+    s2[::7] = 0.0                       # √v = 0: ε alone in the denominator
+    lr, t = 0.37, 3
+    want = _numpy_rules(name, theta, g, s1, s2, lr, t)
+    th, a, b = theta.copy(), s1.copy(), s2.copy()
+    if name == "sgd":
+        kernels.sgd_update(th, g, lr)
+    elif name == "adam":
+        kernels.adam_update(th, g, a, b, lr, 0.9, 0.999, 1e-8, t)
+    else:
+        kernels.momentum_update(th, g, a, lr, 0.9, nesterov=name == "nesterov")
+    for got, w in zip((th, a, b), want):
+        assert got.dtype == dtype and np.array_equal(got, w)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("where", [0, 13, 16, 31, 63])
+def test_update_precheck_refuses_a_non_finite_value_anywhere(level, dtype, name, where):
+    # Input column 0 is all zeros, so row 0 of W(1) reaches no output and gets a zero
+    # gradient: a huge weight there leaves the loss finite, and the update pass alone
+    # can overflow — θ + v past the largest float (momentum), or m/ε (Adam).
+    from fastmlp import MLP, DivergenceError
+    width = 64
+    net = MLP([3, width, 2], dtype=dtype, seed=0, optimizer=name, l2=0.0)
+    X = np.random.default_rng(1).standard_normal((8, 3)).astype(dtype)
+    X[:, 0] = 0
+    Y = np.zeros((8, 2), dtype)
+    big = np.finfo(dtype).max
+    net.weights[0][0, where] = big / 2
+    state = net.optimizer_state
+    state[where] = big          # velocity, or Adam's m of that weight (v stays 0)
+    params, snap = net.params.copy(), state.copy()
+    with pytest.raises(DivergenceError):
+        net.train_step(X, Y, lr=1e-3)
+    assert np.array_equal(net.params, params) and np.array_equal(state, snap)
+    # one notch less and the same step goes through, at every level
+    state[where] = big / 8 if name != "adam" else 0.0
+    net.train_step(X, Y, lr=1e-3)
+    assert np.all(np.isfinite(net.params)) and np.all(np.isfinite(state))
