@@ -3,10 +3,9 @@
 
 from cython cimport floating
 from libc.float cimport DBL_EPSILON, FLT_EPSILON
-from libc.math cimport (INFINITY, erfc, erfcf, exp, expf, expm1, expm1f, log, log1p, log1pf,
+from libc.math cimport (erfc, erfcf, exp, expf, expm1, expm1f, log, log1p, log1pf,
                         logf, sqrt, sqrtf, tanh, tanhf)
-from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.string cimport memcpy
+from libc.stdint cimport int64_t
 
 
 cdef inline floating fexp(floating x) noexcept nogil:
@@ -71,27 +70,19 @@ cdef inline floating xlogy(floating x, floating y) noexcept nogil:
     return 0 if x == 0 else x * flog(y)
 
 
-cdef inline uint64_t nonfinite64(double x) noexcept nogil:
-    # Bit 63 of the result is set iff x is ±Inf or NaN (every exponent bit set).  Unsigned
-    # integer operations only: a double compare turned into a flag does not vectorise
-    # with SSE2, these do (and unsigned, the carry into bit 63 is defined behaviour).
-    cdef uint64_t b
-    memcpy(&b, &x, 8)
-    return (b & ((<uint64_t>0x7ff) << 52)) + ((<uint64_t>1) << 52)
+cdef extern from "_checks.h" nogil:
+    bint fmc_all_finite_f32(const float* x, Py_ssize_t n)
+    bint fmc_all_finite_f64(const double* x, Py_ssize_t n)
+    double fmc_max_abs_f32(const float* x, Py_ssize_t n)
+    double fmc_max_abs_f64(const double* x, Py_ssize_t n)
 
 
 cdef inline bint all_finite(const floating* x, Py_ssize_t size) noexcept nogil:
-    # x - x is 0 for finite x and NaN for ±Inf/NaN; OR-ing the flags vectorises, unlike
-    # an early-exit loop.
-    cdef Py_ssize_t i
-    cdef int32_t bad32 = 0
-    cdef uint64_t bad64 = 0
-    for i in range(size):
-        if floating is float:
-            bad32 |= (x[i] - x[i]) != 0
-        else:
-            bad64 |= nonfinite64(x[i])
-    return not ((bad32 != 0) | ((bad64 >> 63) != 0))
+    # No ±Inf or NaN in x (_checks.h, vectorised per instruction set).
+    if floating is float:
+        return fmc_all_finite_f32(x, size)
+    else:
+        return fmc_all_finite_f64(x, size)
 
 
 cdef inline bint labels_in_range(const int64_t* y, Py_ssize_t n, int64_t k) noexcept nogil:
@@ -103,34 +94,12 @@ cdef inline bint labels_in_range(const int64_t* y, Py_ssize_t n, int64_t k) noex
 
 
 cdef inline double max_abs(const floating* x, Py_ssize_t size) noexcept nogil:
-    # max |x|, or +inf if any x is NaN (a NaN must never pass a bound test).  Computed on
-    # the bit patterns with the sign cleared: for IEEE floats their integer order is the
-    # order of |x|, every NaN sorts above +inf, and an integer max-reduction vectorises
-    # (a float one does not without -ffast-math).
-    cdef Py_ssize_t i
-    cdef int32_t b32, m32 = 0
-    cdef int64_t b64, m64 = 0
-    cdef int64_t sign_off = ~((<int64_t>1) << 63), inf64 = (<int64_t>0x7ff) << 52
-    cdef float f32
-    cdef double f64
+    # max |x|, or +inf if any x is NaN (a NaN must never pass a bound test); 0 if size
+    # is 0.  _checks.h, vectorised per instruction set.
     if floating is float:
-        for i in range(size):
-            memcpy(&b32, &x[i], 4)
-            b32 = b32 & 0x7fffffff
-            m32 = b32 if b32 > m32 else m32
-        if m32 > 0x7f800000:
-            return INFINITY
-        memcpy(&f32, &m32, 4)
-        return f32
+        return fmc_max_abs_f32(x, size)
     else:
-        for i in range(size):
-            memcpy(&b64, &x[i], 8)
-            b64 = b64 & sign_off
-            m64 = b64 if b64 > m64 else m64
-        if m64 > inf64:
-            return INFINITY
-        memcpy(&f64, &m64, 8)
-        return f64
+        return fmc_max_abs_f64(x, size)
 
 
 # ---------------------------------------------------------------- vectorised math

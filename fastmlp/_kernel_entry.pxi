@@ -151,6 +151,17 @@ def k_all_finite(const floating[::1] x):
     return ok
 
 
+def k_max_abs(const floating[::1] x):
+    """max |x| as a float (+inf if x holds a NaN, 0.0 if empty): the bound the fused SGD
+    step is taken on."""
+    cdef double m
+    if x.shape[0] < 1:
+        return 0.0
+    with nogil:
+        m = max_abs(&x[0], x.shape[0])
+    return m
+
+
 def k_activation_forward(str kind, floating[:, ::1] Z):
     if kind not in ACT_CODES:
         raise ValueError(f"kind: unknown activation {kind!r}")

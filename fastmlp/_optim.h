@@ -20,17 +20,7 @@
 #ifndef FASTMLP_OPTIM_H
 #define FASTMLP_OPTIM_H
 
-#include "_vecmath.h"
-
-/* Bit 31 (float) or 63 (double) of the result is set iff x is ±Inf or NaN (every
- * exponent bit set): unsigned integer operations, which vectorise at every level and
- * OR together without a branch. */
-FM_INLINE uint32_t fmo_nonfinite_f(float x) {
-    return (fm_bits_f(x) & 0x7f800000U) + 0x00800000U;
-}
-FM_INLINE uint64_t fmo_nonfinite_d(double x) {
-    return (fm_bits_d(x) & 0x7ff0000000000000ULL) + 0x0010000000000000ULL;
-}
+#include "_checks.h"
 
 /* The rules, once per dtype: FMO_RULES(type, scalar suffix, sqrt). */
 #define FMO_RULES(T, t, SQRT)                                                      \
@@ -74,7 +64,7 @@ FMO_RULES(double, d, sqrt)
         U bad = 0;                                                                 \
         int decay = a != 0;                                                        \
         for (ptrdiff_t i = 0; i < n; i++)                                          \
-            bad |= fmo_nonfinite_##t(                                              \
+            bad |= fmc_nonfinite_##t(                                              \
                 fmo_sgd_##t(theta[i], fmo_grad_##t(grad[i], theta[i], decay, a, nrm), lr)); \
         return (bad >> (8 * sizeof(U) - 1)) == 0;                                  \
     }                                                                              \
@@ -93,14 +83,14 @@ FMO_RULES(double, d, sqrt)
             for (ptrdiff_t i = 0; i < n; i++) {                                    \
                 T g = fmo_grad_##t(grad[i], theta[i], decay, a, nrm);              \
                 T v = fmo_velocity_##t(vel[i], g, mu, lr);                         \
-                bad |= fmo_nonfinite_##t(fmo_nesterov_##t(theta[i], v, g, mu, lr)) \
-                       | fmo_nonfinite_##t(v);                                     \
+                bad |= fmc_nonfinite_##t(fmo_nesterov_##t(theta[i], v, g, mu, lr)) \
+                       | fmc_nonfinite_##t(v);                                     \
             }                                                                      \
         } else {                                                                   \
             for (ptrdiff_t i = 0; i < n; i++) {                                    \
                 T g = fmo_grad_##t(grad[i], theta[i], decay, a, nrm);              \
                 T v = fmo_velocity_##t(vel[i], g, mu, lr);                         \
-                bad |= fmo_nonfinite_##t(theta[i] + v) | fmo_nonfinite_##t(v);     \
+                bad |= fmc_nonfinite_##t(theta[i] + v) | fmc_nonfinite_##t(v);     \
             }                                                                      \
         }                                                                          \
         return (bad >> (8 * sizeof(U) - 1)) == 0;                                  \
@@ -133,8 +123,8 @@ FMO_RULES(double, d, sqrt)
         for (ptrdiff_t i = 0; i < n; i++) {                                        \
             T g = fmo_grad_##t(grad[i], theta[i], decay, a, nrm);                  \
             T mm = fmo_ema_##t(m[i], g, b1, c1), vv = fmo_ema_##t(v[i], g * g, b2, c2); \
-            bad |= fmo_nonfinite_##t(fmo_adam_##t(theta[i], mm, vv, lr_t, eps))    \
-                   | fmo_nonfinite_##t(mm) | fmo_nonfinite_##t(vv);                \
+            bad |= fmc_nonfinite_##t(fmo_adam_##t(theta[i], mm, vv, lr_t, eps))    \
+                   | fmc_nonfinite_##t(mm) | fmc_nonfinite_##t(vv);                \
         }                                                                          \
         return (bad >> (8 * sizeof(U) - 1)) == 0;                                  \
     }                                                                              \
@@ -161,19 +151,11 @@ FMO_LOOPS_BOTH(avx2, __attribute__((target("avx2,fma"))))
 FMO_LOOPS_BOTH(avx512, __attribute__((target("avx512f,avx512dq,avx2,fma"))))
 #endif
 
-/* The entry points, at the level _vecmath.h chose: FM_CALL with a result. */
-#if FM_DISPATCH
-#define FMO_CALL(NAME, ...)                                                        \
-    (fm_vec_level == 2 ? NAME##_avx512(__VA_ARGS__)                                \
-     : fm_vec_level == 1 ? NAME##_avx2(__VA_ARGS__) : NAME##_base(__VA_ARGS__))
-#else
-#define FMO_CALL(NAME, ...) NAME##_base(__VA_ARGS__)
-#endif
-
+/* The entry points, at the level _vecmath.h chose. */
 #define FMO_ENTRIES(T, W)                                                          \
     static inline int fmo_sgd_finite_##W(const T *theta, const T *grad, ptrdiff_t n, \
                                          T lr, T a, T nrm) {                       \
-        return FMO_CALL(fmo_sgd_finite_##W, theta, grad, n, lr, a, nrm);           \
+        return FM_RESULT(fmo_sgd_finite_##W, theta, grad, n, lr, a, nrm);           \
     }                                                                              \
     static inline void fmo_sgd_update_##W(T *theta, const T *grad, ptrdiff_t n, T lr, \
                                           T a, T nrm) {                            \
@@ -181,7 +163,7 @@ FMO_LOOPS_BOTH(avx512, __attribute__((target("avx512f,avx512dq,avx2,fma"))))
     }                                                                              \
     static inline int fmo_momentum_finite_##W(const T *theta, const T *grad,       \
             const T *vel, ptrdiff_t n, T lr, T mu, int nesterov, T a, T nrm) {     \
-        return FMO_CALL(fmo_momentum_finite_##W, theta, grad, vel, n, lr, mu,      \
+        return FM_RESULT(fmo_momentum_finite_##W, theta, grad, vel, n, lr, mu,      \
                         nesterov, a, nrm);                                         \
     }                                                                              \
     static inline void fmo_momentum_update_##W(T *theta, const T *grad, T *vel,    \
@@ -191,7 +173,7 @@ FMO_LOOPS_BOTH(avx512, __attribute__((target("avx512f,avx512dq,avx2,fma"))))
     static inline int fmo_adam_finite_##W(const T *theta, const T *grad, const T *m, \
             const T *v, ptrdiff_t n, T lr_t, T b1, T c1, T b2, T c2, T eps, T a,   \
             T nrm) {                                                               \
-        return FMO_CALL(fmo_adam_finite_##W, theta, grad, m, v, n, lr_t, b1, c1,   \
+        return FM_RESULT(fmo_adam_finite_##W, theta, grad, m, v, n, lr_t, b1, c1,   \
                         b2, c2, eps, a, nrm);                                      \
     }                                                                              \
     static inline void fmo_adam_update_##W(T *theta, const T *grad, T *m, T *v,    \

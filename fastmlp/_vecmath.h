@@ -543,8 +543,13 @@ __attribute__((constructor)) static void fm_vec_init(void) { fm_vec_set_level(-1
         else if (fm_vec_level == 1) NAME##_avx2(__VA_ARGS__);                      \
         else NAME##_base(__VA_ARGS__);                                             \
     } while (0)
+/* FM_CALL for a function with a result (the checks of _optim.h and _checks.h). */
+#define FM_RESULT(NAME, ...)                                                       \
+    (fm_vec_level == 2 ? NAME##_avx512(__VA_ARGS__)                                \
+     : fm_vec_level == 1 ? NAME##_avx2(__VA_ARGS__) : NAME##_base(__VA_ARGS__))
 #else
 #define FM_CALL(NAME, ...) NAME##_base(__VA_ARGS__)
+#define FM_RESULT(NAME, ...) NAME##_base(__VA_ARGS__)
 #endif
 
 /* The entry points: fmv_<function>_<f32|f64>(x, n) in place, and the two backward

@@ -320,3 +320,26 @@ def test_update_precheck_refuses_a_non_finite_value_anywhere(level, dtype, name,
     state[where] = big / 8 if name != "adam" else 0.0
     net.train_step(X, Y, lr=1e-3)
     assert np.all(np.isfinite(net.params)) and np.all(np.isfinite(state))
+
+
+# ======================================================================================
+# The guards of every step (fastmlp/_checks.h), per level: all values finite, and the
+# largest magnitude, +inf if a NaN is present (a NaN must never pass a bound test).
+# numpy's isfinite and max(abs) are the oracle; every position of the special value in
+# a 70-value array covers the vector bodies and tails of each level.
+# ======================================================================================
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("special", [np.inf, -np.inf, np.nan, "max", "subnormal"])
+def test_step_guards_at_every_position(level, dtype, special):
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal(70).astype(dtype)
+    fi = np.finfo(dtype)
+    value = {"max": -fi.max, "subnormal": fi.smallest_subnormal}.get(special, special)
+    for pos in range(70):
+        x = base.copy()
+        x[pos] = value
+        assert _core.k_all_finite(x) == bool(np.isfinite(x).all())
+        want = np.inf if np.isnan(x).any() else float(np.abs(x).max())
+        assert _core.k_max_abs(x) == want
+    assert _core.k_max_abs(np.zeros(0, dtype)) == 0.0
+    assert _core.k_max_abs(-np.zeros(5, dtype)) == 0.0
