@@ -1,11 +1,12 @@
 """Where the time of a training step goes at 1 and 2 threads, and what that predicts for
 machines with many more cores.
 
-    python -m fastmlp.bench.threadscaling [--quick] [--dtype D] [--optimizer O] [--json PATH]
+    python -m fastmlp.bench.threadscaling [--quick] [--dtype D] [--optimizer O ...]
+                                          [--json PATH]
     fastmlp bench --threads-scaling [the same options]
 
 One mnist-like step (``MLP.train_step``, [784, 256, 128, 10], 128 rows, softmax
-cross-entropy) is timed whole, next to its matrix products alone (the ``gemms`` peer of
+cross-entropy; plain SGD and Adam by default) is timed whole, next to its matrix products alone (the ``gemms`` peer of
 peers.py: numpy matmul into preallocated arrays, the library fastmlp sends its large
 products to by default) and to each of its element-wise passes run by itself through
 ``fastmlp.kernels``: bias, ReLU and its mask, softmax cross-entropy, the optimizer's update.
@@ -135,7 +136,11 @@ def main(argv=None) -> int:
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few seconds, for a smoke test")
     ap.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
-    ap.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default="adam")
+    ap.add_argument("--optimizer", nargs="+", choices=("sgd", "momentum", "adam"),
+                    default=["sgd", "adam"],
+                    help="the step's optimizer(s); plain SGD (the default of MLP and of "
+                         "`fastmlp bench`) fuses its update into the products, Adam has "
+                         "the largest element-wise pass")
     ap.add_argument("--json", metavar="PATH", help="write every number and the environment")
     args = ap.parse_args(argv)
     try:
@@ -145,7 +150,7 @@ def main(argv=None) -> int:
               "pip install fastmlp[bench]", file=sys.stderr)
         return 2
     dtypes = ("float32", "float64") if args.dtype == "both" else (args.dtype,)
-    results = [run(d, args.optimizer, args.quick) for d in dtypes]
+    results = [run(d, o, args.quick) for o in args.optimizer for d in dtypes]
     env = harness.environment(threads=2)
     print(harness.env_summary(env))
     for r in results:
