@@ -469,13 +469,9 @@ class _BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,)
 
     # --------------------------------------------------------------- fitting
     def _dropout_rates(self, n_hidden):
-        """The dropout probability of each of n_hidden layers (checked at fit)."""
-        if not isinstance(self.dropout, (list, tuple)):
-            return [float(self.dropout)] * n_hidden
-        if len(self.dropout) != n_hidden:
-            raise ValueError(f"dropout: {len(self.dropout)} probabilities for {n_hidden} "
-                             "hidden layers; give one per hidden layer, or one")
-        return [float(p) for p in self.dropout]
+        """The dropout probability of each of n_hidden layers (MLP's rule, at fit)."""
+        rates = _validation.check_dropout("dropout", self.dropout, n_hidden)
+        return list(rates) if isinstance(rates, tuple) else [rates] * n_hidden
 
     def _attach_dropout(self, engine):
         """Dropout for this fit's updating steps.  The masks' counter is drawn from

@@ -453,6 +453,13 @@ def test_estimators_dropout():
         MLPRegressor(solver="lbfgs", dropout=0.1).fit(X, y.astype(float))
     with pytest.raises(ValueError, match="dropout"):
         MLPRegressor(dropout=1.5).fit(X, y.astype(float))
+    # a list: one rate per hidden layer, by MLP's rule and message; nothing is fitted
+    est = MLPRegressor(dropout=[0.1], **kw)
+    with pytest.raises(ValueError, match=r"^dropout: expected one probability per hidden layer \(2\)"):
+        est.fit(X, y.astype(float))
+    assert not hasattr(est, "coefs_")
+    d = MLPClassifier(dropout=[0.3, 0.3], **kw).fit(X, y)
+    assert all(np.array_equal(p, q) for p, q in zip(a.coefs_, d.coefs_))
 
 
 def test_torch_export_carries_dropout():
