@@ -39,7 +39,9 @@
         return beta * old + one_m_beta * x;                                        \
     }                                                                              \
     /* θ − η_t·m/(√v + ε), η_t with Adam's bias correction folded in (_optim.pxd's \
-     * adam_step_size), all in the model dtype with the constants rounded to it */ \
+     * adam_step_size), all in the model dtype with the constants rounded to it.   \
+     * (scikit-learn's float32 step goes through float64 by numpy's promotion; a   \
+     * float32 division instead costs a float32 ulp per step and halves the pass.) */ \
     FM_INLINE T fmo_adam_##t(T theta, T m, T v, T lr_t, T eps) {                   \
         return theta + (-lr_t * m) / (SQRT(v) + eps);                              \
     }
