@@ -597,7 +597,7 @@ cdef void backward_pass(const Net* net, floating* theta, floating* grad, const S
 cdef inline void segment(const Net* net, int s, double norm, Py_ssize_t* off,
                          Py_ssize_t* size, double* a, double* nrm) noexcept nogil:
     # Segment s of the flat buffer: W(s/2) for even s, b(s/2) for odd s, with the a and
-    # nrm of grad_value (_optim.pxd) that turn its raw gradient into ∇θ.
+    # nrm of fmo_grad (_optim.h) that turn its raw gradient into ∇θ.
     cdef int l = s // 2
     cdef bint weights = s % 2 == 0
     off[0] = net.w_off[l] if weights else net.b_off[l]
@@ -695,7 +695,7 @@ cdef inline void update_segment(Optim* opt, floating* theta, const floating* gra
 cdef bint net_update_is_finite(const Net* net, const Optim* opt, const floating* theta,
                                const floating* grad, double lr, double norm,
                                const W1Rows* rows) noexcept nogil:
-    # update_is_finite over every segment; grad holds raw gradients (see grad_value).
+    # update_is_finite over every segment; grad holds raw gradients (see fmo_grad, _optim.h).
     cdef int s
     cdef Py_ssize_t off, size
     cdef double a, nrm
@@ -710,7 +710,7 @@ cdef bint net_update_is_finite(const Net* net, const Optim* opt, const floating*
 cdef bint apply_update(const Net* net, Optim* opt, floating* theta, const floating* grad,
                        double lr, double norm, const W1Rows* rows,
                        double* w1_acc) noexcept nogil:
-    # The optimizer step over every segment; grad holds raw gradients (see grad_value).
+    # The optimizer step over every segment; grad holds raw gradients (see fmo_grad, _optim.h).
     # W(1) is covered as `rows` says (NULL: whole).  w1_acc (plain SGD over every row of
     # W(1), else NULL): where to put l2_penalty's sums of the new W(1), computed in the
     # same pass when there is decay; returns whether they were.

@@ -11,11 +11,13 @@
  * rules' definitions, give the same bits: only separate IEEE products, sums, quotients
  * and square roots, each rounded once.
  *
- * The gradient convention (grad_value): the kernels receive the raw gradient AᵀΔ and
+ * The gradient convention (fmo_grad): the kernels receive the raw gradient AᵀΔ and
  * use g = (raw + a·θ)·nrm — fastmlp's weight decay is a = α/n, nrm = 1; scikit-learn's
- * a = α, nrm = 1/Σw.  Without decay (biases, α = 0) the a·θ term is left out, not
- * multiplied by zero, so that an infinite θ stays infinite.  `decay` is the same for a
- * whole loop, so the compiler splits the loop on it and both versions vectorise.
+ * a = α, nrm = 1/Σw (a multiplication where scikit-learn divides: one rounding apart,
+ * and no division in a pass bound by its arithmetic).  Without decay (biases, α = 0)
+ * the a·θ term is left out, not multiplied by zero, so that an infinite θ stays
+ * infinite.  `decay` is the same for a whole loop, so the compiler splits the loop on
+ * it and both versions vectorise.
  */
 #ifndef FASTMLP_OPTIM_H
 #define FASTMLP_OPTIM_H

@@ -27,12 +27,9 @@ cdef struct Optim:
 
 # ---------------------------------------------------------------- gradient conventions
 
-# The update passes receive the raw gradient AᵀΔ and turn it into ∇θ = (raw + a·θ)·nrm
-# (_optim.h's fmo_grad): fastmlp's weight decay is a = α/n, nrm = 1; scikit-learn's is
-# a = α, nrm = 1/Σw (a multiplication where scikit-learn divides: one rounding apart,
-# and no division in a pass bound by its arithmetic).  Training steps leave this to the
-# update passes, which read θ anyway: one pass less over the parameters than scaling
-# the gradient buffer first.
+# The update passes receive the raw gradient AᵀΔ and turn it into ∇θ themselves, with the
+# a and nrm of _optim.h's header (fmo_grad): they read θ anyway, so this costs one pass
+# over the parameters less than scaling the gradient buffer first.
 
 cdef inline void scale_gradients(floating* dW, const floating* W, Py_ssize_t size,
                                  double alpha, double norm, bint sk_order) noexcept nogil:

@@ -6,12 +6,12 @@ machines with many more cores.
     fastmlp bench --threads-scaling [the same options]
 
 One mnist-like step (``MLP.train_step``, [784, 256, 128, 10], 128 rows, softmax
-cross-entropy; plain SGD and Adam by default) is timed whole, next to its matrix products alone (the ``gemms`` peer of
-peers.py: numpy matmul into preallocated arrays, the library fastmlp sends its large
-products to by default) and to each of its element-wise passes run by itself through
-``fastmlp.kernels``: bias, ReLU and its mask, softmax cross-entropy, the optimizer's update.
-All at 1 and at 2 threads (threadpoolctl, which also sets fastmlp's own limit), interleaved,
-medians.
+cross-entropy; plain SGD and Adam by default) is timed whole, next to its matrix
+products alone (the ``gemms`` peer of peers.py: numpy matmul into preallocated arrays,
+the library fastmlp sends its large products to by default) and to each of its
+element-wise passes run by itself through ``fastmlp.kernels``: bias, ReLU and its mask,
+softmax cross-entropy, the optimizer's update.  All at 1 and at 2 threads (threadpoolctl,
+which also sets fastmlp's own limit), interleaved, medians.
 
 From those: the products' parallel fraction q (Amdahl, from their 1- and 2-thread times),
 the step's serial part (step − products, which runs on one core whatever the thread
