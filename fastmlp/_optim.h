@@ -33,6 +33,7 @@
     FM_INLINE T fmo_sgd_##t(T theta, T g, T lr) { return theta - lr * g; }         \
     /* v ← μ·v − η·∇θ; then θ + v (momentum) or θ + μ·v − η·∇θ (Nesterov) */       \
     FM_INLINE T fmo_velocity_##t(T vel, T g, T mu, T lr) { return mu * vel - lr * g; } \
+    FM_INLINE T fmo_momentum_##t(T theta, T v) { return theta + v; }               \
     FM_INLINE T fmo_nesterov_##t(T theta, T v, T g, T mu, T lr) {                  \
         return theta + (mu * v - lr * g);                                          \
     }                                                                              \
@@ -94,7 +95,8 @@ FMO_RULES(double, d, sqrt)
             for (ptrdiff_t i = 0; i < n; i++) {                                    \
                 T g = fmo_grad_##t(grad[i], theta[i], decay, a, nrm);              \
                 T v = fmo_velocity_##t(vel[i], g, mu, lr);                         \
-                bad |= fmc_nonfinite_##t(theta[i] + v) | fmc_nonfinite_##t(v);     \
+                bad |= fmc_nonfinite_##t(fmo_momentum_##t(theta[i], v))               \
+                       | fmc_nonfinite_##t(v);                                     \
             }                                                                      \
         }                                                                          \
         return (bad >> (8 * sizeof(U) - 1)) == 0;                                  \
@@ -115,7 +117,7 @@ FMO_RULES(double, d, sqrt)
                 T g = fmo_grad_##t(grad[i], theta[i], decay, a, nrm);              \
                 T v = fmo_velocity_##t(vel[i], g, mu, lr);                         \
                 vel[i] = v;                                                        \
-                theta[i] = theta[i] + v;                                           \
+                theta[i] = fmo_momentum_##t(theta[i], v);                          \
             }                                                                      \
         }                                                                          \
     }                                                                              \

@@ -59,6 +59,18 @@ cdef inline double adam_step_size(double lr, double beta1, double beta2,
     return lr * sqrt(1 - pow(beta2, <double>t)) / (1 - pow(beta1, <double>t))
 
 
+cdef inline void adam_constants(double lr, double beta1, double beta2, double eps,
+                                int64_t t, floating* c) noexcept nogil:
+    # c = [η_t, β1, 1 − β1, β2, 1 − β2, ε] rounded to the model dtype for step t: rounded
+    # here once for both passes, so that the pre-check and the update use the same numbers.
+    c[0] = <floating>adam_step_size(lr, beta1, beta2, t)
+    c[1] = <floating>beta1
+    c[2] = <floating>(1 - beta1)
+    c[3] = <floating>beta2
+    c[4] = <floating>(1 - beta2)
+    c[5] = <floating>eps
+
+
 cdef extern from "_optim.h" nogil:
     bint fmo_sgd_finite_f32(const float* theta, const float* grad, Py_ssize_t n,
                             float lr, float a, float nrm)
@@ -105,25 +117,20 @@ cdef inline bint update_is_finite(const Optim* opt, const floating* theta,
     # so the gradient is): the check pass of _optim.h for opt's rule.
     cdef floating fl = <floating>lr, a = <floating>alpha, nrm = <floating>norm
     cdef floating mu = <floating>opt.momentum
-    cdef floating flr_t, b1, c1, b2, c2, e
+    cdef floating c[6]
     if opt.kind == C_OPT_SGD:
         if floating is float:
             return fmo_sgd_finite_f32(theta, grad, size, fl, a, nrm)
         else:
             return fmo_sgd_finite_f64(theta, grad, size, fl, a, nrm)
     if opt.kind == C_OPT_ADAM:
-        flr_t = <floating>adam_step_size(lr, opt.beta1, opt.beta2, opt.t + 1)
-        b1 = <floating>opt.beta1
-        c1 = <floating>(1 - opt.beta1)
-        b2 = <floating>opt.beta2
-        c2 = <floating>(1 - opt.beta2)
-        e = <floating>opt.eps
+        adam_constants(lr, opt.beta1, opt.beta2, opt.eps, opt.t + 1, c)
         if floating is float:
-            return fmo_adam_finite_f32(theta, grad, s1, s2, size, flr_t, b1, c1, b2, c2,
-                                       e, a, nrm)
+            return fmo_adam_finite_f32(theta, grad, s1, s2, size, c[0], c[1], c[2], c[3],
+                                       c[4], c[5], a, nrm)
         else:
-            return fmo_adam_finite_f64(theta, grad, s1, s2, size, flr_t, b1, c1, b2, c2,
-                                       e, a, nrm)
+            return fmo_adam_finite_f64(theta, grad, s1, s2, size, c[0], c[1], c[2], c[3],
+                                       c[4], c[5], a, nrm)
     if floating is float:
         return fmo_momentum_finite_f32(theta, grad, s1, size, fl, mu,
                                        opt.kind == C_OPT_NESTEROV, a, nrm)
@@ -199,10 +206,11 @@ cdef inline void adam_update(floating* theta, const floating* grad, floating* m,
                              double beta2, double eps, int64_t t, floating a,
                              floating nrm) noexcept nogil:
     # t is the step count after this step (≥ 1).
-    cdef floating lr_t = <floating>adam_step_size(lr, beta1, beta2, t)
-    cdef floating b1 = <floating>beta1, c1 = <floating>(1 - beta1)
-    cdef floating b2 = <floating>beta2, c2 = <floating>(1 - beta2), e = <floating>eps
+    cdef floating c[6]
+    adam_constants(lr, beta1, beta2, eps, t, c)
     if floating is float:
-        fmo_adam_update_f32(theta, grad, m, v, size, lr_t, b1, c1, b2, c2, e, a, nrm)
+        fmo_adam_update_f32(theta, grad, m, v, size, c[0], c[1], c[2], c[3], c[4], c[5],
+                            a, nrm)
     else:
-        fmo_adam_update_f64(theta, grad, m, v, size, lr_t, b1, c1, b2, c2, e, a, nrm)
+        fmo_adam_update_f64(theta, grad, m, v, size, c[0], c[1], c[2], c[3], c[4], c[5],
+                            a, nrm)
