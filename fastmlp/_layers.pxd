@@ -3,7 +3,7 @@
 # passes in _core.pyx chain them.
 
 from cython cimport floating
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
 
 from fastmlp._blas cimport gemm, gemv, ger
@@ -263,81 +263,3 @@ cdef inline void dropout_backward(floating* D, const floating* mask,
     cdef Py_ssize_t i
     for i in range(size):
         D[i] = D[i] * mask[i]
-
-
-# ---------------------------------------------------------------- sparse input (CSR)
-# The first layer's two products when X is a CSR matrix: its row i holds the values
-# data[p] in the columns indices[p] for p in [indptr[i], indptr[i+1]).  indptr may start
-# anywhere (a slice of the rows of a larger matrix).  Column indices are int32 or int64
-# (scipy's two index types), read in place.  The loops are written out rather than handed
-# to a sparse BLAS: each stored value is one axpy over a contiguous row of W or Δ
-# (d_out values), which the compiler vectorises, and a BLAS call per value would cost
-# more than the row it adds.
-
-ctypedef fused csr_index:
-    int32_t
-    int64_t
-
-
-cdef inline void csr_linear_forward(const floating* data, const csr_index* indices,
-                                    const csr_index* indptr, Py_ssize_t n,
-                                    const floating* W, const floating* b, Py_ssize_t d_out,
-                                    floating* Z) noexcept nogil:
-    # Z = X·W + 1·bᵀ (seed 003, Z = X·W + b) for X (n, d_in) in CSR: row i of Z is the
-    # sum of v·W[j, :] over row i's stored (j, v) — nnz·d_out multiply-adds, not
-    # n·d_in·d_out.  The bias is added after the sum and the values in stored order:
-    # scipy's CSR product followed by scikit-learn's += intercept, to the rounding.
-    cdef Py_ssize_t i, k, p
-    cdef floating v
-    cdef floating* z
-    cdef const floating* w
-    for i in range(n):
-        z = Z + i * d_out
-        memset(z, 0, d_out * sizeof(floating))
-        for p in range(indptr[i], indptr[i + 1]):
-            v = data[p]
-            w = W + <Py_ssize_t>indices[p] * d_out
-            for k in range(d_out):
-                z[k] += v * w[k]
-        for k in range(d_out):
-            z[k] += b[k]
-
-
-cdef inline void csr_transposed_accumulate(const floating* data, const csr_index* indices,
-                                           const csr_index* indptr, Py_ssize_t n,
-                                           const floating* D, Py_ssize_t d_out,
-                                           floating* dW) noexcept nogil:
-    # dW += Xᵀ·Δ for X (n, d_in) in CSR and Δ (n, d_out) (seed 003 eq. 33,
-    # dW(1) = (1/N)·Xᵀ·Δ(1); the 1/N is in Δ or in the update, as for linear_backward):
-    # dW[j, :] += v·Δ[i, :] for each stored (i, j, v), rows i in order — scipy's order
-    # for Xᵀ·Δ.  Only the rows of dW whose column occurs in X change; the caller zeroes
-    # them first (csr_touched_rows finds them).
-    cdef Py_ssize_t i, k, p
-    cdef floating v
-    cdef floating* g
-    cdef const floating* d
-    for i in range(n):
-        d = D + i * d_out
-        for p in range(indptr[i], indptr[i + 1]):
-            v = data[p]
-            g = dW + <Py_ssize_t>indices[p] * d_out
-            for k in range(d_out):
-                g[k] += v * d[k]
-
-
-cdef inline Py_ssize_t csr_touched_rows(const csr_index* indices, const csr_index* indptr,
-                                        Py_ssize_t n, unsigned char* seen,
-                                        Py_ssize_t* rows) noexcept nogil:
-    # The distinct columns of X's n rows — the rows of W(1) and dW(1) a sparse batch
-    # reaches (seed 003 eq. 33: a column of X that is all zero gives a zero row of dW(1))
-    # — into rows, in order of first appearance; returns their count.  seen: one flag
-    # per column of X, all 0 on entry; on return 1 for the
-    # listed columns (the caller resets them through the list).
-    cdef Py_ssize_t p, j, count = 0
-    for p in range(indptr[0], indptr[n]):
-        j = indices[p]
-        if not seen[j]:
-            seen[j] = 1
-            rows[count] = j
-            count += 1
-    return count
