@@ -5,12 +5,13 @@ Layout is row-major throughout (seed 003): a batch X is (n, d0), W(l) is (d(l-1)
 Z(l) = A(l-1)·W(l) + b(l).  The kernels live in the .pxd files beside this one, split by
 job — _blas (BLAS calls), _fmath (float helpers and checks), _layers (linear map,
 activations, backpropagation products), _sparse (CSR input: its products, checks and
-gather), _losses (output losses and deltas), _optim (update rules) — and the network-level
-code in the .pxi files this one includes, one job each:
+gather), _batches (a step's batch, and an epoch's batches made from its rows), _losses
+(output losses and deltas), _optim (update rules) — and the network-level code in the
+.pxi files this one includes, one job each:
 
 - here: the status codes, the BLAS table, the workspace limit, ``Layout`` (where each
   parameter lives in the flat buffer, and every size that follows from the layer widths)
-  and the structs the passes share (Net, Batch, Scratch);
+  and the structs the passes share (Net, Scratch; Batch is _batches.pxd's);
 - ``_passes.pxi``: ``forward_pass``, the output loss, the L2 penalty, ``backward_pass``;
 - ``_update.pxi``: the optimizer's passes over the flat buffer, segment by segment;
 - ``_step.pxi``: ``train_step``, one whole step over a batch;
@@ -68,6 +69,7 @@ from fastmlp._sparse cimport (CSR, csr_index, csr_linear_forward, csr_rows,
                               csr_structure_ok, csr_touched_rows, csr_transposed_accumulate,
                               gather_csr_rows, gathered_values_offset, max_batch_nnz,
                               sparse_linear_forward, sparse_weight_gradient)
+from fastmlp._batches cimport Batch, EpochRows, epoch_batch
 from fastmlp._losses cimport (C_LOSS_MSE, C_LOSS_SK_BINARY_LOG, C_LOSS_SK_LOG,
                               C_LOSS_SK_POISSON, C_LOSS_SK_SQUARED, C_LOSS_SOFTMAX_XENT,
                               mse_loss_delta, output_activation_delta, sk_loss_delta,
@@ -371,16 +373,6 @@ cdef struct Net:
     int loss
     double l2                # α: penalty α/(2·Σw)·Σ‖W‖², gradient α·W/Σw
     bint sk_scaling          # scikit-learn's gradient convention (see module docstring)
-
-
-cdef struct Batch:
-    const void* X            # (n, d0), or NULL when the rows are sparse
-    const CSR* csr           # the rows when sparse, else NULL
-    const void* Y            # (n, dL) or NULL when labels are given
-    const int64_t* labels    # (n,) or NULL
-    const void* sw           # (n,) sample weights or NULL
-    Py_ssize_t n
-    double norm              # Σ sample weights, or n
 
 
 cdef struct Scratch:

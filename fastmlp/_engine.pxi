@@ -385,22 +385,12 @@ cdef class Engine:
         buffers (sparse rows: their stored values only).  The last partial batch is
         used.  Returns (Σ over batches of loss·rows, status, steps completed).
         """
-        cdef Py_ssize_t n, start, rows, i, j, step = 0
-        cdef Py_ssize_t d0 = self.net.dims[0], k = self.net.dims[self.net.n_layers]
-        cdef Py_ssize_t isz = self.isz, max_nnz = 0, idx_bytes = 0
-        cdef double loss = 0.0, total = 0.0, w_sum
+        cdef Py_ssize_t n, start, rows, i, step = 0
+        cdef Py_ssize_t max_nnz = 0, idx_bytes = 0
+        cdef double loss = 0.0, total = 0.0
         cdef int status = OK
-        cdef const Py_ssize_t* pp = NULL
-        cdef const char* xp = NULL
-        cdef const char* yp = NULL
-        cdef const int64_t* lp = NULL
-        cdef const char* wp = NULL
-        cdef char* bx = NULL
-        cdef char* by = NULL
-        cdef int64_t* bl = NULL
-        cdef char* bw = NULL
-        cdef char* bsp = NULL
-        cdef const CSR* csr = NULL
+        cdef EpochRows e
+        cdef char* bsp
         cdef CSR batch_rows
         cdef Batch b
         self._check_batch(X, Y, labels, sample_weight)
@@ -409,49 +399,52 @@ cdef class Engine:
             raise ValueError("batch_size: expected a positive integer")
         if batch_size > n:
             batch_size = n
+        memset(&e, 0, sizeof(e))
+        e.d0, e.k = self.net.dims[0], self.net.dims[self.net.n_layers]
+        e.isz, e.f64, e.rows_csr = self.isz, self.f64, &batch_rows
         if type(X) is SparseRows:
-            csr = &(<SparseRows>X).csr
+            e.csr = &(<SparseRows>X).csr
         if perm is not None:
             if not _is_carray(perm, cnp.NPY_INTP, 1) or perm.shape[0] != n:
                 raise ValueError(f"perm: expected an ({n},) intp permutation")
-            pp = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>perm)
+            e.perm = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>perm)
             for i in range(n):
-                if pp[i] < 0 or pp[i] >= n:
+                if e.perm[i] < 0 or e.perm[i] >= n:
                     raise ValueError("perm: index out of range")
             self._reserve_gather(batch_size, labels is not None, sample_weight is not None,
-                                 csr == NULL)
-            if csr == NULL:
-                bx = <char*>cnp.PyArray_DATA(self.gather_x)
+                                 e.csr == NULL)
+            if e.csr == NULL:
+                e.bx = <char*>cnp.PyArray_DATA(self.gather_x)
             if labels is None:
-                by = <char*>cnp.PyArray_DATA(self.gather_y)
+                e.by = <char*>cnp.PyArray_DATA(self.gather_y)
             else:
-                bl = <int64_t*>cnp.PyArray_DATA(self.gather_labels)
+                e.bl = <int64_t*>cnp.PyArray_DATA(self.gather_labels)
             if sample_weight is not None:
-                bw = <char*>cnp.PyArray_DATA(self.gather_sw)
-        if csr != NULL:
-            if csr.idx64:
-                max_nnz = max_batch_nnz(<const int64_t*>csr.indptr, pp, n, batch_size)
+                e.bw = <char*>cnp.PyArray_DATA(self.gather_sw)
+        if e.csr != NULL:
+            if e.csr.idx64:
+                max_nnz = max_batch_nnz(<const int64_t*>e.csr.indptr, e.perm, n, batch_size)
             else:
-                max_nnz = max_batch_nnz(<const int32_t*>csr.indptr, pp, n, batch_size)
+                max_nnz = max_batch_nnz(<const int32_t*>e.csr.indptr, e.perm, n, batch_size)
             self._reserve_sparse(max_nnz)
-            if pp != NULL:
+            if e.perm != NULL:
                 bsp = self._reserve_gather_sparse(batch_size, max_nnz,
                                                   (<SparseRows>X).index_size)
                 idx_bytes = gathered_values_offset(batch_size, max_nnz,
                                                    (<SparseRows>X).index_size)
-                batch_rows.idx64 = csr.idx64
+                batch_rows.idx64 = e.csr.idx64
                 batch_rows.indptr = bsp
                 batch_rows.indices = bsp + (batch_size + 1) * (<SparseRows>X).index_size
                 batch_rows.data = bsp + idx_bytes
         self._reserve(batch_size)
-        if csr == NULL:
-            xp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>X)
+        if e.csr == NULL:
+            e.X = <const char*>cnp.PyArray_DATA(<cnp.ndarray>X)
         if labels is None:
-            yp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>Y)
+            e.Y = <const char*>cnp.PyArray_DATA(<cnp.ndarray>Y)
         else:
-            lp = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>labels)
+            e.labels = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>labels)
         if sample_weight is not None:
-            wp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
+            e.sw = <const char*>cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
         if not self._lazy_rows_finite(X):
             return 0.0, DIVERGED, 0
         self.scratch.w1_acc_known = False     # the caller may have written W(1)
@@ -460,46 +453,7 @@ cdef class Engine:
             start = 0
             while start < n:
                 rows = batch_size if start + batch_size <= n else n - start
-                b.csr = NULL if csr == NULL else &batch_rows
-                if pp == NULL:
-                    b.X = NULL if xp == NULL else xp + start * d0 * isz
-                    if csr != NULL:
-                        csr_rows(csr, start, &batch_rows)
-                    b.Y = NULL if yp == NULL else yp + start * k * isz
-                    b.labels = NULL if lp == NULL else lp + start
-                    b.sw = NULL if wp == NULL else wp + start * isz
-                else:
-                    for i in range(rows):
-                        j = pp[start + i]
-                        if xp != NULL:
-                            memcpy(bx + i * d0 * isz, xp + j * d0 * isz, d0 * isz)
-                        if yp != NULL:
-                            memcpy(by + i * k * isz, yp + j * k * isz, k * isz)
-                        else:
-                            bl[i] = lp[j]
-                        if wp != NULL:
-                            memcpy(bw + i * isz, wp + j * isz, isz)
-                    if csr != NULL and csr.idx64:
-                        gather_csr_rows(<const int64_t*>csr.indptr,
-                                        <const int64_t*>csr.indices, <const char*>csr.data,
-                                        pp + start, rows, isz, <int64_t*>batch_rows.indptr,
-                                        <int64_t*>batch_rows.indices, <char*>batch_rows.data)
-                    elif csr != NULL:
-                        gather_csr_rows(<const int32_t*>csr.indptr,
-                                        <const int32_t*>csr.indices, <const char*>csr.data,
-                                        pp + start, rows, isz, <int32_t*>batch_rows.indptr,
-                                        <int32_t*>batch_rows.indices, <char*>batch_rows.data)
-                    b.X = bx
-                    b.Y = by
-                    b.labels = bl
-                    b.sw = bw
-                b.n = rows
-                b.norm = rows
-                if wp != NULL:
-                    w_sum = 0.0
-                    for i in range(rows):
-                        w_sum += (<const double*>b.sw)[i] if self.f64 else (<const float*>b.sw)[i]
-                    b.norm = w_sum
+                epoch_batch(&e, start, rows, &b)
                 status = self._step(&b, lr, True, False, &loss)
                 if status != OK:
                     break

@@ -1,0 +1,86 @@
+# The batches of an epoch: what one training step reads (Batch), and how the epoch loop
+# (Engine.fit_epoch, _engine.pxi) makes each one from the epoch's rows — a view of the
+# next rows when the epoch runs in order, or those rows gathered into preallocated
+# buffers when it is shuffled (sparse rows: their stored values only).
+
+from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memcpy
+
+from fastmlp._sparse cimport CSR, csr_rows, gather_csr_rows
+
+
+cdef struct Batch:
+    const void* X            # (n, d0), or NULL when the rows are sparse
+    const CSR* csr           # the rows when sparse, else NULL
+    const void* Y            # (n, dL) or NULL when labels are given
+    const int64_t* labels    # (n,) or NULL
+    const void* sw           # (n,) sample weights or NULL
+    Py_ssize_t n
+    double norm              # Σ sample weights, or n
+
+
+cdef struct EpochRows:
+    # All n rows of an epoch, each source NULL when absent (X when the rows are sparse, Y
+    # when labels are given, …), and for a shuffled epoch (perm not NULL) the buffers its
+    # batches are gathered into, each the source's dtype.  rows_csr: where a sparse
+    # batch's rows are described (a view into csr, or the gathered rows).
+    const char* X            # (n, d0)
+    const CSR* csr
+    const char* Y            # (n, k)
+    const int64_t* labels    # (n,)
+    const char* sw           # (n,) of the model's dtype
+    const Py_ssize_t* perm   # (n,) row order, or NULL: in order
+    Py_ssize_t d0, k, isz
+    bint f64
+    char* bx                 # (batch, d0)
+    char* by                 # (batch, k)
+    int64_t* bl              # (batch,)
+    char* bw                 # (batch,)
+    CSR* rows_csr
+
+
+cdef inline void epoch_batch(const EpochRows* e, Py_ssize_t start, Py_ssize_t rows,
+                             Batch* b) noexcept nogil:
+    # b: the epoch's rows [start, start + rows) in its order, and their weight Σw.
+    cdef Py_ssize_t i, j, d0 = e.d0, k = e.k, isz = e.isz
+    cdef double w_sum
+    b.csr = NULL if e.csr == NULL else e.rows_csr
+    if e.perm == NULL:
+        b.X = NULL if e.X == NULL else e.X + start * d0 * isz
+        if e.csr != NULL:
+            csr_rows(e.csr, start, e.rows_csr)
+        b.Y = NULL if e.Y == NULL else e.Y + start * k * isz
+        b.labels = NULL if e.labels == NULL else e.labels + start
+        b.sw = NULL if e.sw == NULL else e.sw + start * isz
+    else:
+        for i in range(rows):
+            j = e.perm[start + i]
+            if e.X != NULL:
+                memcpy(e.bx + i * d0 * isz, e.X + j * d0 * isz, d0 * isz)
+            if e.Y != NULL:
+                memcpy(e.by + i * k * isz, e.Y + j * k * isz, k * isz)
+            else:
+                e.bl[i] = e.labels[j]
+            if e.sw != NULL:
+                memcpy(e.bw + i * isz, e.sw + j * isz, isz)
+        if e.csr != NULL and e.csr.idx64:
+            gather_csr_rows(<const int64_t*>e.csr.indptr, <const int64_t*>e.csr.indices,
+                            <const char*>e.csr.data, e.perm + start, rows, isz,
+                            <int64_t*>e.rows_csr.indptr, <int64_t*>e.rows_csr.indices,
+                            <char*>e.rows_csr.data)
+        elif e.csr != NULL:
+            gather_csr_rows(<const int32_t*>e.csr.indptr, <const int32_t*>e.csr.indices,
+                            <const char*>e.csr.data, e.perm + start, rows, isz,
+                            <int32_t*>e.rows_csr.indptr, <int32_t*>e.rows_csr.indices,
+                            <char*>e.rows_csr.data)
+        b.X = e.bx
+        b.Y = e.by
+        b.labels = e.bl
+        b.sw = e.bw
+    b.n = rows
+    b.norm = rows
+    if e.sw != NULL:
+        w_sum = 0.0
+        for i in range(rows):
+            w_sum += (<const double*>b.sw)[i] if e.f64 else (<const float*>b.sw)[i]
+        b.norm = w_sum
