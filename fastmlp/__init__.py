@@ -11,9 +11,9 @@ from fastmlp.errors import DivergenceError
 from fastmlp.model import MLP, load
 from fastmlp import blas, kernels, threads
 from fastmlp._core import get_workspace_limit, set_workspace_limit
+from fastmlp._version import __version__
 from fastmlp.threads import get_num_threads, set_num_threads
 
-__version__ = "0.1.0"
 __all__ = ["MLP", "load", "DivergenceError", "blas", "kernels", "threads",
            "get_workspace_limit", "set_workspace_limit", "get_num_threads", "set_num_threads",
            "__version__"]

@@ -172,7 +172,7 @@ def to_onnx(net: MLP, path, *, opset: int | None = None):
         [helper.make_tensor_value_info("input", elem, ["batch", d0])], outputs,
         initializer=inits)
     opsets = [helper.make_opsetid("", opset)]
-    from fastmlp import __version__
+    from fastmlp._version import __version__
     model = helper.make_model(graph, opset_imports=opsets, producer_name="fastmlp",
                               producer_version=__version__,
                               ir_version=helper.find_min_ir_version_for(opsets))

@@ -121,7 +121,7 @@ def _register_with_threadpoolctl() -> None:
             self.dynlib.fastmlp_set_num_threads(int(num_threads))
 
         def get_version(self) -> str:
-            from fastmlp import __version__
+            from fastmlp._version import __version__
             return __version__
 
     threadpoolctl.register(FastmlpController)

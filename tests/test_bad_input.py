@@ -18,10 +18,9 @@ import pytest
 import fastmlp
 from fastmlp import DivergenceError, MLP
 
+import reference as ref
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-import reference as ref  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 N_IN, N_HID, N_OUT, N = 4, 6, 3, 5

@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 
 from fastmlp import kernels as K
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-import reference as ref  # noqa: E402
+import reference as ref
 
 DTYPES = [np.float32, np.float64]
 

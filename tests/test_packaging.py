@@ -17,7 +17,7 @@ SOURCE = pathlib.Path(__file__).resolve().parents[1] / "fastmlp"
 
 
 def test_version_is_single_sourced():
-    # pyproject.toml reads the version from fastmlp.__version__; the installed metadata
+    # pyproject.toml reads the version from fastmlp/_version.py; the installed metadata
     # must carry the same string.
     assert md.version("fastmlp") == fastmlp.__version__
 

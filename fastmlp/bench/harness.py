@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -34,10 +35,18 @@ def run_child(code: str, args, env=None, timeout: float = 600, before: str = "")
     """
     import fastmlp
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
-    prologue = ((f"import {before}; " if before else "")
-                + f"import sys; sys.path.insert(0, {root!r})\n")
-    proc = subprocess.run([sys.executable, "-c", prologue + code, *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env = dict(os.environ if env is None else env)
+    # The folder holding this fastmlp goes first on the child's path by PYTHONPATH, and the
+    # code runs as a script file, whose own folder (not the working directory, which may
+    # be a source checkout) is the path's first entry.
+    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]]
+                                                  if env.get("PYTHONPATH") else []))
+    with tempfile.TemporaryDirectory(prefix="fastmlp-bench-") as folder:
+        script = os.path.join(folder, "child.py")
+        with open(script, "w", encoding="utf-8") as f:
+            f.write((f"import {before}\n" if before else "") + "import sys\n" + code)
+        proc = subprocess.run([sys.executable, script, *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark subprocess failed:\n{proc.stderr}")
     return proc.stdout.strip().splitlines()[-1]

@@ -1,7 +1,7 @@
 """Micro-benchmark of each ``fastmlp.kernels`` function against its numpy equivalent.
 
 ``fastmlp bench --kernels`` runs it after the workloads (``--workloads none`` for it
-alone), ``python -m fastmlp.bench.kernels`` runs it by itself.  Both sides write into
+alone).  Both sides write into
 preallocated outputs where the kernel does, so the comparison is kernel against kernel
 (the fastmlp side includes its Python argument checks).
 """
@@ -203,12 +203,3 @@ def table(results: list[dict[str, Any]]) -> str:
                      f"{r['fastmlp']['median_us']:,.1f} | {r['numpy']['median_us']:,.1f} | "
                      f"{r['ratio_numpy_vs_fastmlp']:.2f} |")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    # Only when run as a script: this file is then __main__, and run imports
-    # fastmlp.bench.kernels as a module of its own, so no module imports run and kernels
-    # both ways.  The script is `fastmlp bench --workloads none --kernels`, options and all.
-    import sys
-    from fastmlp.bench.run import main
-    raise SystemExit(main(["--workloads", "none", "--kernels"] + sys.argv[1:]))
