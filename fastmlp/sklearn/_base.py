@@ -6,7 +6,7 @@ import numpy as np
 import sklearn
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastmlp import _core, _validation
 from fastmlp._flat import FlatParams
@@ -15,6 +15,7 @@ from fastmlp.sklearn._data import check_sample_weight, rows
 from fastmlp.sklearn._errors import NON_FINITE_MSG
 from fastmlp.sklearn._lbfgs import fit_lbfgs
 from fastmlp.sklearn._params import CONSTRAINTS, STOCHASTIC, check_params
+from fastmlp.sklearn._predict import fast_output
 from fastmlp.sklearn._stochastic import fit_stochastic
 
 
@@ -271,8 +272,14 @@ class BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,))
         return network.forward(rows(X, dtype), out)
 
     def _forward(self, X):
-        X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
-        return self._forward_prepared(X)
+        """Output layer for X as the user gives it: at the core's cost when X is the
+        common case (``_predict.fast_output``), else after scikit-learn's full checks."""
+        out = fast_output(self, X)
+        if out is None:
+            check_is_fitted(self)
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+            out = self._forward_prepared(X)
+        return out
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -6,12 +6,13 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import column_or_1d, validate_data
 
 from fastmlp.sklearn._base import BaseMLP
 from fastmlp.sklearn._callbacks import with_callbacks
 from fastmlp.sklearn._docstrings import BEYOND, PARAMETERS
 from fastmlp.sklearn._params import CLASS_WEIGHT, STOCHASTIC
+from fastmlp.sklearn._predict import labels
 
 
 class MLPClassifier(ClassifierMixin, BaseMLP):
@@ -167,21 +168,24 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _predict_from_output(self, y_pred):
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
-        return self._label_binarizer.inverse_transform(y_pred)
+        return labels(self._label_binarizer, y_pred)
 
     def predict(self, X):
         """Class labels for X."""
-        check_is_fitted(self)
         return self._predict_from_output(self._forward(X))
 
     def predict_proba(self, X):
         """Class probabilities for X, columns ordered as ``classes_``."""
-        check_is_fitted(self)
         y_pred = self._forward(X)
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
         if y_pred.ndim == 1:
-            return np.vstack([1 - y_pred, y_pred]).T
+            # np.vstack([1 - y_pred, y_pred]).T, as scikit-learn gives it (the same
+            # values and memory order), without the stacking's intermediate copies
+            proba = np.empty((2, y_pred.shape[0]), dtype=y_pred.dtype)
+            np.subtract(1, y_pred, out=proba[0])
+            proba[1] = y_pred
+            return proba.T
         return y_pred
 
     def predict_log_proba(self, X):

@@ -2,7 +2,7 @@
 import numpy as np
 from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import column_or_1d, validate_data
 
 from fastmlp.sklearn._base import BaseMLP
 from fastmlp.sklearn._callbacks import with_callbacks
@@ -102,5 +102,4 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
     def predict(self, X):
         """Predicted targets: (n_samples,) for one output, else (n_samples, n_outputs)."""
-        check_is_fitted(self)
         return self._predict_from_output(self._forward(X))
