@@ -125,3 +125,34 @@ def test_sparse_workload_runs_and_fastmlp_fits_what_scikit_learn_fits(tmp_path, 
     assert results["sgd0 / sklearn"]["loss_rel_diff_vs_sklearn"] == 0
     printed = capsys.readouterr().out
     assert printed.count("time / fastmlp sparse") == len(sparse.SIDES)
+
+
+def test_serving_workload_times_every_call_after_checking_its_answers(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("pandas")
+    from fastmlp.bench import serving
+    monkeypatch.setitem(serving.SETTINGS, "quick", (2, 0.001, 0.001))
+    out = tmp_path / "serving.json"
+    assert run.main(["--serving", "--quick", "--rows", "40", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    inputs = {r["input"] for r in rows}
+    assert inputs == {"1 row (ndarray)", "1 row (DataFrame)", "40 rows (ndarray)"}
+    for name in inputs:
+        sides = {r["side"]: r for r in rows if r["input"] == name}
+        assert {"MLP.forward", "predict_proba", "predict", "predict_proba, full checks",
+                "scikit-learn predict_proba"} <= set(sides)
+        assert sides["MLP.forward"]["ratio_vs_forward"] == 1.0
+        assert all(r["median_us"] > 0 for r in sides.values())
+
+
+def test_serving_check_refuses_a_side_that_computes_something_else():
+    pytest.importorskip("sklearn")
+    pytest.importorskip("pandas")
+    from fastmlp.bench import serving
+    cases, _ = serving._cases(np.dtype("float64"), 5)
+    fns = dict(cases["1 row (ndarray)"])
+    serving._check("1 row", fns, "float64")          # as built: every side agrees
+    right = fns["predict_proba"]
+    fns["predict_proba"] = lambda: right() + 1e-9
+    with pytest.raises(AssertionError, match="predict_proba: probabilities differ"):
+        serving._check("1 row", fns, "float64")

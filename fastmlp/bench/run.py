@@ -180,6 +180,10 @@ def parse_args(argv):
                     help="run the sharing benchmark instead (fastmlp beside numpy, scipy and "
                          "PyTorch in one process; each case in a fresh process); its "
                          "options: fastmlp bench --sharing --help")
+    ap.add_argument("--serving", action="store_true",
+                    help="run the serving benchmark instead (one-row and batch predictions "
+                         "through the estimators, against MLP.forward, scikit-learn and "
+                         "onnxruntime); its options: fastmlp bench --serving --help")
     args = ap.parse_args(argv)
     if args.plot:
         try:
@@ -207,7 +211,7 @@ def parse_args(argv):
 
 # Benchmarks run instead of the workloads when their flag is given.
 SEPARATE_BENCHMARKS = {"--scaling": "scaling", "--threads-scaling": "threadscaling",
-                       "--sharing": "sharing"}
+                       "--sharing": "sharing", "--serving": "serving"}
 
 
 def main(argv=None) -> int:
