@@ -18,11 +18,8 @@ import pytest
 pytest.importorskip("sklearn")
 pd = pytest.importorskip("pandas")
 
-from sklearn.preprocessing import LabelBinarizer  # noqa: E402
-
 import fastmlp.sklearn._base as base  # noqa: E402
 from fastmlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
-from fastmlp.sklearn._predict import labels  # noqa: E402
 
 N, D = 60, 5
 COLUMNS = [f"f{i}" for i in range(D)]
@@ -202,12 +199,3 @@ def test_threads_predict_concurrently():
         t.join()
     assert failures == []
 
-
-@pytest.mark.parametrize("classes", [["no", "yes"], [3, 7], ["a", "b", "c", "d"], [0, 1, 2]])
-def test_labels_equal_label_binarizer(classes):
-    rng = np.random.default_rng(1)
-    binarizer = LabelBinarizer().fit(np.asarray(classes))
-    k = 1 if len(classes) == 2 else len(classes)
-    for y in (rng.random((40, k)), rng.random((40, k)) > 0.5, np.full((3, k), 0.5)):
-        y = y.ravel() if k == 1 else y
-        np.testing.assert_array_equal(labels(binarizer, y), binarizer.inverse_transform(y))

@@ -106,7 +106,7 @@ def table(results) -> str:
         for pname, why in res["skipped"].items():
             lines.append(f"| {wl} | {res['dtype']} | {pname} | skipped: {why} | | | |")
     if busy:
-        lines.append(f"\n[other load N%]: other processes used N% of the machine's CPU time "
+        lines.append("\n[other load N%]: other processes used N% of the machine's CPU time "
                      "during that workload; its numbers are not a clean measurement")
     if noisy:
         lines.append(f"\n(!) interquartile range > {NOISY:.0%} of the median: the machine was "

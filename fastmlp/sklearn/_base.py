@@ -36,6 +36,8 @@ class BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,))
     def _hidden_sizes(self):
         sizes = self.hidden_layer_sizes
         sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+        if all(type(s) is int and s > 0 for s in sizes):
+            return sizes                  # the common case, without numpy's overhead
         if np.any(np.array(sizes) <= 0):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
         for s in sizes:

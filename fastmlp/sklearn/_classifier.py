@@ -12,7 +12,7 @@ from fastmlp.sklearn._base import BaseMLP
 from fastmlp.sklearn._callbacks import with_callbacks
 from fastmlp.sklearn._docstrings import BEYOND, PARAMETERS
 from fastmlp.sklearn._params import CLASS_WEIGHT, STOCHASTIC
-from fastmlp.sklearn._predict import labels
+from fastmlp.sklearn._labels import classes_of, decode, encode, fit_binarizer
 
 
 class MLPClassifier(ClassifierMixin, BaseMLP):
@@ -91,11 +91,10 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y)
+            self._label_binarizer, Y = fit_binarizer(y)
             self.classes_ = self._label_binarizer.classes_
         else:
-            classes = unique_labels(y)
+            classes = classes_of(y)
             if self.warm_start:
                 if set(classes) != set(self.classes_):
                     raise ValueError(
@@ -105,10 +104,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{self.classes_}. 'y' has {classes}.")
-        class_sw = self._class_sample_weight(y, incremental)
-        # bool, not int: keeps float32 training in float32
-        y = self._label_binarizer.transform(y).astype(bool)
-        return X, y, class_sw
+            Y = encode(self._label_binarizer, y)
+        return X, Y, self._class_sample_weight(y, incremental)
 
     def _class_sample_weight(self, y, incremental):
         """The weight class_weight gives each sample of the labels y (None without
@@ -168,7 +165,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _predict_from_output(self, y_pred):
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
-        return labels(self._label_binarizer, y_pred)
+        return decode(self._label_binarizer, y_pred)
 
     def predict(self, X):
         """Class labels for X."""

@@ -1,4 +1,4 @@
-"""Validated data as the core takes it: rows of one dtype, sample weights, shuffled order."""
+"""Validated data as the core takes it: rows of one dtype, sample weights."""
 import numbers
 
 import numpy as np
@@ -6,12 +6,6 @@ import scipy.sparse as sp
 from sklearn.utils import check_array
 
 from fastmlp import _core, _validation
-
-
-def shuffled(sample_idx, random_state):
-    """``sklearn.utils.shuffle(sample_idx, random_state=…)``: the same draw (one
-    RandomState.permutation of n), without its per-call validation overhead."""
-    return sample_idx[random_state.permutation(sample_idx.shape[0])]
 
 
 def rows(X, dtype):

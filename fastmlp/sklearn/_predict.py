@@ -23,11 +23,6 @@ import weakref
 
 import numpy as np
 
-# Kinds of targets whose labels the fast decoding below gives exactly as LabelBinarizer's
-# inverse_transform does (its multilabel and single-class cases are left to it).
-_ARGMAX, _THRESHOLD = "multiclass", "binary"
-
-
 class _Fitted:
     """The fitted state one estimator's fast predictions read."""
 
@@ -117,15 +112,3 @@ def fast_output(est, X):
     except ValueError:   # NaN or infinity: the full path raises scikit-learn's error
         return None
 
-
-def labels(binarizer, y_pred):
-    """``binarizer.inverse_transform(y_pred)`` (a fitted LabelBinarizer; y_pred the output
-    layer, raveled for one output), without its per-call validation for multiclass
-    (argmax) and binary (threshold ½) targets."""
-    kind, classes = binarizer.y_type_, binarizer.classes_
-    if kind == _ARGMAX and y_pred.ndim == 2 and y_pred.shape[1] == len(classes):
-        return classes.take(y_pred.argmax(axis=1), mode="clip")
-    if kind == _THRESHOLD and y_pred.ndim == 1 and len(classes) == 2 \
-            and binarizer.pos_label == 1 and binarizer.neg_label == 0:
-        return classes[np.array(y_pred > 0.5, dtype=int)]
-    return binarizer.inverse_transform(y_pred)

@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 from fastmlp._flat import FlatParams
 from fastmlp.errors import DivergenceError
 from fastmlp.sklearn._callbacks import FitTasks, fitted_attributes, hook_data
-from fastmlp.sklearn._data import rows, shuffled
+from fastmlp.sklearn._data import rows
 from fastmlp.sklearn._errors import NON_FINITE_MSG, SolverDivergedError
 from fastmlp.sklearn._optimizer import Optimizer
 
@@ -96,18 +96,25 @@ def fit_stochastic(est, X, y, sample_weight, incremental, root=None):
     tasks = (None if root is None
              else FitTasks(est, root, hook_data(est, X_train, y_train, sw_train), "epoch"))
     snapshot = functools.partial(fitted_attributes, est)   # called only if a hook asks
+    # What no epoch changes, read once: on a small data set the epoch itself takes tens
+    # of µs, and each attribute read or call around it adds to what MLP.fit does not pay.
+    order = sample_idx if est.shuffle else None
+    # sklearn.utils.shuffle(sample_idx, random_state) shuffles arange(n) and indexes by
+    # it; a shuffle's swaps do not depend on the values swapped, so shuffling ``order``
+    # itself in place gives the same order without the copy (2.2 µs, not 3.8, on 150 rows).
+    shuffle_order = est._random_state.shuffle if est.shuffle else None
+    max_iter, n_iter_no_change, verbose = est.max_iter, est.n_iter_no_change, est.verbose
+    fit_epoch, loss_curve = engine.fit_epoch, est.loss_curve_
     try:
         est.n_iter_ = 0
-        for _ in range(est.max_iter):
+        for _ in range(max_iter):
             if tasks is not None:
                 tasks.begin(snapshot)
-            if est.shuffle:
-                sample_idx = shuffled(sample_idx, est._random_state)
+            if shuffle_order is not None:
+                shuffle_order(order)
             # One GIL-free call: every minibatch step of the epoch.
-            total, status, steps = engine.fit_epoch(
-                X_core, Y_train, None, sample_idx if est.shuffle else None, batch_size,
-                opt.step_size(), sw_train)
-            opt.read_back(engine)
+            total, status, steps = fit_epoch(X_core, Y_train, None, order, batch_size,
+                                             opt.step_size(), sw_train)
             if status != 0:
                 where = (f"epoch {est.n_iter_ + 1}, minibatch step {steps + 1} of "
                          f"{-(-n_samples // batch_size)}")
@@ -125,25 +132,33 @@ def fit_stochastic(est, X, y, sample_weight, incremental, root=None):
                     "the step was not taken and the parameters are those of the last good "
                     "step — lower learning_rate_init or scale the data.)")
             est.n_iter_ += 1
-            est.loss_ = total / n_samples
+            est.loss_ = loss = total / n_samples
             est.t_ += n_samples
-            est.loss_curve_.append(est.loss_)
-            if est.verbose:
-                print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+            loss_curve.append(loss)
+            if verbose:
+                print("Iteration %d, loss = %.8f" % (est.n_iter_, loss))
             if early_stopping:
                 est.validation_loss_curve_.append(
                     _validation_loss(val_engine, X_val, Y_val, sw_val_core))
-            _update_no_improvement_count(est, early_stopping, X_val, y_val, sw_val)
+                _update_validation_count(est, X_val, y_val, sw_val)
+            else:
+                # scikit-learn's rule on the training loss (_update_no_improvement_count)
+                if loss > est.best_loss_ - est.tol:
+                    est._no_improvement_count += 1
+                else:
+                    est._no_improvement_count = 0
+                if loss < est.best_loss_:
+                    est.best_loss_ = loss
             opt.iteration_ends(est.t_)
             converged = False
-            if est._no_improvement_count > est.n_iter_no_change:
+            if est._no_improvement_count > n_iter_no_change:
                 if early_stopping:
                     msg = ("Validation score did not improve more than tol=%f for %d "
-                           "consecutive epochs." % (est.tol, est.n_iter_no_change))
+                           "consecutive epochs." % (est.tol, n_iter_no_change))
                 else:
                     msg = ("Training loss did not improve more than tol=%f for %d "
-                           "consecutive epochs." % (est.tol, est.n_iter_no_change))
-                converged = opt.trigger_stopping(msg, est.verbose)
+                           "consecutive epochs." % (est.tol, n_iter_no_change))
+                converged = opt.trigger_stopping(msg, verbose)
                 if not converged:
                     est._no_improvement_count = 0
             # A callback's stop ends the fit like convergence: no max_iter warning.
@@ -151,15 +166,18 @@ def fit_stochastic(est, X, y, sample_weight, incremental, root=None):
                 converged = True
             if converged or incremental:
                 break
-            if est.n_iter_ == est.max_iter:
+            if est.n_iter_ == max_iter:
                 warnings.warn(
                     "Stochastic Optimizer: Maximum iterations (%d) reached and the "
-                    "optimization hasn't converged yet." % est.max_iter,
+                    "optimization hasn't converged yet." % max_iter,
                     ConvergenceWarning)
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.")
         if tasks is not None:
             tasks.abandon()
+    finally:
+        # Adam's step count and rate, as the core left them: once, not every epoch.
+        opt.read_back(engine)
     if early_stopping:
         # Restore the best parameters; from here on they are the live ones (as in
         # scikit-learn, where coefs_ becomes the very list of best coefficients).
@@ -176,24 +194,17 @@ def _validation_loss(engine, X_val, Y_val, sw_val):
         return math.nan
 
 
-def _update_no_improvement_count(est, early_stopping, X_val, y_val, sw_val):
-    if early_stopping:
-        score = est._score_prepared(X_val, y_val, sw_val)
-        est.validation_scores_.append(score)
-        if est.verbose:
-            print("Validation score: %f" % est.validation_scores_[-1])
-        last = est.validation_scores_[-1]
-        if last < est.best_validation_score_ + est.tol:
-            est._no_improvement_count += 1
-        else:
-            est._no_improvement_count = 0
-        if last > est.best_validation_score_:
-            est.best_validation_score_ = last
-            est._best_theta = est._theta.copy()
+def _update_validation_count(est, X_val, y_val, sw_val):
+    """scikit-learn's rule on the validation score (its _update_no_improvement_count
+    with early stopping): count epochs without improvement, keep the best parameters."""
+    score = est._score_prepared(X_val, y_val, sw_val)
+    est.validation_scores_.append(score)
+    if est.verbose:
+        print("Validation score: %f" % est.validation_scores_[-1])
+    if score < est.best_validation_score_ + est.tol:
+        est._no_improvement_count += 1
     else:
-        if est.loss_curve_[-1] > est.best_loss_ - est.tol:
-            est._no_improvement_count += 1
-        else:
-            est._no_improvement_count = 0
-        if est.loss_curve_[-1] < est.best_loss_:
-            est.best_loss_ = est.loss_curve_[-1]
+        est._no_improvement_count = 0
+    if score > est.best_validation_score_:
+        est.best_validation_score_ = score
+        est._best_theta = est._theta.copy()
