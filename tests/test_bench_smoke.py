@@ -156,3 +156,27 @@ def test_serving_check_refuses_a_side_that_computes_something_else():
     fns["predict_proba"] = lambda: right() + 1e-9
     with pytest.raises(AssertionError, match="predict_proba: probabilities differ"):
         serving._check("1 row", fns, "float64")
+
+
+def test_fit_overhead_workload_times_the_estimator_beside_mlp_fit_and_its_gemms(
+        tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    from fastmlp.bench import fitcost
+    monkeypatch.setitem(fitcost.SETTINGS, "quick", (2, 0.001, 0.001))
+    monkeypatch.setattr(fitcost, "SMALL_EPOCHS", (1, 3))
+    monkeypatch.setitem(fitcost.LARGE, "hidden", (8,))
+    monkeypatch.setitem(fitcost.LARGE, "epochs", 1)
+    out = tmp_path / "fit.json"
+    assert run.main(["--fit-overhead", "--quick", "--rows", "450", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    cases = {}
+    for r in report["results"]:
+        cases.setdefault(r["case"], {})[r["side"]] = r
+        assert r["median_us"] > 0
+    assert set(cases) == {"iris, 1 epoch", "iris, 3 epochs", "450 x 784, adam, 1 epochs"}
+    large = cases["450 x 784, adam, 1 epochs"]
+    assert set(large) == {"MLPClassifier.fit", "MLP(...).fit", "GEMMs alone"}
+    assert large["GEMMs alone"]["ratio"] == 1.0 and large["MLP(...).fit"]["ratio_to"] == "GEMMs alone"
+    assert cases["iris, 3 epochs"]["MLP(...).fit"]["ratio"] == 1.0
+    assert set(report["phases_us"]) >= {"validate_data(X, y)", "label encoding"}
+    assert all(us > 0 for us in report["phases_us"].values())

@@ -184,6 +184,10 @@ def parse_args(argv):
                     help="run the serving benchmark instead (one-row and batch predictions "
                          "through the estimators, against MLP.forward, scikit-learn and "
                          "onnxruntime); its options: fastmlp bench --serving --help")
+    ap.add_argument("--fit-overhead", action="store_true",
+                    help="run the fit-overhead benchmark instead (the estimators' fits "
+                         "against MLP.fit and their GEMMs); its options: fastmlp bench "
+                         "--fit-overhead --help")
     args = ap.parse_args(argv)
     if args.plot:
         try:
@@ -211,7 +215,8 @@ def parse_args(argv):
 
 # Benchmarks run instead of the workloads when their flag is given.
 SEPARATE_BENCHMARKS = {"--scaling": "scaling", "--threads-scaling": "threadscaling",
-                       "--sharing": "sharing", "--serving": "serving"}
+                       "--sharing": "sharing", "--serving": "serving",
+                       "--fit-overhead": "fitcost"}
 
 
 def main(argv=None) -> int:

@@ -177,7 +177,7 @@ def main(argv=None) -> int:
         import sklearn  # noqa: F401
     except ImportError as exc:
         ap.error(f"the serving benchmark needs scikit-learn and pandas ({exc})")
-    env = environment(1)
+    env = environment(os.cpu_count() or 1)   # thread counts left as users get them
     print(env_summary(env), flush=True)
     rows = run(args.dtype, args.quick, args.rows)
     print(table(rows))
