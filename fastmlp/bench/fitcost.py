@@ -127,7 +127,7 @@ def _phases():
             dtype=(np.float64, np.float32), reset=True),
         "label encoding": lambda: fit_binarizer(y),
         "RandomState(random_state)": lambda: check_random_state(0),
-        "initial weights": initialise,
+        "RandomState + initial weights": initialise,
         "config_context": config,
     }
     out = {}
