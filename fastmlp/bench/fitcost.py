@@ -21,14 +21,14 @@ medians) so that the fixed cost has names.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 import warnings
 
 import numpy as np
 
-from fastmlp.bench.harness import env_summary, environment, fmt_us, measure, summarize
+from fastmlp.bench.harness import (env_summary, environment, fmt_us, measure, require,
+                                   summarize, write_json)
 
 SMALL_EPOCHS = (1, 200)
 LARGE = dict(width=784, classes=10, hidden=(256, 128), batch=200, epochs=2)
@@ -185,16 +185,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.rows < LARGE["batch"]:
         ap.error(f"--rows must be at least the batch size, {LARGE['batch']}")
-    try:
-        import sklearn  # noqa: F401
-    except ImportError as exc:
-        ap.error(f"the fit-overhead benchmark needs scikit-learn ({exc})")
+    require(ap, "fit-overhead", "sklearn")
     env = environment(os.cpu_count() or 1)   # thread counts left as users get them
     print(env_summary(env), flush=True)
     report = run(args.dtype, args.quick, args.rows)
     print(table(report))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"env": env, **report}, f, indent=1)
-        print(f"wrote {args.json}")
+        write_json(args.json, {"env": env, **report})
     return 0

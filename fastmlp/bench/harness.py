@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import gc
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -293,3 +294,20 @@ def is_noisy(s) -> bool:
 
 def fmt_us(x: float) -> str:
     return f"{x:,.1f}" if x < 100 else f"{x:,.0f}"
+
+
+# ---------------------------------------------------------------------- reports
+def require(ap, benchmark: str, *modules: str) -> None:
+    """Stop the command line ``ap`` with one line unless every one of ``modules`` imports."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            ap.error(f"the {benchmark} benchmark needs {', '.join(modules)} ({exc})")
+
+
+def write_json(path, report: dict) -> None:
+    """Write a benchmark's ``report`` as JSON to ``path`` and say so."""
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"wrote {path}")

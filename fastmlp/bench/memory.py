@@ -308,9 +308,7 @@ def main(argv=None) -> int:
     print()
     print(tables(results))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"env": env, "results": results}, f, indent=1)
-        print(f"wrote {args.json}")
+        harness.write_json(args.json, {"env": env, "results": results})
     return 0
 
 

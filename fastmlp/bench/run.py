@@ -144,6 +144,21 @@ def plot(results, path) -> bool:
     return True
 
 
+# Benchmarks run instead of the workloads when their flag is given: flag -> (module of
+# fastmlp.bench, name, what it measures).
+SEPARATE_BENCHMARKS = {
+    "--threads-scaling": ("threadscaling", "thread-scaling",
+                          "each pass of a step at 1 and 2 threads, projected to 8-64 cores"),
+    "--scaling": ("scaling", "scaling", "time per step against batch size and width"),
+    "--sharing": ("sharing", "sharing", "fastmlp beside numpy, scipy and PyTorch in one "
+                  "process; each case in a fresh process"),
+    "--serving": ("serving", "serving", "one-row and batch predictions through the "
+                  "estimators, against MLP.forward, scikit-learn and onnxruntime"),
+    "--fit-overhead": ("fitcost", "fit-overhead",
+                       "the estimators' fits against MLP.fit and their GEMMs"),
+}
+
+
 # ---------------------------------------------------------------------- CLI
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="fastmlp bench", description=__doc__,
@@ -169,25 +184,10 @@ def parse_args(argv):
                     help="also micro-benchmark each fastmlp.kernels function against numpy")
     ap.add_argument("--json", metavar="PATH", help="write every number and the environment")
     ap.add_argument("--plot", metavar="PATH", help="PNG chart of the ratios (needs matplotlib)")
-    ap.add_argument("--threads-scaling", action="store_true",
-                    help="run the thread-scaling benchmark instead (each pass of a step at 1 "
-                         "and 2 threads, projected to 8-64 cores); its options: fastmlp "
-                         "bench --threads-scaling --help")
-    ap.add_argument("--scaling", action="store_true",
-                    help="run the scaling benchmark instead (time per step against batch size "
-                         "and width); its options: fastmlp bench --scaling --help")
-    ap.add_argument("--sharing", action="store_true",
-                    help="run the sharing benchmark instead (fastmlp beside numpy, scipy and "
-                         "PyTorch in one process; each case in a fresh process); its "
-                         "options: fastmlp bench --sharing --help")
-    ap.add_argument("--serving", action="store_true",
-                    help="run the serving benchmark instead (one-row and batch predictions "
-                         "through the estimators, against MLP.forward, scikit-learn and "
-                         "onnxruntime); its options: fastmlp bench --serving --help")
-    ap.add_argument("--fit-overhead", action="store_true",
-                    help="run the fit-overhead benchmark instead (the estimators' fits "
-                         "against MLP.fit and their GEMMs); its options: fastmlp bench "
-                         "--fit-overhead --help")
+    for flag, (module, name, what) in SEPARATE_BENCHMARKS.items():
+        ap.add_argument(flag, action="store_true",
+                        help=f"run the {name} benchmark instead ({what}); its options: "
+                             f"fastmlp bench {flag} --help")
     args = ap.parse_args(argv)
     if args.plot:
         try:
@@ -213,16 +213,10 @@ def parse_args(argv):
     return args
 
 
-# Benchmarks run instead of the workloads when their flag is given.
-SEPARATE_BENCHMARKS = {"--scaling": "scaling", "--threads-scaling": "threadscaling",
-                       "--sharing": "sharing", "--serving": "serving",
-                       "--fit-overhead": "fitcost"}
-
-
 def main(argv=None) -> int:
     """The command line; returns the exit status.  Thread limits are undone on return."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    for flag, module in SEPARATE_BENCHMARKS.items():   # each has options of its own
+    for flag, (module, _, _) in SEPARATE_BENCHMARKS.items():   # each has options of its own
         if flag in argv:
             bench = importlib.import_module(f"fastmlp.bench.{module}")
             return bench.main([a for a in argv if a != flag])

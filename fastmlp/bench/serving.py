@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import tempfile
 import warnings
 
 import numpy as np
 
-from fastmlp.bench.harness import env_summary, environment, fmt_us, measure, summarize
+from fastmlp.bench.harness import (env_summary, environment, fmt_us, measure, require,
+                                   summarize, write_json)
 
 HIDDEN = (64, 32)
 # (rounds, seconds per block, seconds of warm-up per call)
@@ -172,17 +172,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.rows < 1:
         ap.error("--rows must be >= 1")
-    try:
-        import pandas  # noqa: F401
-        import sklearn  # noqa: F401
-    except ImportError as exc:
-        ap.error(f"the serving benchmark needs scikit-learn and pandas ({exc})")
+    require(ap, "serving", "sklearn", "pandas")
     env = environment(os.cpu_count() or 1)   # thread counts left as users get them
     print(env_summary(env), flush=True)
     rows = run(args.dtype, args.quick, args.rows)
     print(table(rows))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"env": env, "results": rows}, f, indent=1)
-        print(f"wrote {args.json}")
+        write_json(args.json, {"env": env, "results": rows})
     return 0
