@@ -344,6 +344,57 @@ def test_progress_bar_runs():
                                                 X_R, Y_R))
 
 
+class _Propagated(_Recorder):
+    """A recorder that a meta-estimator hands on to its sub-estimators."""
+    max_propagation_depth = None
+
+
+def _count_subtasks(monkeypatch):
+    import fastmlp.sklearn._callbacks as cb
+    made = []
+
+    class Counting(cb.FitTasks):
+        def __init__(self, *args):
+            made.append(args[-1])
+            super().__init__(*args)
+
+    monkeypatch.setattr(cb, "FitTasks", Counting)
+    return made
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_search_without_callbacks_opens_no_epoch_subtasks(monkeypatch, solver):
+    # A search propagates its callback context to every candidate even without callbacks;
+    # one subtask an epoch would then be pure cost.  The fits are unchanged by it.
+    from sklearn.model_selection import GridSearchCV
+    made = _count_subtasks(monkeypatch)
+    params = dict(SMALL, solver=solver)
+    search = GridSearchCV(fastmlp.MLPClassifier(**params), {"alpha": [1e-4, 1e-2]}, cv=2)
+    search.fit(X_M, Y_M)
+    assert made == []
+    assert_same_fit(search.best_estimator_,
+                    fit(fastmlp.MLPClassifier(**dict(params, **search.best_params_)), X_M, Y_M))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_search_subtasks_open_for_a_candidates_own_or_propagated_callbacks(monkeypatch):
+    from sklearn.model_selection import GridSearchCV
+    made = _count_subtasks(monkeypatch)
+    own = _Recorder()
+    GridSearchCV(fastmlp.MLPClassifier(**SMALL).set_callbacks(own), {"alpha": [1e-4]},
+                 cv=2).fit(X_M, Y_M)
+    fits = 3                                   # two folds and the refit
+    assert made == ["epoch"] * fits
+    assert sum(1 for c in own.calls if c[:2] == ("end", "epoch")) == fits * SMALL["max_iter"]
+    made.clear()
+    handed_on = _Propagated()
+    GridSearchCV(fastmlp.MLPClassifier(**SMALL), {"alpha": [1e-4]}, cv=2).set_callbacks(
+        handed_on).fit(X_M, Y_M)
+    assert made == ["epoch"] * fits
+    assert sum(1 for c in handed_on.calls if c[:2] == ("end", "epoch")) == fits * SMALL["max_iter"]
+
+
 def test_callbacks_survive_clone_and_reject_non_callbacks():
     rec = _Recorder()
     est = fastmlp.MLPClassifier(**SMALL).set_callbacks(rec)

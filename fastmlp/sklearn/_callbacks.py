@@ -23,6 +23,17 @@ def callback_root(est, max_subtasks):
     return est._init_callback_context(max_subtasks=max_subtasks)
 
 
+def subtasks(est, root, X, y, sample_weight, name):
+    """The per-epoch (per-iteration) ``FitTasks`` of a fit with root context ``root``, or
+    None when no callback of the estimator's own (set, or propagated to it by a
+    meta-estimator) would be called back: a search propagates its context to every
+    candidate even without callbacks, and one subtask an epoch then cost a small
+    fit more than its training (iris, 200 epochs: ~20 % of a GridSearchCV)."""
+    if root is None or not getattr(est, "_skl_callbacks", None):
+        return None
+    return FitTasks(est, root, hook_data(est, X, y, sample_weight), name)
+
+
 def hook_data(est, X, y, sample_weight):
     """Keyword arguments of the callback hooks for training data X and the encoded
     targets y: y goes to the hooks as labels (as fit takes them), decoded only if a

@@ -9,7 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from fastmlp._flat import FlatParams
 from fastmlp.errors import DivergenceError
-from fastmlp.sklearn._callbacks import FitTasks, hook_data
+from fastmlp.sklearn._callbacks import subtasks
 from fastmlp.sklearn._data import rows
 from fastmlp.threads import scipy_blas_serial
 
@@ -45,8 +45,7 @@ def fit_lbfgs(est, X, y, sample_weight, root=None):
     # One callback subtask per L-BFGS iteration.  scipy reports only the ends of
     # iterations, so an iteration's task begins at its first evaluation; one that
     # never completes (max_fun reached inside it) is abandoned after the run.
-    tasks = (None if root is None
-             else FitTasks(est, root, hook_data(est, X, y, sample_weight), "iteration"))
+    tasks = subtasks(est, root, X, y, sample_weight, "iteration")
     n_iters, stopped = [0], []
 
     def snapshot(x):

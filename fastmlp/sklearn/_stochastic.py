@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from fastmlp._flat import FlatParams
 from fastmlp.errors import DivergenceError
-from fastmlp.sklearn._callbacks import FitTasks, fitted_attributes, hook_data
+from fastmlp.sklearn._callbacks import fitted_attributes, subtasks
 from fastmlp.sklearn._data import rows
 from fastmlp.sklearn._errors import NON_FINITE_MSG, SolverDivergedError
 from fastmlp.sklearn._optimizer import Optimizer
@@ -93,8 +93,7 @@ def fit_stochastic(est, X, y, sample_weight, incremental, root=None):
     engine, _ = est._engine()
     opt.attach(engine)
     est._attach_dropout(engine)
-    tasks = (None if root is None
-             else FitTasks(est, root, hook_data(est, X_train, y_train, sw_train), "epoch"))
+    tasks = subtasks(est, root, X_train, y_train, sw_train, "epoch")
     snapshot = functools.partial(fitted_attributes, est)   # called only if a hook asks
     # What no epoch changes, read once: on a small data set the epoch itself takes tens
     # of µs, and each attribute read or call around it adds to what MLP.fit does not pay.
