@@ -7,10 +7,12 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+from sklearn.metrics import accuracy_score  # noqa: E402
 from sklearn.preprocessing import LabelBinarizer  # noqa: E402
 from sklearn.utils.multiclass import unique_labels  # noqa: E402
 
-from fastmlp.sklearn._labels import classes_of, decode, encode, fit_binarizer  # noqa: E402
+from fastmlp.sklearn._labels import (accuracy, classes_of, decode, encode,  # noqa: E402
+                                     fit_binarizer)
 
 rng = np.random.default_rng(0)
 TARGETS = {
@@ -72,3 +74,19 @@ def test_decode_is_inverse_transform(classes):
         got, expected = decode(binarizer, y), binarizer.inverse_transform(y)
         assert got.dtype == expected.dtype
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", ["int64 multiclass", "int32 multiclass", "bool", "strings",
+                                  "uint8 binary, not 0/1"])
+@pytest.mark.parametrize("weights", [None, "float64", "float32"])
+def test_accuracy_is_accuracy_score(name, weights):
+    # The same float, bit for bit: both take the (weighted) mean of y == y_pred.
+    y = TARGETS[name]
+    y_pred = rng.permutation(y)
+    sw = None if weights is None else rng.random(y.shape[0]).astype(weights)
+    got, expected = accuracy(y, y_pred, sw), accuracy_score(y, y_pred, sample_weight=sw)
+    assert type(got) is float and got == expected
+    # unlike dtypes or lengths go to accuracy_score itself, with its errors
+    assert accuracy(y, list(y_pred)) == accuracy_score(y, list(y_pred))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        accuracy(y, y_pred[:-1])

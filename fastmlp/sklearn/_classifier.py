@@ -12,7 +12,7 @@ from fastmlp.sklearn._base import BaseMLP
 from fastmlp.sklearn._callbacks import with_callbacks
 from fastmlp.sklearn._docstrings import BEYOND, PARAMETERS
 from fastmlp.sklearn._params import CLASS_WEIGHT, STOCHASTIC
-from fastmlp.sklearn._labels import classes_of, decode, encode, fit_binarizer
+from fastmlp.sklearn._labels import accuracy, classes_of, decode, encode, fit_binarizer
 
 
 class MLPClassifier(ClassifierMixin, BaseMLP):
@@ -83,7 +83,14 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return "sk_log_loss" if self.out_activation_ == "softmax" else "sk_binary_log_loss"
 
     def _score_function(self, y, y_pred, sample_weight=None):
-        return accuracy_score(y, y_pred, sample_weight=sample_weight)
+        return accuracy(y, y_pred, sample_weight)
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of ``predict(X)`` against y (ClassifierMixin.score), weighted by
+        sample_weight."""
+        if sample_weight is not None:     # the user's weights: scikit-learn checks them
+            return accuracy_score(y, self.predict(X), sample_weight=sample_weight)
+        return accuracy(y, self.predict(X))
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
