@@ -4,6 +4,8 @@
 kernel for testing and micro-benchmarks.  ``MLPClassifier`` and ``MLPRegressor`` (from
 ``fastmlp.sklearn``, loaded on first use) are scikit-learn drop-in estimators; they need
 scikit-learn (``pip install fastmlp[sklearn]``), ``import fastmlp`` does not.
+``load_table_model`` (from ``fastmlp.table_model``, loaded on first use) reads a model
+that ``fastmlp train`` trained on a table, to predict from Python on raw tables.
 """
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +22,15 @@ __all__ = ["MLP", "load", "DivergenceError", "blas", "kernels", "threads",
 
 
 _SKLEARN_NAMES = ("MLPClassifier", "MLPRegressor")
+# Lazy too: the table model is built on the command line's modules (its sidecar, the
+# preprocessing), which `import fastmlp` need not load.
+_TABLE_NAMES = ("load_table_model", "TableModel")
 
 if TYPE_CHECKING:
-    # Type checkers see the real estimator classes; at run time __getattr__ loads them.
+    # Type checkers see the real classes; at run time __getattr__ loads them.
     from fastmlp import sklearn
     from fastmlp.sklearn import MLPClassifier, MLPRegressor
+    from fastmlp.table_model import TableModel, load_table_model
 
 
 def __getattr__(name: str) -> Any:
@@ -34,4 +40,7 @@ def __getattr__(name: str) -> Any:
         import importlib
         module = importlib.import_module("fastmlp.sklearn")
         return module if name == "sklearn" else getattr(module, name)
+    if name in _TABLE_NAMES:
+        import importlib
+        return getattr(importlib.import_module("fastmlp.table_model"), name)
     raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")

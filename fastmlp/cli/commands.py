@@ -7,18 +7,17 @@ import os
 import sys
 
 import numpy as np
-import scipy.sparse as sp
 
 import fastmlp
-from fastmlp.cli.data import (encode_classes, label_names, load_prediction_data,
-                              load_training_data, read_sidecar, regression_targets,
-                              sidecar_path, write_sidecar)
+from fastmlp.cli.data import (encode_classes, label_names, load_training_data,
+                              read_sidecar, regression_targets, sidecar_path, write_sidecar)
 from fastmlp.cli.demo import run as run_demo
+from fastmlp.cli.prediction import (REGRESSOR_HAS_NO_PROBA, class_names, is_classifier,
+                                    prediction_inputs, predictions)
 from fastmlp.cli.preprocess import Preprocessing
 from fastmlp.cli.report import (classification_report, format_classification_report,
                                 regression_scores)
-from fastmlp.cli.sparse import (SPARSE_FORMATS, load_sparse, refuse_table_options,
-                                sparse_kind)
+from fastmlp.cli.sparse import load_sparse, refuse_table_options, sparse_kind
 from fastmlp.cli.training import fit_epochs, rate, score
 
 
@@ -218,14 +217,14 @@ def cmd_predict(args) -> int:
         message = str(exc).removeprefix("path: ").removeprefix("file: ")
         raise ValueError(f"{args.model}: {message}") from None
     meta = read_sidecar(args.model, net)
-    X, y = _prediction_inputs(args, net, meta)
+    X, y = prediction_inputs(args.model, args.data, args.labels, net, meta)
     n_rows = X.shape[0]
-    classifier = net.loss_name == "softmax_cross_entropy"
+    classifier = is_classifier(net)
     if args.proba and not classifier:
-        raise ValueError("--proba: the model is a regressor (loss mse)")
-    classes = (meta or {}).get("classes") or [str(k) for k in range(net.layer_sizes[-1])]
+        raise ValueError(f"--proba: {REGRESSOR_HAS_NO_PROBA}")
+    classes = class_names(net, meta)
+    out = predictions(net, classes, X)
     if classifier:
-        out = np.array(classes, dtype=object)[net.predict(X)]
         header = ["prediction"]
         columns = [out]
         if args.proba:
@@ -233,7 +232,6 @@ def cmd_predict(args) -> int:
             header += [f"proba_{c}" for c in classes]
             columns += list(proba.T)
     else:
-        out = net.predict(X)
         header = ["prediction"] if out.shape[1] == 1 else \
             [f"prediction_{j}" for j in range(out.shape[1])]
         columns = list(out.T)
@@ -248,34 +246,6 @@ def cmd_predict(args) -> int:
     if args.out != "-":
         print(f"wrote {n_rows:,} predictions to {args.out}", file=sys.stderr)
     return 0
-
-
-def _prediction_inputs(args, net, meta):
-    """``predict``'s (network input, raw targets or None) from DATA: a table transformed
-    with the model's saved statistics, or sparse rows as they are.  Sparse DATA goes only
-    to a model trained on sparse data (or saved without a sidecar): a model of
-    preprocessed columns expects standardised, encoded inputs that sparse rows are not."""
-    kind = sparse_kind(args.data)
-    trained_sparse = bool(meta) and meta["data_format"] in SPARSE_FORMATS
-    if kind is None and args.labels is not None:
-        raise ValueError(f"--labels: only for sparse DATA (.npz of scipy.sparse.save_npz); "
-                         f"the targets of {args.data} are read from the file")
-    if kind is not None:
-        if meta and not trained_sparse:
-            raise ValueError(f"{args.data}: sparse DATA, but {args.model} was trained on "
-                             f"{meta['data_format']} columns with their preprocessing")
-        X, y = load_sparse(args.data, kind, args.labels, n_features=net.layer_sizes[0],
-                           need_labels=False)
-        return sp.csr_matrix(X, dtype=net.dtype), y
-    if trained_sparse:
-        raise ValueError(f"{args.model} was trained on sparse data ({meta['data_format']}); "
-                         f"{args.data} must be sparse too (an svmlight file, or a .npz of "
-                         "scipy.sparse.save_npz)")
-    prep = meta["preprocessing"] if meta else Preprocessing.identity(net.layer_sizes[0])
-    features = (meta or {}).get("features")
-    table, y = load_prediction_data(args.data, len(prep.columns), meta,
-                                    prep.text_features(features) if features else ())
-    return np.ascontiguousarray(prep.transform(table), dtype=net.dtype), y
 
 
 def _prediction_scores(net, predicted, y):

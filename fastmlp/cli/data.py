@@ -118,6 +118,12 @@ def _column_names(header, path: str) -> list[str]:
     return names
 
 
+def bad_cell(where: str, column, cell, what: str, hint: str) -> ValueError:
+    """The error for one cell that does not fit its column: "data.csv, line 7, column 'a':
+    'abc' is not a number (the model was trained on numbers in this column)"."""
+    return ValueError(f"{where}, column {column!r}: {cell!r} {what}{hint}")
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -188,8 +194,7 @@ class _ColumnReader:
                     f"--categorical {self.name} to encode the column as categories")
         else:
             hint = self.hint
-        return ValueError(f"{self.path}, line {line}, column {self.name!r}: {cell!r} {what}"
-                          f"{hint}")
+        return bad_cell(f"{self.path}, line {line}", self.name, cell, what, hint)
 
     def column(self) -> Column:
         if self.text:
@@ -433,6 +438,50 @@ def _check_no_missing_target(table: Table, column: Column) -> None:
         raise ValueError(f"{table.where(rows[0])}, column {column.name!r}: missing target")
 
 
+# For a feature the model took as numbers, appended to the error for a cell that is not one.
+NUMBER_HINT = " (the model was trained on numbers in this column)"
+
+
+def prediction_modes(path: str, named, target, text_features=()):
+    """``modes_for`` (see read_table) of a table given to a trained model: its columns
+    matched to the model's features ``named`` (None: not checked) by name, in any order,
+    the target column allowed; a missing feature, or a column that is neither a feature nor
+    the target, is an error naming it.  ``text_features``: the features the model took as
+    categories, read as text; the other features are read as numbers."""
+    def modes_for(names):
+        if named is not None:
+            missing = [f for f in named if f not in names]
+            if missing:
+                raise ValueError(f"{path}: no column {missing[0]!r}, a feature the "
+                                 "model was trained on; the columns are "
+                                 + ", ".join(map(repr, names)))
+            extra = [c for c in names if c not in named and c != target]
+            if extra:
+                raise ValueError(f"{path}: column {extra[0]!r} is not a feature of the "
+                                 f"model (its features: {', '.join(map(repr, named))}); "
+                                 "remove it")
+        return [(TEXT, "") if name == target or name in text_features else
+                (NUMBER, NUMBER_HINT) for name in names]
+    return modes_for
+
+
+def prediction_columns(table: Table, named, target) -> tuple[Table, np.ndarray | None]:
+    """``table``'s feature columns in the model's order (``named``; None: every column
+    but the target) and, when the target column is there and complete, its raw targets."""
+    features = named if named is not None else [c for c in table.names if c != target]
+    y = None
+    if target in table.names:
+        y_column = table.column(target)
+        if not y_column.missing().any():
+            y = y_column.strings()
+    return table.select(features), y
+
+
+def _named_features(meta: dict):
+    """The model's feature names when it was trained on a table with named columns."""
+    return meta.get("features") if meta.get("data_format") in ("csv", "parquet") else None
+
+
 def load_prediction_data(path: str, n_features: int, meta: dict | None,
                          text_features=()) -> tuple[Table, np.ndarray | None]:
     """The feature columns of DATA for ``predict`` (in the model's order) and, if DATA
@@ -440,37 +489,17 @@ def load_prediction_data(path: str, n_features: int, meta: dict | None,
 
     A table's columns are matched to the model's features by name, in any order; a
     feature missing from DATA, or a column that is neither a feature nor the target, is
-    an error naming it.  ``text_features``: the features the model took as categories.
+    an error naming it (``prediction_modes``).  ``text_features``: the features the model
+    took as categories.
     """
     kind = _format_of(path)
     meta = meta or {}
     trained_on, target = meta.get("data_format"), meta.get("target")
-    named = meta.get("features") if trained_on in ("csv", "parquet") else None
     y = None
     if kind in ("csv", "parquet"):
-        def modes_for(names):
-            if named is not None:
-                missing = [f for f in named if f not in names]
-                if missing:
-                    raise ValueError(f"{path}: no column {missing[0]!r}, a feature the "
-                                     "model was trained on; the columns are "
-                                     + ", ".join(map(repr, names)))
-                extra = [c for c in names if c not in named and c != target]
-                if extra:
-                    raise ValueError(f"{path}: column {extra[0]!r} is not a feature of the "
-                                     f"model (its features: {', '.join(map(repr, named))}); "
-                                     "remove it")
-            return [(TEXT, "") if name == target or name in text_features else
-                    (NUMBER, " (the model was trained on numbers in this column)")
-                    for name in names]
-
-        table = read_table(path, modes_for)
-        features = named if named is not None else [c for c in table.names if c != target]
-        if target in table.names:
-            y_column = table.column(target)
-            if not y_column.missing().any():
-                y = y_column.strings()
-        table = table.select(features)
+        table = read_table(path, prediction_modes(path, _named_features(meta), target,
+                                                  text_features))
+        table, y = prediction_columns(table, _named_features(meta), target)
     elif kind == "npz":
         arrays = _load_npz(path)
         table = _matrix_table(path, _matrix(_npz_array(arrays, "X", path), f"{path}: X"))

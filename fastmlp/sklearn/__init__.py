@@ -58,7 +58,8 @@ from __future__ import annotations
 # The package's modules, one job each: _params (scikit-learn's parameter constraints),
 # _data (rows, sample weights, shuffling), _callbacks (sklearn.callback glue), _optimizer
 # (SGD / Adam state), _stochastic and _lbfgs (the two fit loops), _base (what both
-# estimators share), _classifier and _regressor, _docstrings, _errors.
+# estimators share), _classifier and _regressor, _docstrings, _errors; _from_mlp (a fitted
+# estimator holding a fastmlp.MLP) and _table_pipeline (TableModel.to_sklearn).
 try:
     import sklearn  # noqa: F401
     from sklearn.utils.validation import validate_data  # noqa: F401  (scikit-learn >= 1.6)
@@ -69,6 +70,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from fastmlp.sklearn._classifier import MLPClassifier
 from fastmlp.sklearn._errors import InvalidParameterError, SolverDivergedError
+from fastmlp.sklearn._from_mlp import from_mlp
 from fastmlp.sklearn._regressor import MLPRegressor
 
-__all__ = ["MLPClassifier", "MLPRegressor", "SolverDivergedError", "InvalidParameterError"]
+__all__ = ["MLPClassifier", "MLPRegressor", "SolverDivergedError", "InvalidParameterError",
+           "from_mlp"]
