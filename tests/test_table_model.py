@@ -273,8 +273,8 @@ def test_to_sklearn_pipeline_predicts_the_same(houses, name):
     assert np.array_equal(pipe[:-1].transform(frame), tm.transform(frame))
     assert pipe[:-1].transform(frame).dtype == tm.model.dtype
     predicted = pipe.predict(frame)
-    assert predicted.dtype == tm.predict(frame).dtype or tm.classes is not None
     if tm.classes is None:
+        assert predicted.dtype == tm.model.dtype and predicted.shape == (2000,)
         np.testing.assert_allclose(predicted, tm.predict(frame), rtol=1e-12, atol=0)
         return
     assert list(predicted) == list(tm.predict(frame))                 # classes exactly

@@ -13,8 +13,11 @@ This module holds the argument parser and ``main``; the rest is in
 ``fastmlp.cli.commands`` (what each command does), ``fastmlp.cli.training`` (the epoch
 loop, its progress bar and the scores), ``fastmlp.cli.data`` (reading DATA, the
 targets, the model's sidecar JSON), ``fastmlp.cli.preprocess`` (imputation, scaling and
-one-hot encoding of the features), ``fastmlp.cli.report`` (the validation report) and
-``fastmlp.cli.demo`` (the demo's data and network).  Their public names are re-exported here, so ``fastmlp.cli.<name>`` works as it
+one-hot encoding of the features), ``fastmlp.cli.prediction`` (DATA as the network's
+input and its outputs as class names, shared with ``fastmlp.load_table_model``),
+``fastmlp.cli.frames`` (DataFrames and dicts of columns read as tables),
+``fastmlp.cli.report`` (the validation report) and ``fastmlp.cli.demo`` (the demo's data
+and network).  Their public names are re-exported here, so ``fastmlp.cli.<name>`` works as it
 did when the command was one module; the submodules import one another, never this
 package, so that importing any of them does not need the parser.
 """
