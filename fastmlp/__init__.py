@@ -1,6 +1,7 @@
 """fastmlp: multilayer-perceptron training on the CPU, exact and fast.
 
-``MLP`` is the model; ``load`` reads a saved one; ``fastmlp.kernels`` exposes each compiled
+``MLP`` is the model; ``MLPStack`` trains many of them on the same batches in one call;
+``load`` reads a saved one; ``fastmlp.kernels`` exposes each compiled
 kernel for testing and micro-benchmarks.  ``MLPClassifier`` and ``MLPRegressor`` (from
 ``fastmlp.sklearn``, loaded on first use) are scikit-learn drop-in estimators; they need
 scikit-learn (``pip install fastmlp[sklearn]``), ``import fastmlp`` does not.
@@ -9,14 +10,15 @@ that ``fastmlp train`` trained on a table, to predict from Python on raw tables.
 """
 from typing import TYPE_CHECKING, Any
 
-from fastmlp.errors import DivergenceError
+from fastmlp.errors import DivergenceError, DivergenceWarning
 from fastmlp.model import MLP, load
+from fastmlp.stack import MLPStack
 from fastmlp import blas, kernels, threads
 from fastmlp._core import get_workspace_limit, set_workspace_limit
 from fastmlp._version import __version__
 from fastmlp.threads import get_num_threads, set_num_threads
 
-__all__ = ["MLP", "load", "DivergenceError", "blas", "kernels", "threads",
+__all__ = ["MLP", "MLPStack", "load", "DivergenceError", "DivergenceWarning", "blas", "kernels", "threads",
            "get_workspace_limit", "set_workspace_limit", "get_num_threads", "set_num_threads",
            "__version__"]
 

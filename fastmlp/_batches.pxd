@@ -32,6 +32,7 @@ cdef struct EpochRows:
     const Py_ssize_t* perm   # (n,) row order, or NULL: in order
     Py_ssize_t d0, k, isz
     bint f64
+    Py_ssize_t max_nnz       # sparse rows: the most stored values of a batch
     char* bx                 # (batch, d0)
     char* by                 # (batch, k)
     int64_t* bl              # (batch,)

@@ -20,6 +20,8 @@ gather), _batches (a step's batch, and an epoch's batches made from its rows), _
   needs);
 - ``_engine.pxi``: ``Engine``, a Network plus gradient, loss, optimizer and training
   workspace, and the GIL-free epoch loop;
+- ``_stack.pxi``: ``Stack``, engines of one input width, output width, loss and dtype
+  trained on the same batches, each batch gathered once for all;
 - ``_kernel_entry.pxi``: the single-kernel entry points of fastmlp.kernels.
 
 The .pxi files are included, not cimported: the classes and the non-inline passes must be
@@ -400,6 +402,21 @@ cdef struct Scratch:
     bint w1_acc_known
 
 
+cdef struct StepTarget:
+    # What one training step works on: an Engine's network, optimizer, buffers and
+    # workspace, as plain pointers, so that a GIL-free loop can step many engines
+    # (Stack, _stack.pxi).  Valid while the engine lives and its workspace is not
+    # reallocated (Engine._reserve).
+    const Net* net
+    Optim* opt
+    void* theta
+    void* grad
+    Scratch* s
+    void* da
+    void* db
+    bint f64
+
+
 # --------------------------------------------------------------------------------------
 # Whole-network passes over the flat parameter buffer: forward and backward, the
 # optimizer's update, the step
@@ -433,6 +450,7 @@ cdef inline bint _is_writable_carray(object a, int typenum, int ndim):
 include "_sparse_rows.pxi"
 include "_network.pxi"
 include "_engine.pxi"
+include "_stack.pxi"
 
 
 cdef object _raise_status(int status, double loss, Py_ssize_t k):

@@ -235,19 +235,19 @@ cdef class Engine:
             raise ValueError("sample_weight: expected finite weights with a positive sum")
         return total
 
+    cdef StepTarget _target(self) noexcept nogil:
+        # This engine as a step's target; valid until the workspace is next reserved.
+        cdef StepTarget t
+        t.net, t.opt, t.s = &self.net, &self.opt, &self.scratch
+        t.theta, t.grad = self.theta_ptr, self.grad_ptr
+        t.da, t.db = self.delta_ptrs[0], self.delta_ptrs[1]
+        t.f64 = self.f64
+        return t
+
     cdef int _step(self, Batch* b, double lr, bint update, bint check,
                    double* loss) noexcept nogil:
-        cdef void* tp = self.theta_ptr
-        cdef void* gp = self.grad_ptr
-        cdef void* da = self.delta_ptrs[0]
-        cdef void* db = self.delta_ptrs[1]
-        if self.f64:
-            return train_step[double](&self.net, &self.opt, <double*>tp, <double*>gp,
-                                      &self.scratch, <double*>da, <double*>db, b, lr,
-                                      update, check, loss)
-        return train_step[float](&self.net, &self.opt, <float*>tp, <float*>gp,
-                                 &self.scratch, <float*>da, <float*>db, b, lr, update,
-                                 check, loss)
+        cdef StepTarget t = self._target()
+        return target_step(&t, b, lr, update, check, loss)
 
     cdef double _run(self, Batch* b, double lr, bint update) except? -1:
         # One checked step on a batch whose arrays have passed the flag checks.  Small
@@ -375,33 +375,24 @@ cdef class Engine:
             self.gather_sp = np.empty(idx_bytes + nnz * self.isz, dtype=np.uint8)
         return <char*>cnp.PyArray_DATA(self.gather_sp)
 
-    def fit_epoch(self, X, Y, labels, perm, Py_ssize_t batch_size, double lr,
-                  sample_weight=None):
-        """One epoch of minibatch training in a single GIL-free loop.
-
-        X (an array or SparseRows), Y/labels, sample_weight as in ``train_step`` for all
-        n rows, already checked finite and in range by the caller.  perm: None (rows in
-        order) or an (n,) intp permutation; rows are gathered into preallocated batch
-        buffers (sparse rows: their stored values only).  The last partial batch is
-        used.  Returns (Σ over batches of loss·rows, status, steps completed).
-        """
-        cdef Py_ssize_t n, start, rows, i, step = 0
-        cdef Py_ssize_t max_nnz = 0, idx_bytes = 0
-        cdef double loss = 0.0, total = 0.0
-        cdef int status = OK
-        cdef EpochRows e
+    cdef Py_ssize_t _prepare_epoch(self, X, Y, labels, perm, Py_ssize_t batch_size,
+                                   sample_weight, EpochRows* e, CSR* batch_rows) except -1:
+        # Checks an epoch's arguments (as fit_epoch documents them), fills ``e`` with its
+        # rows and this engine's gather buffers (a shuffled epoch's batches are gathered
+        # there), and reserves the workspace of its steps.  Returns the batch size
+        # (clipped to n); ``prepare_steps`` then readies another engine for the same
+        # batches.
+        cdef Py_ssize_t n, i, idx_bytes
         cdef char* bsp
-        cdef CSR batch_rows
-        cdef Batch b
         self._check_batch(X, Y, labels, sample_weight)
         n = X.shape[0]
         if batch_size < 1:
             raise ValueError("batch_size: expected a positive integer")
         if batch_size > n:
             batch_size = n
-        memset(&e, 0, sizeof(e))
+        memset(e, 0, sizeof(EpochRows))
         e.d0, e.k = self.net.dims[0], self.net.dims[self.net.n_layers]
-        e.isz, e.f64, e.rows_csr = self.isz, self.f64, &batch_rows
+        e.isz, e.f64, e.rows_csr = self.isz, self.f64, batch_rows
         if type(X) is SparseRows:
             e.csr = &(<SparseRows>X).csr
         if perm is not None:
@@ -423,20 +414,19 @@ cdef class Engine:
                 e.bw = <char*>cnp.PyArray_DATA(self.gather_sw)
         if e.csr != NULL:
             if e.csr.idx64:
-                max_nnz = max_batch_nnz(<const int64_t*>e.csr.indptr, e.perm, n, batch_size)
+                e.max_nnz = max_batch_nnz(<const int64_t*>e.csr.indptr, e.perm, n, batch_size)
             else:
-                max_nnz = max_batch_nnz(<const int32_t*>e.csr.indptr, e.perm, n, batch_size)
-            self._reserve_sparse(max_nnz)
+                e.max_nnz = max_batch_nnz(<const int32_t*>e.csr.indptr, e.perm, n,
+                                          batch_size)
             if e.perm != NULL:
-                bsp = self._reserve_gather_sparse(batch_size, max_nnz,
+                bsp = self._reserve_gather_sparse(batch_size, e.max_nnz,
                                                   (<SparseRows>X).index_size)
-                idx_bytes = gathered_values_offset(batch_size, max_nnz,
+                idx_bytes = gathered_values_offset(batch_size, e.max_nnz,
                                                    (<SparseRows>X).index_size)
                 batch_rows.idx64 = e.csr.idx64
                 batch_rows.indptr = bsp
                 batch_rows.indices = bsp + (batch_size + 1) * (<SparseRows>X).index_size
                 batch_rows.data = bsp + idx_bytes
-        self._reserve(batch_size)
         if e.csr == NULL:
             e.X = <const char*>cnp.PyArray_DATA(<cnp.ndarray>X)
         if labels is None:
@@ -445,9 +435,38 @@ cdef class Engine:
             e.labels = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>labels)
         if sample_weight is not None:
             e.sw = <const char*>cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
+        self._prepare_steps(e, batch_size)
+        return batch_size
+
+    cdef void _prepare_steps(self, const EpochRows* e, Py_ssize_t batch_size) except *:
+        # The workspace for steps on the batches of ``e`` (of at most batch_size rows and,
+        # when sparse, e.max_nnz stored values).
+        if e.csr != NULL:
+            self._reserve_sparse(e.max_nnz)
+        self._reserve(batch_size)
+        self.scratch.w1_acc_known = False     # the caller may have written W(1)
+
+    def fit_epoch(self, X, Y, labels, perm, Py_ssize_t batch_size, double lr,
+                  sample_weight=None):
+        """One epoch of minibatch training in a single GIL-free loop.
+
+        X (an array or SparseRows), Y/labels, sample_weight as in ``train_step`` for all
+        n rows, already checked finite and in range by the caller.  perm: None (rows in
+        order) or an (n,) intp permutation; rows are gathered into preallocated batch
+        buffers (sparse rows: their stored values only).  The last partial batch is
+        used.  Returns (Σ over batches of loss·rows, status, steps completed).
+        """
+        cdef Py_ssize_t n, start, rows, step = 0
+        cdef double loss = 0.0, total = 0.0
+        cdef int status = OK
+        cdef EpochRows e
+        cdef CSR batch_rows
+        cdef Batch b
+        batch_size = self._prepare_epoch(X, Y, labels, perm, batch_size, sample_weight, &e,
+                                         &batch_rows)
+        n = X.shape[0]
         if not self._lazy_rows_finite(X):
             return 0.0, DIVERGED, 0
-        self.scratch.w1_acc_known = False     # the caller may have written W(1)
         with nogil:
             call_begin()
             start = 0

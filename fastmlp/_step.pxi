@@ -1,6 +1,18 @@
 # One training step over a batch (included by _core.pyx): forward, loss, backward, the
 # optimizer's pre-check and update, and the NaN guard that leaves the parameters unchanged.
 
+cdef int target_step(const StepTarget* t, const Batch* b, double lr, bint update,
+                     bint check_inputs, double* loss_out) noexcept nogil:
+    # train_step on an engine's target, in its dtype.
+    if t.f64:
+        return train_step[double](t.net, t.opt, <double*>t.theta, <double*>t.grad, t.s,
+                                  <double*>t.da, <double*>t.db, b, lr, update,
+                                  check_inputs, loss_out)
+    return train_step[float](t.net, t.opt, <float*>t.theta, <float*>t.grad, t.s,
+                             <float*>t.da, <float*>t.db, b, lr, update, check_inputs,
+                             loss_out)
+
+
 cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
                     Scratch* s, floating* D_a, floating* D_b, const Batch* b,
                     double lr, bint update, bint check_inputs,

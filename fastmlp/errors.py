@@ -7,3 +7,8 @@ class DivergenceError(FloatingPointError):
     The step that raised it did not change the parameters: the model holds the values it
     had before that step (for ``fit``, after the last good step).
     """
+
+
+class DivergenceWarning(RuntimeWarning):
+    """A model of an ``MLPStack`` diverged and stopped, the parameters those after its last
+    good step, while the other models went on training."""

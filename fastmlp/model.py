@@ -277,6 +277,26 @@ class MLP:
                 loss = self._engine.train_step(rows, Yd, labels, lr, True)
         return loss
 
+    def _fit_inputs(self, X: ArrayLike, Y: ArrayLike, batch_size: int
+                    ) -> tuple[np.ndarray | _core.SparseRows, np.ndarray | None,
+                               np.ndarray | None, int]:
+        # fit's data, converted and checked whole once (an epoch's steps do not check
+        # their batches), and its batch size clipped to the rows: (rows, Y, labels,
+        # batch_size).
+        batch_size = v.check_positive_int("batch_size", batch_size)
+        rows, Yd, labels = self._batch(X, Y, rows_name=None)
+        n = rows.shape[0]
+        batch_size = min(batch_size, n)
+        _core.check_workspace("batch_size",
+                              self._engine.train_bytes(batch_size), batch_size)
+        if isinstance(rows, np.ndarray) and not _core.k_all_finite(rows.reshape(-1)):
+            raise ValueError("X: contains NaN or infinity")   # (SparseRows checked theirs)
+        if Yd is not None and not _core.k_all_finite(Yd.reshape(-1)):
+            raise ValueError("Y: contains NaN or infinity")
+        if labels is not None and (labels.min() < 0 or labels.max() >= self.layer_sizes[-1]):
+            raise ValueError(f"Y: class labels must be integers in [0, {self.layer_sizes[-1]})")
+        return rows, Yd, labels, batch_size
+
     def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 10, batch_size: int = 32, lr: float = 0.01,
             shuffle: bool = True, seed: int | None = 0, verbose: bool = False) -> list[float]:
         """Minibatch training over (X, Y) with the model's optimizer; returns the mean
@@ -299,19 +319,9 @@ class MLP:
         since converting it would copy all of it into memory.
         """
         epochs = v.check_positive_int("epochs", epochs)
-        batch_size = v.check_positive_int("batch_size", batch_size)
         lr = v.check_positive_float("lr", lr)
-        rows, Yd, labels = self._batch(X, Y, rows_name=None)
+        rows, Yd, labels, batch_size = self._fit_inputs(X, Y, batch_size)
         n = rows.shape[0]
-        batch_size = min(batch_size, n)
-        _core.check_workspace("batch_size",
-                              self._engine.train_bytes(batch_size), batch_size)
-        if isinstance(rows, np.ndarray) and not _core.k_all_finite(rows.reshape(-1)):
-            raise ValueError("X: contains NaN or infinity")   # (SparseRows checked theirs)
-        if Yd is not None and not _core.k_all_finite(Yd.reshape(-1)):
-            raise ValueError("Y: contains NaN or infinity")
-        if labels is not None and (labels.min() < 0 or labels.max() >= self.layer_sizes[-1]):
-            raise ValueError(f"Y: class labels must be integers in [0, {self.layer_sizes[-1]})")
         rng = v.make_rng("seed", seed)
         losses: list[float] = []
         n_steps = -(-n // batch_size)
@@ -324,10 +334,7 @@ class MLP:
                                                              batch_size, lr)
                 perm = None     # freed before the next epoch draws one: one alive at a time
                 if status != 0:
-                    raise DivergenceError(
-                        f"fit: non-finite loss or gradient at epoch {epoch + 1}, step "
-                        f"{step + 1} of {n_steps}; the parameters are those after the last "
-                        "good step — lower lr")
+                    raise DivergenceError("fit: " + divergence_text(epoch, step, n_steps))
                 losses.append(total / n)
                 if progress is not None:
                     progress.update(losses[-1], time.perf_counter() - start)
@@ -377,6 +384,13 @@ class MLP:
         type(self).__init__(self, config.pop("layer_sizes"), seed=0, **config)
         self._set_state(state["params"], state["optimizer_state"], state["adam_steps"],
                         state.get("dropout_state"))
+
+
+def divergence_text(epoch: int, step: int, n_steps: int) -> str:
+    """What a diverged fit says: where (0-based epoch and step of n_steps) and what the
+    parameters are."""
+    return (f"non-finite loss or gradient at epoch {epoch + 1}, step {step + 1} of "
+            f"{n_steps}; the parameters are those after the last good step — lower lr")
 
 
 def _build(layer_sizes: Sequence[int], **config: Any) -> MLP:

@@ -1,0 +1,123 @@
+# Stack: engines trained on the same batches in one GIL-free loop (included by _core.pyx).
+
+cdef class Stack:
+    """Engines of one input width, output width, loss, gradient convention and dtype,
+    trained on the same batches: each batch is gathered once, into the first engine's
+    buffers, and every engine still training takes its step on it.
+
+    Each engine's step is its own ``train_step`` on the same rows, so an engine trained
+    in a stack ends exactly where ``Engine.fit_epoch`` with the same rows would leave it.
+
+    Parameters
+    ----------
+    engines : sequence of Engine     K ≥ 1 distinct engines
+    name : str                       how errors name the sequence ("models": models[3])
+    """
+    cdef readonly tuple engines
+    cdef Py_ssize_t K
+    cdef cnp.ndarray targets     # K StepTargets, refreshed before each loop
+
+    def __cinit__(self, engines, str name="engines"):
+        cdef Engine first, e
+        cdef Py_ssize_t k
+        cdef int L
+        self.engines = tuple(engines)
+        self.K = len(self.engines)
+        if self.K < 1:
+            raise ValueError(f"{name}: expected at least one model")
+        for k in range(self.K):
+            if type(self.engines[k]) is not Engine:
+                raise TypeError(f"{name}[{k}]: expected an Engine")
+        first = <Engine>self.engines[0]
+        seen = {id(first): 0}
+        for k in range(1, self.K):
+            e = <Engine>self.engines[k]
+            L = e.net.n_layers
+            if id(e) in seen:
+                raise ValueError(f"{name}[{k}]: the same model as {name}[{seen[id(e)]}]; "
+                                 "a stack trains each model once")
+            seen[id(e)] = k
+            if e.typenum != first.typenum:
+                raise ValueError(f"{name}[{k}]: dtype {e.network.theta.dtype}, expected "
+                                 f"{first.network.theta.dtype} as {name}[0]")
+            if e.net.dims[0] != first.net.dims[0]:
+                raise ValueError(f"{name}[{k}]: input width {e.net.dims[0]}, expected "
+                                 f"{first.net.dims[0]} as {name}[0]")
+            if e.net.dims[L] != first.net.dims[first.net.n_layers]:
+                raise ValueError(f"{name}[{k}]: output width {e.net.dims[L]}, expected "
+                                 f"{first.net.dims[first.net.n_layers]} as {name}[0]")
+            if e.net.loss != first.net.loss or e.net.sk_scaling != first.net.sk_scaling:
+                raise ValueError(f"{name}[{k}]: another loss than {name}[0]'s; a stack "
+                                 "shares the targets, so its models share the loss")
+        self.targets = np.empty(self.K * sizeof(StepTarget), dtype=np.uint8)
+
+    def __len__(self):
+        return self.K
+
+    def fit_epoch(self, X, Y, labels, perm, Py_ssize_t batch_size, lrs, active,
+                  sample_weight=None):
+        """One epoch of every active engine on the same batches, in one GIL-free loop.
+
+        X, Y, labels, perm, batch_size, sample_weight as in ``Engine.fit_epoch`` (checked
+        finite and in range by the caller).  lrs: (K,) float64, each finite and > 0;
+        active: (K,) bool, the engines to train (an inactive one is not touched).  An
+        engine whose step diverges stops there, its parameters those after its last good
+        step (the NaN guard); the others go on.  Returns (totals, status, steps), each
+        (K,): Σ over its batches of loss·rows (float64), its status (int32, 0: OK) and
+        the steps it completed (intp).
+        """
+        cdef Py_ssize_t n, start, rows, k, K = self.K, n_active = 0
+        cdef double loss = 0.0
+        cdef EpochRows e
+        cdef CSR batch_rows
+        cdef Batch b
+        cdef Engine eng
+        cdef StepTarget* t = <StepTarget*>cnp.PyArray_DATA(self.targets)
+        if not _is_carray(lrs, cnp.NPY_FLOAT64, 1) or lrs.shape[0] != K:
+            raise ValueError(f"lrs: expected ({K},) float64 learning rates")
+        if not _is_carray(active, cnp.NPY_BOOL, 1) or active.shape[0] != K:
+            raise ValueError(f"active: expected ({K},) bools")
+        cdef const double[::1] lr = lrs
+        if not all(0 < x < float("inf") for x in lrs):
+            raise ValueError("lrs: expected finite learning rates > 0")
+        totals = np.zeros(K, dtype=np.float64)
+        status = np.zeros(K, dtype=np.int32)
+        steps = np.zeros(K, dtype=np.intp)
+        cdef double[::1] tot = totals
+        cdef int[::1] st = status
+        cdef Py_ssize_t[::1] done = steps
+        cdef cnp.ndarray going = np.array(active, dtype=np.uint8)
+        cdef unsigned char[::1] on = going
+        batch_size = (<Engine>self.engines[0])._prepare_epoch(
+            X, Y, labels, perm, batch_size, sample_weight, &e, &batch_rows)
+        n = X.shape[0]
+        for k in range(K):
+            eng = <Engine>self.engines[k]
+            if k > 0:
+                eng._check_batch(X, Y, labels, sample_weight)
+                eng._prepare_steps(&e, batch_size)
+            if on[k] and not eng._lazy_rows_finite(X):
+                st[k], on[k] = DIVERGED, 0
+        # Targets last: they point into workspaces the reservations above may have moved.
+        for k in range(K):
+            t[k] = (<Engine>self.engines[k])._target()
+            n_active += on[k]
+        with nogil:
+            call_begin()
+            start = 0
+            while start < n and n_active > 0:
+                rows = batch_size if start + batch_size <= n else n - start
+                epoch_batch(&e, start, rows, &b)
+                for k in range(K):
+                    if not on[k]:
+                        continue
+                    st[k] = target_step(&t[k], &b, lr[k], True, False, &loss)
+                    if st[k] != OK:
+                        on[k] = 0
+                        n_active -= 1
+                        continue
+                    tot[k] += loss * rows
+                    done[k] += 1
+                start += rows
+            call_end()
+        return totals, status, steps

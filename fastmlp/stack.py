@@ -1,0 +1,166 @@
+"""``MLPStack``: many ``MLP``s trained on the same batches in one compiled call per epoch."""
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from typing import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from fastmlp import _core
+from fastmlp import _validation as v
+from fastmlp._progress import EpochProgress
+from fastmlp.errors import DivergenceWarning
+from fastmlp.model import MLP, divergence_text
+
+
+class MLPStack:
+    """K ``MLP``s with the same input width, output width, loss and dtype, trained together
+    on the same batches.
+
+    Hidden widths, depth, activations, optimizers, L2 and dropout are free per model.  An
+    epoch (or a step) of all of them is one GIL-free call into the core: each batch is
+    gathered once for the whole stack and every model takes its own step on it, so each
+    model ends exactly (bit for bit) where its own ``MLP.fit`` with the same arguments
+    would have left it — the batch order is drawn from ``seed`` apart from the weights.
+    What is saved, against K separate fits: the Python-level work of each call, the
+    permutation and the gather of every batch, K - 1 times over.
+
+    The models are the stack's: ``models[k]`` is the caller's own object, trained in place;
+    use it (predict, save, …) as any MLP.
+
+    A model whose step diverges (non-finite loss or gradient) stops alone, with the
+    parameters after its last good step (the NaN guard of ``MLP.fit``); the others go
+    on.  It is reported by a ``DivergenceWarning`` naming it, its message is kept in
+    ``diverged[k]``, and ``active[k]`` becomes False: later calls skip it (its losses are
+    NaN) until the caller sets ``active[k] = True`` again.
+
+    Parameters
+    ----------
+    models : sequence of MLP
+        K ≥ 1 distinct models; a mismatch (input or output width, loss, dtype) is a
+        ValueError naming the model.
+
+    Attributes
+    ----------
+    models : tuple of MLP
+    active : ndarray (K,) bool
+        The models the next call trains.
+    diverged : dict[int, str]
+        For each model that stopped on a non-finite step, where and why.
+    """
+
+    def __init__(self, models: Sequence[MLP]) -> None:
+        models = tuple(models)
+        for k, m in enumerate(models):
+            if not isinstance(m, MLP):
+                raise TypeError(f"models[{k}]: expected a fastmlp.MLP, got "
+                                f"{type(m).__name__}")
+        self.models: tuple[MLP, ...] = models
+        self._stack = _core.Stack([m._engine for m in models], "models")
+        self.active: np.ndarray = np.ones(len(models), dtype=bool)
+        self.diverged: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def __repr__(self) -> str:
+        return f"MLPStack({len(self.models)} models)"
+
+    def _lrs(self, lr: float | ArrayLike) -> np.ndarray:
+        K = len(self.models)
+        values = np.ravel(np.asarray(lr, dtype=object)) if np.ndim(lr) else [lr] * K
+        if len(values) != K:
+            raise ValueError(f"lr: expected one learning rate or {K}, got {len(values)}")
+        return np.array([v.check_positive_float(f"lr[{k}]" if np.ndim(lr) else "lr", x)
+                         for k, x in enumerate(values)], dtype=np.float64)
+
+    def _inputs(self, X: ArrayLike, Y: ArrayLike, batch_size: int):
+        # Converted and checked once, by the first model (they share dtype and widths);
+        # every model's workspace for the batch size is checked as its own fit would.
+        rows, Yd, labels, batch_size = self.models[0]._fit_inputs(X, Y, batch_size)
+        for m in self.models[1:]:
+            _core.check_workspace("batch_size", m._engine.train_bytes(batch_size),
+                                  batch_size)
+        return rows, Yd, labels, batch_size
+
+    @contextlib.contextmanager
+    def _locked(self):
+        # Each model's lock, as its own training calls take it; in one global order, so
+        # that two stacks sharing models cannot deadlock.
+        with contextlib.ExitStack() as held:
+            for m in sorted(self.models, key=id):
+                held.enter_context(m._lock)
+            yield
+
+    def _epoch(self, rows, Yd, labels, perm, batch_size: int, lrs: np.ndarray,
+               where: tuple[int, int]) -> np.ndarray:
+        # One epoch of the active models; returns their mean losses (NaN for the others)
+        # and reports the models that diverged in it.
+        totals, status, steps = self._stack.fit_epoch(rows, Yd, labels, perm, batch_size,
+                                                      lrs, self.active)
+        n = rows.shape[0]
+        losses = np.where(self.active & (status == 0), totals / n, np.nan)
+        for k in np.flatnonzero(self.active & (status != 0)):
+            text = f"models[{k}]: " + divergence_text(where[0], int(steps[k]), where[1])
+            self.diverged[int(k)] = text
+            self.active[k] = False
+            warnings.warn(text + "; it stopped there, the other models go on",
+                          DivergenceWarning, stacklevel=3)
+        return losses
+
+    def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 10, batch_size: int = 32,
+            lr: float | ArrayLike = 0.01, shuffle: bool = True, seed: int | None = 0,
+            verbose: bool = False) -> np.ndarray:
+        """Minibatch training of every active model over (X, Y), as ``MLP.fit`` with the
+        same arguments trains one; returns the mean training loss of each model and
+        epoch, a (K, epochs) float64 array (NaN where a model was not training).
+
+        ``lr``: one learning rate, or K of them (one per model).  ``verbose``: as
+        ``MLP.fit``, showing the mean loss of the models still training.
+        """
+        epochs = v.check_positive_int("epochs", epochs)
+        lrs = self._lrs(lr)
+        rows, Yd, labels, batch_size = self._inputs(X, Y, batch_size)
+        n = rows.shape[0]
+        n_steps = -(-n // batch_size)
+        rng = v.make_rng("seed", seed)
+        losses = np.full((len(self.models), epochs), np.nan)
+        progress = EpochProgress(epochs, n) if verbose else None
+        with self._locked(), (progress if progress is not None else contextlib.nullcontext()):
+            for epoch in range(epochs):
+                # The same draws as MLP.fit: one permutation an epoch, from seed.
+                perm = rng.permutation(n).astype(np.intp, copy=False) if shuffle else None
+                start = time.perf_counter()
+                losses[:, epoch] = self._epoch(rows, Yd, labels, perm, batch_size, lrs,
+                                               (epoch, n_steps))
+                perm = None
+                if progress is not None:
+                    going = losses[:, epoch][~np.isnan(losses[:, epoch])]
+                    progress.update(float(going.mean()) if going.size else float("nan"),
+                                    time.perf_counter() - start)
+        return losses
+
+    def train_step(self, X: ArrayLike, Y: ArrayLike, lr: float | ArrayLike = 0.01
+                   ) -> np.ndarray:
+        """One step of every active model's optimizer on the batch (X, Y); returns each
+        model's loss before its update, (K,) float64 (NaN where a model did not train)."""
+        lrs = self._lrs(lr)
+        rows, Yd, labels, n = self._inputs(X, Y, np.shape(X)[0] or 1)
+        with self._locked():
+            return self._epoch(rows, Yd, labels, None, n, lrs, (0, 1))
+
+    def forward(self, X: ArrayLike) -> np.ndarray:
+        """Every model's raw outputs or logits on X: (K, n, dL) array of the models'
+        dtype (``MLP.forward`` of each)."""
+        first = self.models[0]
+        rows = first._X(X)
+        n = rows.shape[0]
+        _core.check_workspace("X", first._layout.forward_bytes(n, first.dtype.itemsize)
+                              * len(self.models), n)
+        out = np.empty((len(self.models), n, first.n_outputs), dtype=first.dtype)
+        for k, m in enumerate(self.models):
+            m._network.forward(rows, out[k])
+        return out
