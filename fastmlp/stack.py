@@ -9,11 +9,16 @@ from typing import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastmlp import _core
+from fastmlp import _core, _workers, threads
 from fastmlp import _validation as v
 from fastmlp._progress import EpochProgress
 from fastmlp.errors import DivergenceWarning
 from fastmlp.model import MLP, divergence_text
+
+
+# Work (estimated floating-point operations) a group of models must bring to be trained on
+# a thread of its own: handing a group over and collecting it costs tens of µs.
+GROUP_FLOPS = 4e7
 
 
 class MLPStack:
@@ -62,6 +67,7 @@ class MLPStack:
         self._stack = _core.Stack([m._engine for m in models], "models")
         self.active: np.ndarray = np.ones(len(models), dtype=bool)
         self.diverged: dict[int, str] = {}
+        self._groups: dict[tuple[int, ...], _core.Stack] = {}
 
     def __len__(self) -> int:
         return len(self.models)
@@ -95,21 +101,73 @@ class MLPStack:
                 held.enter_context(m._lock)
             yield
 
-    def _epoch(self, rows, Yd, labels, perm, batch_size: int, lrs: np.ndarray,
-               where: tuple[int, int]) -> np.ndarray:
-        # One epoch of the active models; returns their mean losses (NaN for the others)
-        # and reports the models that diverged in it.
-        totals, status, steps = self._stack.fit_epoch(rows, Yd, labels, perm, batch_size,
-                                                      lrs, self.active)
+    def _plan(self, n: int, batch_size: int, epochs: int, single: bool
+              ) -> list[tuple[np.ndarray, _core.Stack]]:
+        # The groups of models that train side by side, one per thread, each with its
+        # sub-stack: (indices, Stack).  Work is estimated as the products' flops (6 per
+        # row and parameter) plus the optimizer's pass over the parameters each step; a
+        # group is worth a thread only when it brings GROUP_FLOPS of work, enough to pay
+        # for handing it over, and models go to the least-loaded group, largest first.
+        K = len(self.models)
+        steps = epochs * -(-n // batch_size)
+        cost = [float(m.n_params) * (6 * n * epochs + 10 * steps) if self.active[k] else 0.0
+                for k, m in enumerate(self.models)]
+        n_groups = 1 if single else int(min(threads.get_num_threads(), K,
+                                            sum(cost) // GROUP_FLOPS))
+        if n_groups <= 1:
+            return [(np.arange(K), self._stack)]
+        load = [0.0] * n_groups
+        members: list[list[int]] = [[] for _ in range(n_groups)]
+        for k in sorted(range(K), key=lambda k: -cost[k]):
+            g = load.index(min(load))
+            members[g].append(k)
+            load[g] += cost[k]
+        plan = []
+        for g in members:
+            idx = tuple(sorted(g))
+            if idx not in self._groups:
+                self._groups[idx] = _core.Stack([self.models[k]._engine for k in idx],
+                                                "models")
+            plan.append((np.array(idx, dtype=np.intp), self._groups[idx]))
+        return plan
+
+    def _run(self, idx: np.ndarray, stack: _core.Stack, rows, Yd, labels, epochs: int,
+             batch_size: int, lrs: np.ndarray, shuffle: bool, seed: int | None,
+             losses: np.ndarray, progress: EpochProgress | None
+             ) -> list[tuple[int, int, int]]:
+        # The epochs of one group, with its own generator from seed: the same permutations
+        # MLP.fit draws.  Fills its rows of losses; returns (epoch, model, step) of each
+        # model that diverged, for the caller to report.
         n = rows.shape[0]
-        losses = np.where(self.active & (status == 0), totals / n, np.nan)
-        for k in np.flatnonzero(self.active & (status != 0)):
-            text = f"models[{k}]: " + divergence_text(where[0], int(steps[k]), where[1])
-            self.diverged[int(k)] = text
+        rng = v.make_rng("seed", seed)
+        active = self.active[idx].copy()
+        stopped = []
+        for epoch in range(epochs):
+            if not active.any():
+                break
+            perm = rng.permutation(n).astype(np.intp, copy=False) if shuffle else None
+            start = time.perf_counter()
+            totals, status, steps = stack.fit_epoch(rows, Yd, labels, perm, batch_size,
+                                                    lrs[idx], active)
+            perm = None     # freed before the next epoch draws one: one alive at a time
+            ok = active & (status == 0)
+            losses[idx, epoch] = np.where(ok, totals / n, np.nan)
+            for j in np.flatnonzero(active & (status != 0)):
+                stopped.append((epoch, int(idx[j]), int(steps[j])))
+                active[j] = False
+            if progress is not None:
+                progress.update(float(np.mean(losses[idx[ok], epoch])) if ok.any()
+                                else float("nan"), time.perf_counter() - start)
+        return stopped
+
+    def _report(self, stopped: list[tuple[int, int, int]], n_steps: int) -> None:
+        # Each model that diverged: kept in diverged, taken out of active, warned about.
+        for epoch, k, step in sorted(stopped):
+            text = f"models[{k}]: " + divergence_text(epoch, step, n_steps)
+            self.diverged[k] = text
             self.active[k] = False
             warnings.warn(text + "; it stopped there, the other models go on",
                           DivergenceWarning, stacklevel=3)
-        return losses
 
     def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 10, batch_size: int = 32,
             lr: float | ArrayLike = 0.01, shuffle: bool = True, seed: int | None = 0,
@@ -120,27 +178,27 @@ class MLPStack:
 
         ``lr``: one learning rate, or K of them (one per model).  ``verbose``: as
         ``MLP.fit``, showing the mean loss of the models still training.
+
+        With more than one thread allowed (``fastmlp.set_num_threads``) and enough work,
+        the models are split into groups that train side by side on fastmlp's threads,
+        each group gathering its own batches; the results are the same bit for bit.
         """
         epochs = v.check_positive_int("epochs", epochs)
         lrs = self._lrs(lr)
         rows, Yd, labels, batch_size = self._inputs(X, Y, batch_size)
         n = rows.shape[0]
-        n_steps = -(-n // batch_size)
-        rng = v.make_rng("seed", seed)
         losses = np.full((len(self.models), epochs), np.nan)
+        plan = self._plan(n, batch_size, epochs, single=verbose)
         progress = EpochProgress(epochs, n) if verbose else None
+        args = (rows, Yd, labels, epochs, batch_size, lrs, shuffle, seed, losses)
         with self._locked(), (progress if progress is not None else contextlib.nullcontext()):
-            for epoch in range(epochs):
-                # The same draws as MLP.fit: one permutation an epoch, from seed.
-                perm = rng.permutation(n).astype(np.intp, copy=False) if shuffle else None
-                start = time.perf_counter()
-                losses[:, epoch] = self._epoch(rows, Yd, labels, perm, batch_size, lrs,
-                                               (epoch, n_steps))
-                perm = None
-                if progress is not None:
-                    going = losses[:, epoch][~np.isnan(losses[:, epoch])]
-                    progress.update(float(going.mean()) if going.size else float("nan"),
-                                    time.perf_counter() - start)
+            # The calling thread trains the first group itself; the others run beside it.
+            others = [_workers.submit(self._run, idx, stack, *args, None)
+                      for idx, stack in plan[1:]]
+            stopped = self._run(*plan[0], *args, progress)
+            for job in others:
+                stopped += job.result()
+        self._report(stopped, -(-n // batch_size))
         return losses
 
     def train_step(self, X: ArrayLike, Y: ArrayLike, lr: float | ArrayLike = 0.01
@@ -149,8 +207,12 @@ class MLPStack:
         model's loss before its update, (K,) float64 (NaN where a model did not train)."""
         lrs = self._lrs(lr)
         rows, Yd, labels, n = self._inputs(X, Y, np.shape(X)[0] or 1)
+        losses = np.full((len(self.models), 1), np.nan)
         with self._locked():
-            return self._epoch(rows, Yd, labels, None, n, lrs, (0, 1))
+            stopped = self._run(np.arange(len(self.models)), self._stack, rows, Yd, labels,
+                                1, n, lrs, False, None, losses, None)
+        self._report(stopped, 1)
+        return losses[:, 0]
 
     def forward(self, X: ArrayLike) -> np.ndarray:
         """Every model's raw outputs or logits on X: (K, n, dL) array of the models'
