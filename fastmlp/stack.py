@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -14,7 +14,6 @@ from fastmlp import _validation as v
 from fastmlp._progress import EpochProgress
 from fastmlp.errors import DivergenceWarning
 from fastmlp.model import MLP, divergence_text
-
 
 # Work (estimated floating-point operations) a group of models must bring to be trained on
 # a thread of its own: handing a group over and collecting it costs tens of µs.
