@@ -180,3 +180,31 @@ def test_fit_overhead_workload_times_the_estimator_beside_mlp_fit_and_its_gemms(
     assert cases["iris, 3 epochs"]["MLP(...).fit"]["ratio"] == 1.0
     assert set(report["phases_us"]) >= {"validate_data(X, y)", "label encoding"}
     assert all(us > 0 for us in report["phases_us"].values())
+
+
+def test_stack_workload_times_the_stack_beside_the_same_fits_one_by_one(tmp_path, monkeypatch):
+    from fastmlp.bench import stacking
+    monkeypatch.setitem(stacking.SETTINGS, "quick", (2, 0.001, 0.001))
+    out = tmp_path / "stack.json"
+    assert run.main(["--stack", "--quick", "--models", "3", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["models"] == 3 and report["optimizer"] == "adam"
+    cases = {}
+    for r in report["results"]:
+        cases.setdefault((r["case"], r["threads"]), {})[r["side"]] = r
+        assert r["median_us"] > 0
+    assert {case for case, _ in cases} == {"3 × [16, 32, 1], batch 32", "3 × [16, 32, 1], online"}
+    assert 1 in {threads for _, threads in cases}
+    for sides in cases.values():
+        assert set(sides) == {"one by one", "MLPStack", "one wide model"}
+        assert sides["one by one"]["speedup"] == 1.0
+
+
+def test_stack_workload_refuses_a_stack_that_trains_something_else(monkeypatch):
+    from fastmlp.bench import stacking
+    fit = fastmlp.MLPStack.fit
+    def off_by_one_step(self, X, Y, **kw):       # a stack that trains one epoch too few
+        return fit(self, X, Y, **dict(kw, epochs=kw["epochs"] - 1))
+    monkeypatch.setattr(fastmlp.MLPStack, "fit", off_by_one_step)
+    with pytest.raises(AssertionError, match="differs from its own fit"):
+        stacking._case(50, 10, 2, 2, "adam")

@@ -156,6 +156,8 @@ SEPARATE_BENCHMARKS = {
                   "estimators, against MLP.forward, scikit-learn and onnxruntime"),
     "--fit-overhead": ("fitcost", "fit-overhead",
                        "the estimators' fits against MLP.fit and their GEMMs"),
+    "--stack": ("stacking", "stack", "MLPStack against the same small models fitted one "
+                "by one"),
 }
 
 
