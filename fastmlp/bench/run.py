@@ -158,6 +158,8 @@ SEPARATE_BENCHMARKS = {
                        "the estimators' fits against MLP.fit and their GEMMs"),
     "--stack": ("stacking", "stack", "MLPStack against the same small models fitted one "
                 "by one"),
+    "--search": ("search", "search", "fastmlp's GridSearchCV against scikit-learn's, on "
+                 "scikit-learn's and fastmlp's estimators"),
 }
 
 

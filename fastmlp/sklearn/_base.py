@@ -198,6 +198,21 @@ class BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,))
                 self.best_validation_score_ = None
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
+        X, y, sample_weight, root, fit_data = self._fit_begin(X, y, sample_weight,
+                                                              incremental)
+        with sklearn.config_context(skip_parameter_validation=True):
+            if self.solver in STOCHASTIC:
+                fit_stochastic(self, X, y, sample_weight, incremental, root)
+            else:
+                fit_lbfgs(self, X, y, sample_weight, root)
+        self._fit_end(root, fit_data)
+        return self
+
+    def _fit_begin(self, X, y, sample_weight, incremental):
+        """A fit up to its training loop: the parameters checked, X, y and the sample
+        weights validated (y encoded, (n_samples, n_outputs)), the network initialised
+        (or checked against the data for warm_start/partial_fit).  Returns (X, y,
+        sample_weight, root, fit_data): the callback context and its hooks' data."""
         self._check_params()
         hidden = self._hidden_sizes()
         self._layer_activations(len(hidden))
@@ -230,19 +245,19 @@ class BaseMLP(*(() if CallbackSupportMixin is None else (CallbackSupportMixin,))
                                    else self.max_iter if stochastic
                                    # scikit-learn's bound for L-BFGS (LogisticRegression)
                                    else self.max_iter + 1)
+        fit_data = None
         if root is not None:
             fit_data = hook_data(self, X, y, sample_weight)
             root.call_on_fit_task_begin(estimator=self, **fit_data)
-        with sklearn.config_context(skip_parameter_validation=True):
-            if stochastic:
-                fit_stochastic(self, X, y, sample_weight, incremental, root)
-            else:
-                fit_lbfgs(self, X, y, sample_weight, root)
+        return X, y, sample_weight, root, fit_data
+
+    def _fit_end(self, root, fit_data):
+        """A fit after its training loop: the parameters checked finite, the callbacks
+        told."""
         if not np.all(np.isfinite(self._theta)):
             raise ValueError(NON_FINITE_MSG)
         if root is not None:
             root.call_on_fit_task_end(estimator=self, reconstruction_attributes={}, **fit_data)
-        return self
 
     def _score_prepared(self, X, y, sample_weight):
         """Validation score on already-validated data, NaN for non-finite predictions."""
