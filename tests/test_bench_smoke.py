@@ -208,3 +208,20 @@ def test_stack_workload_refuses_a_stack_that_trains_something_else(monkeypatch):
     monkeypatch.setattr(fastmlp.MLPStack, "fit", off_by_one_step)
     with pytest.raises(AssertionError, match="differs from its own fit"):
         stacking._case(50, 10, 2, 2, "adam")
+
+
+def test_search_workload_times_every_search_after_checking_they_agree(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    from fastmlp.bench import search
+    monkeypatch.setitem(search.CASES, "iris", ("load_iris", True, {"max_iter": 3},
+                                               {"alpha": [1e-4, 1e-2],
+                                                "hidden_layer_sizes": [(4,)]}))
+    out = tmp_path / "search.json"
+    assert run.main(["--search", "--quick", "--cases", "iris", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    sides = {r["side"]: r for r in report["results"]}
+    assert {r["case"] for r in report["results"]} == {"iris"}
+    assert len(sides) == 5 and sides[search.REFERENCE]["speedup"] == 1.0
+    assert all(r["median_us"] > 0 for r in sides.values())
+    with pytest.raises(SystemExit):
+        search.main(["--cases", "iris,mnist"])

@@ -13,6 +13,7 @@ import numpy as np
 import sklearn
 
 from fastmlp import _core
+from fastmlp.sklearn._base import BaseMLP
 from fastmlp.sklearn._params import STOCHASTIC
 from fastmlp.sklearn._stochastic import EpochLoop
 
@@ -22,7 +23,6 @@ def batch_key(est):
     batches at every epoch: a hashable tuple, or None when ``est`` cannot share its
     batches (another estimator, lbfgs, ``random_state`` not an int, verbose output,
     callbacks, or parameters its own fit would refuse: that fit reports them)."""
-    from fastmlp.sklearn._base import BaseMLP
     if (not isinstance(est, BaseMLP) or est.solver not in STOCHASTIC or est.verbose
             or est.warm_start or getattr(est, "_skl_callbacks", None)
             or not isinstance(est.random_state, numbers.Integral)
@@ -31,6 +31,7 @@ def batch_key(est):
     try:
         est._check_params()
         hidden = est._hidden_sizes()
+        est._layer_activations(len(hidden))
         drops = any(est._dropout_rates(len(hidden)))
     except (TypeError, ValueError):
         return None
