@@ -45,7 +45,7 @@ Two gradient conventions share the kernels:
 """
 from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.math cimport sqrt
+from libc.math cimport INFINITY, sqrt
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, dgemv, dger, sgemm, sgemv, sger
 

@@ -78,8 +78,9 @@ cdef class Stack:
         if not _is_carray(active, cnp.NPY_BOOL, 1) or active.shape[0] != K:
             raise ValueError(f"active: expected ({K},) bools")
         cdef const double[::1] lr = lrs
-        if not all(0 < x < float("inf") for x in lrs):
-            raise ValueError("lrs: expected finite learning rates > 0")
+        for k in range(K):
+            if not (0 < lr[k] < INFINITY):
+                raise ValueError("lrs: expected finite learning rates > 0")
         totals = np.zeros(K, dtype=np.float64)
         status = np.zeros(K, dtype=np.int32)
         steps = np.zeros(K, dtype=np.intp)
@@ -94,7 +95,8 @@ cdef class Stack:
         for k in range(K):
             eng = <Engine>self.engines[k]
             if k > 0:
-                eng._check_batch(X, Y, labels, sample_weight)
+                # The first engine checked the batch: the others share its dtype, widths
+                # and loss (checked at construction), so the same checks would pass.
                 eng._prepare_steps(&e, batch_size)
             if on[k] and not eng._lazy_rows_finite(X):
                 st[k], on[k] = DIVERGED, 0

@@ -9,15 +9,11 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastmlp import _core, _workers, threads
+from fastmlp import _core, _workers
 from fastmlp import _validation as v
 from fastmlp._progress import EpochProgress
 from fastmlp.errors import DivergenceWarning
 from fastmlp.model import MLP, divergence_text
-
-# Work (estimated floating-point operations) a group of models must bring to be trained on
-# a thread of its own: handing a group over and collecting it costs tens of µs.
-GROUP_FLOPS = 4e7
 
 
 class MLPStack:
@@ -103,27 +99,16 @@ class MLPStack:
     def _plan(self, n: int, batch_size: int, epochs: int, single: bool
               ) -> list[tuple[np.ndarray, _core.Stack]]:
         # The groups of models that train side by side, one per thread, each with its
-        # sub-stack: (indices, Stack).  Work is estimated as the products' flops (6 per
-        # row and parameter) plus the optimizer's pass over the parameters each step; a
-        # group is worth a thread only when it brings GROUP_FLOPS of work, enough to pay
-        # for handing it over, and models go to the least-loaded group, largest first.
+        # sub-stack: (indices, Stack); _workers.split decides.
         K = len(self.models)
-        steps = epochs * -(-n // batch_size)
-        cost = [float(m.n_params) * (6 * n * epochs + 10 * steps) if self.active[k] else 0.0
-                for k, m in enumerate(self.models)]
-        n_groups = 1 if single else int(min(threads.get_num_threads(), K,
-                                            sum(cost) // GROUP_FLOPS))
-        if n_groups <= 1:
+        work = [_workers.model_work(m.n_params, n, batch_size, epochs) if self.active[k]
+                else 0.0 for k, m in enumerate(self.models)]
+        groups = [list(range(K))] if single else _workers.split(work)
+        if len(groups) == 1:
             return [(np.arange(K), self._stack)]
-        load = [0.0] * n_groups
-        members: list[list[int]] = [[] for _ in range(n_groups)]
-        for k in sorted(range(K), key=lambda k: -cost[k]):
-            g = load.index(min(load))
-            members[g].append(k)
-            load[g] += cost[k]
         plan = []
-        for g in members:
-            idx = tuple(sorted(g))
+        for g in groups:
+            idx = tuple(g)
             if idx not in self._groups:
                 self._groups[idx] = _core.Stack([self.models[k]._engine for k in idx],
                                                 "models")

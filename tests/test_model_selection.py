@@ -109,6 +109,24 @@ def test_regressors_dropout_class_weight_and_sparse_fitted_together():
                             [dict(alpha=1e-4), dict(alpha=1.0, activation="tanh")], Xs, yc)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_fitting_together_on_several_threads_changes_nothing(threads, monkeypatch):
+    # Enough work for every group to get a thread of its own: each group draws its own
+    # batch order, which must be every other group's.
+    import fastmlp._workers as workers
+    monkeypatch.setattr(workers, "GROUP_FLOPS", 1.0)
+    before = fastmlp.get_num_threads()
+    fastmlp.set_num_threads(threads)
+    try:
+        assert len(workers.split([1.0] * len(SGD_GRID))) == threads
+        X, y = _iris()
+        _fit_alone_and_together(fastmlp.MLPClassifier(hidden_layer_sizes=(7,), solver="sgd",
+                                                      random_state=4, batch_size=20,
+                                                      early_stopping=True), SGD_GRID, X, y)
+    finally:
+        fastmlp.set_num_threads(before)
+
+
 def test_batch_key_separates_what_changes_the_batches():
     base = fastmlp.MLPClassifier(random_state=0)
     key = batch_key(base)

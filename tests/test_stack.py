@@ -113,8 +113,8 @@ def test_train_step_and_forward_are_each_models_own():
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_the_split_over_threads_does_not_change_a_bit(threads, monkeypatch):
     # Enough work for every model to get a thread of its own, whatever the split.
-    import fastmlp.stack as stack_module
-    monkeypatch.setattr(stack_module, "GROUP_FLOPS", 1.0)
+    import fastmlp._workers as workers
+    monkeypatch.setattr(workers, "GROUP_FLOPS", 1.0)
     X, Y = _data(n=64, loss="softmax_cross_entropy")
     stacked, alone = _twins(7, 3, "softmax_cross_entropy", np.float64, count=6)
     before = fastmlp.get_num_threads()
@@ -132,8 +132,8 @@ def test_the_split_over_threads_does_not_change_a_bit(threads, monkeypatch):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_diverging_model_stops_alone_and_is_reported(threads, monkeypatch):
-    import fastmlp.stack as stack_module
-    monkeypatch.setattr(stack_module, "GROUP_FLOPS", 1.0)
+    import fastmlp._workers as workers
+    monkeypatch.setattr(workers, "GROUP_FLOPS", 1.0)
     X, Y = _data(n=64)
     Y *= 1e3
     models = [MLP([7, 8, 3], dtype=np.float64, seed=s) for s in range(3)]

@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 import sklearn
 
-from fastmlp import _core
+from fastmlp import _core, _workers
 from fastmlp.sklearn._base import BaseMLP
 from fastmlp.sklearn._params import STOCHASTIC
 from fastmlp.sklearn._stochastic import EpochLoop
@@ -62,8 +62,7 @@ def fit_together(ests, X, y):
         except Exception as exc:      # that estimator's fit fails; the others go on
             errors[k] = exc
     if runs:
-        with sklearn.config_context(skip_parameter_validation=True):
-            _epochs(list(runs), [run for run, _, _ in runs.values()], errors)
+        _train(list(runs), [run for run, _, _ in runs.values()], errors)
     for k, (run, root, fit_data) in runs.items():
         try:
             ests[k]._fit_end(root, fit_data)
@@ -72,34 +71,54 @@ def fit_together(ests, X, y):
     return errors
 
 
+def _train(index, runs, errors):
+    # The runs split into groups that train side by side on fastmlp's threads when the
+    # work pays (_workers.split), each group with its own order from its own first
+    # run's generator: every run's generator is in the same state, so every group draws
+    # the same orders and the split changes nothing.  The calling thread trains the
+    # first group.
+    first = runs[0]
+    work = [_workers.model_work(run.est._theta.size, first.n_samples, first.batch_size,
+                                run.est.max_iter) for run in runs]
+    groups = _workers.split(work)
+    others = [_workers.submit(_epochs, [index[j] for j in g], [runs[j] for j in g], errors)
+              for g in groups[1:]]
+    _epochs([index[j] for j in groups[0]], [runs[j] for j in groups[0]], errors)
+    for job in others:
+        job.result()
+
+
 def _epochs(index, runs, errors):
     # The epochs of every run, one Stack call each, until every run has ended; a run's
     # end (convergence, max_iter, divergence) takes it out of ``active``.  The order is
     # shuffled by the first run's generator: every run would draw the same one (that
     # generator is the only one that moves on after its own fit ended, and no fitted
-    # attribute holds it).
+    # attribute holds it).  config_context is per thread: each group's thread sets it for
+    # the bookkeeping's scorers and checks, as the estimator's own fit does.
     first = runs[0]
     stack = _core.Stack([run.engine for run in runs], "estimators")
     active = np.ones(len(runs), dtype=bool)
     lrs = np.array([run.opt.step_size() for run in runs], dtype=np.float64)
     shuffle_order, order = first.shuffle_order, first.order
     try:
-        while active.any():
-            if shuffle_order is not None:
-                shuffle_order(order)
-            totals, status, steps = stack.fit_epoch(first.X_core, first.Y_train, None, order,
-                                                    first.batch_size, lrs, active,
-                                                    first.sw_train)
-            for j in np.flatnonzero(active):
-                run = runs[j]
-                try:
-                    ended = run.epoch_ends(float(totals[j]), int(status[j]), int(steps[j]))
-                except Exception as exc:
-                    errors[index[j]], ended = exc, True
-                if ended:
-                    active[j] = False
-                else:
-                    lrs[j] = run.opt.step_size()
+        with sklearn.config_context(skip_parameter_validation=True):
+            while active.any():
+                if shuffle_order is not None:
+                    shuffle_order(order)
+                totals, status, steps = stack.fit_epoch(first.X_core, first.Y_train, None,
+                                                        order, first.batch_size, lrs, active,
+                                                        first.sw_train)
+                for j in np.flatnonzero(active):
+                    run = runs[j]
+                    try:
+                        ended = run.epoch_ends(float(totals[j]), int(status[j]),
+                                               int(steps[j]))
+                    except Exception as exc:
+                        errors[index[j]], ended = exc, True
+                    if ended:
+                        active[j] = False
+                    else:
+                        lrs[j] = run.opt.step_size()
     except KeyboardInterrupt:
         for j in np.flatnonzero(active):
             runs[j].interrupted()
