@@ -58,7 +58,8 @@ class _StackedSearch:
             if self.verbose > 0:
                 print(f"Fitting {len(splits)} folds for each of {len(candidate_params)} "
                       f"candidates, totalling {len(splits) * len(candidate_params)} fits")
-            tasks = search_tasks(base, X, y, candidate_params, splits, scoring)
+            tasks = search_tasks(base, X, y, candidate_params, splits, scoring,
+                                 self.n_jobs)
             parallel = Parallel(n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch)
             out = [None] * (len(candidate_params) * len(splits))
             for done in parallel(tasks):

@@ -6,6 +6,7 @@ import traceback
 from collections import defaultdict
 from numbers import Number
 
+from joblib import effective_n_jobs
 from sklearn.base import clone
 from sklearn.metrics._scorer import _MultimetricScorer
 from sklearn.model_selection._validation import _fit_and_score, _score
@@ -16,12 +17,14 @@ from sklearn.utils.validation import _num_samples
 from fastmlp.sklearn._shared_fit import batch_key, fit_together
 
 
-def search_tasks(base, X, y, candidate_params, splits, scoring):
+def search_tasks(base, X, y, candidate_params, splits, scoring, n_jobs=1):
     """The delayed calls of one ``evaluate_candidates``: one per group of candidates that
     share their batches on a split (largest first, so that parallel workers end
-    together), one per candidate that does not.  Each returns [(index, result), …],
-    ``index`` = candidate · n_splits + split (scikit-learn's order of results) and
-    ``result`` the dict ``_fit_and_score`` returns.  ``scoring``: the keyword arguments
+    together; halved while there are fewer groups than four per ``n_jobs`` worker, so
+    that no worker waits long for the last), one per candidate that does not.  Each
+    returns [(index, result), …], ``index`` = candidate · n_splits + split
+    (scikit-learn's order of results) and ``result`` the dict ``_fit_and_score``
+    returns.  ``scoring``: the keyword arguments
     every task scores with (scorer, return_train_score, error_score, verbose)."""
     n_splits, n_candidates = len(splits), len(candidate_params)
     groups, singles = [], []
@@ -40,6 +43,10 @@ def search_tasks(base, X, y, candidate_params, splits, scoring):
             else:
                 groups.append((s, members))
     groups.sort(key=lambda g: -len(g[1]))
+    while groups and len(groups) < 4 * effective_n_jobs(n_jobs) and len(groups[0][1]) >= 4:
+        s, members = groups.pop(0)
+        groups += [(s, members[:len(members) // 2]), (s, members[len(members) // 2:])]
+        groups.sort(key=lambda g: -len(g[1]))
     tasks = [delayed(_fit_and_score_group)(
         [est for _, est in members], X, y, train=splits[s][0], test=splits[s][1],
         indices=[c * n_splits + s for c, _ in members],
