@@ -23,7 +23,7 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 import fastmlp  # noqa: E402
-from fastmlp.model_selection import GridSearchCV, RandomizedSearchCV  # noqa: E402
+from fastmlp.model_selection import GridSearchCV  # noqa: E402
 from fastmlp.sklearn._shared_fit import batch_key, fit_together  # noqa: E402
 
 FITTED = ("coefs_", "intercepts_", "loss_curve_", "n_iter_", "t_", "loss_",

@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 
 from fastmlp.bench.harness import (env_summary, environment, fmt_us, measure, require,
-                                   summarize, write_json)
+                                   publish, summarize)
 
 SMALL_EPOCHS = (1, 200)
 LARGE = dict(width=784, classes=10, hidden=(256, 128), batch=200, epochs=2)
@@ -189,7 +189,4 @@ def main(argv=None) -> int:
     env = environment(os.cpu_count() or 1)   # thread counts left as users get them
     print(env_summary(env), flush=True)
     report = run(args.dtype, args.quick, args.rows)
-    print(table(report))
-    if args.json:
-        write_json(args.json, {"env": env, **report})
-    return 0
+    return publish(table(report), env, report, args.json)

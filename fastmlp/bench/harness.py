@@ -311,3 +311,13 @@ def write_json(path, report: dict) -> None:
     with open(path, "w") as f:
         json.dump(report, f, indent=1)
     print(f"wrote {path}")
+
+
+def publish(text: str, env: dict, report: dict, path=None) -> int:
+    """A benchmark command's end: print its table ``text`` and, when ``path`` is given,
+    write ``report`` with its environment ``env`` as JSON there.  Returns the exit
+    status, 0."""
+    print(text)
+    if path:
+        write_json(path, {"env": env, **report})
+    return 0

@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 
 from fastmlp.bench.harness import (env_summary, environment, fmt_us, measure, require,
-                                   summarize, write_json)
+                                   publish, summarize)
 
 SHARED = {"alpha": [1e-4, 1e-3, 1e-2], "learning_rate_init": [1e-3, 1e-2],
           "activation": ["relu", "tanh"]}
@@ -128,10 +128,7 @@ def main(argv=None) -> int:
     env = environment(fastmlp.get_num_threads())
     print(env_summary(env), flush=True)
     report = run(args.quick, cases)
-    print(table(report))
-    if args.json:
-        write_json(args.json, {"env": env, **report})
-    return 0
+    return publish(table(report), env, report, args.json)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ import argparse
 
 import numpy as np
 
-from fastmlp.bench.harness import (env_summary, environment, fmt_us, measure, summarize,
-                                   write_json)
+from fastmlp.bench.harness import (env_summary, environment, fmt_us, measure, publish,
+                                   summarize)
 
 WIDTHS = (16, 32, 1)
 # name: (rows, batch size, epochs)
@@ -101,10 +101,7 @@ def main(argv=None) -> int:
     env = environment(fastmlp.get_num_threads())
     print(env_summary(env), flush=True)
     report = run(args.quick, args.models, args.optimizer)
-    print(table(report))
-    if args.json:
-        write_json(args.json, {"env": env, **report})
-    return 0
+    return publish(table(report), env, report, args.json)
 
 
 if __name__ == "__main__":
