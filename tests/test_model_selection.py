@@ -215,6 +215,29 @@ def test_grid_search_equals_scikit_learns_regressor_with_scorers_and_n_jobs():
     _both(skms.GridSearchCV, base, grid, X=X, y=y, cv=2, refit=False)
 
 
+def test_sample_weights_weigh_every_candidate_as_in_scikit_learns_search(monkeypatch):
+    from fastmlp.model_selection import _tasks
+    groups = []
+    monkeypatch.setattr(_tasks, "fit_together",
+                        lambda ests, *a: groups.append(len(ests)) or fit_together(ests, *a))
+    X, y = _iris()
+    w = np.random.default_rng(0).uniform(0.1, 2.0, len(y))
+    base = fastmlp.MLPClassifier(hidden_layer_sizes=(6,), random_state=0, max_iter=15)
+    grid = {"alpha": [1e-4, 1e-1], "learning_rate_init": [1e-3, 1e-2],
+            "early_stopping": [False, True]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = GridSearchCV(base, grid, cv=3, return_train_score=True).fit(
+            X, y, sample_weight=w)
+        theirs = skms.GridSearchCV(base, grid, cv=3, return_train_score=True).fit(
+            X, y, sample_weight=w)
+        unweighted = GridSearchCV(base, grid, cv=3).fit(X, y)
+    _same_search(ours, theirs)
+    assert sum(groups) == 2 * 8 * 3         # the weighted and the unweighted search, grouped
+    assert not np.array_equal(ours.cv_results_["mean_test_score"],
+                              unweighted.cv_results_["mean_test_score"])
+
+
 def test_randomized_search_equals_scikit_learns():
     from scipy.stats import loguniform
     X, y = _iris()

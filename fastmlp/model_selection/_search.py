@@ -20,9 +20,9 @@ from fastmlp.sklearn._base import BaseMLP
 class _StackedSearch:
     """``fit`` of a scikit-learn search (the class it is mixed into) with the fits of each
     split grouped into stacks.  Whatever it cannot group it leaves to scikit-learn: a
-    search whose estimator is not a fastmlp estimator, that has callbacks, or that is
-    given fit parameters (sample_weight, …) or scorer parameters runs scikit-learn's own
-    ``fit`` unchanged."""
+    search whose estimator is not a fastmlp estimator, that has callbacks, or whose
+    estimator is given fit parameters other than ``sample_weight`` runs scikit-learn's
+    own ``fit`` unchanged."""
 
     def fit(self, X, y=None, **params):
         """Run fit with all sets of parameters, as scikit-learn's search of the same name
@@ -33,7 +33,7 @@ class _StackedSearch:
         routed = self._get_routed_params_for_fit(
             _check_method_params(indexable(X, y)[0], params=params))
         if (not isinstance(self.estimator, BaseMLP) or getattr(self, "_skl_callbacks", None)
-                or routed.estimator.fit or routed.scorer.score):
+                or set(routed.estimator.fit) - {"sample_weight"}):
             return super().fit(X, y, **params)
         scorers, refit_metric = self._get_scorers()
         X, y = indexable(X, y)
@@ -42,8 +42,9 @@ class _StackedSearch:
         self._check_input_parameters(X=X, y=y, split_params=split_params)
         self.n_splits_ = self._checked_cv_orig.get_n_splits(X, y, **split_params)
         base = clone(self.estimator)
-        scoring = dict(scorer=scorers, return_train_score=self.return_train_score,
-                       error_score=self.error_score, verbose=self.verbose)
+        task_kw = dict(scorer=scorers, return_train_score=self.return_train_score,
+                       error_score=self.error_score, verbose=self.verbose,
+                       fit_params=routed.estimator.fit, score_params=routed.scorer.score)
         all_params, all_out, all_more = [], [], defaultdict(list)
         results = {}
 
@@ -58,7 +59,7 @@ class _StackedSearch:
             if self.verbose > 0:
                 print(f"Fitting {len(splits)} folds for each of {len(candidate_params)} "
                       f"candidates, totalling {len(splits) * len(candidate_params)} fits")
-            tasks = search_tasks(base, X, y, candidate_params, splits, scoring,
+            tasks = search_tasks(base, X, y, candidate_params, splits, task_kw,
                                  self.n_jobs)
             parallel = Parallel(n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch)
             out = [None] * (len(candidate_params) * len(splits))
@@ -102,7 +103,7 @@ class _StackedSearch:
             self.best_estimator_ = clone(base).set_params(**clone(self.best_params_,
                                                                   safe=False))
             start = time.time()
-            self.best_estimator_.fit(X, y)
+            self.best_estimator_.fit(X, y, **routed.estimator.fit)
             self.refit_time_ = time.time() - start
             if hasattr(self.best_estimator_, "feature_names_in_"):
                 self.feature_names_in_ = self.best_estimator_.feature_names_in_

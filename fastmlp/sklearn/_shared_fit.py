@@ -45,10 +45,11 @@ def batch_key(est):
             repr(getattr(est, "class_weight", None)), getattr(est, "loss", None))
 
 
-def fit_together(ests, X, y):
+def fit_together(ests, X, y, sample_weight=None):
     """Fit each of ``ests`` (fastmlp estimators with one ``batch_key``, not fitted or to
-    be refitted from scratch) on (X, y), each ending exactly where its own
-    ``est.fit(X, y)`` would: the same epochs, stopping, warnings and fitted attributes.
+    be refitted from scratch) on (X, y) with the same ``sample_weight`` (None or
+    (n_samples,)), each ending exactly where its own ``est.fit(X, y, sample_weight)``
+    would: the same epochs, stopping, warnings and fitted attributes.
 
     Returns one entry per estimator: None when its fit succeeded, else the exception its
     own fit would have raised; an estimator that fails leaves the others training."""
@@ -56,7 +57,7 @@ def fit_together(ests, X, y):
     runs = {}
     for k, est in enumerate(ests):
         try:
-            Xk, yk, swk, root, fit_data = est._fit_begin(X, y, None, False)
+            Xk, yk, swk, root, fit_data = est._fit_begin(X, y, sample_weight, False)
             with sklearn.config_context(skip_parameter_validation=True):
                 runs[k] = (EpochLoop(est, Xk, yk, swk, False, root), root, fit_data)
         except Exception as exc:      # that estimator's fit fails; the others go on
