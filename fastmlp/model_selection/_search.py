@@ -115,23 +115,26 @@ class _StackedSearch:
 
 
 class GridSearchCV(_StackedSearch, skms.GridSearchCV):
-    __doc__ = (
-        "scikit-learn's ``GridSearchCV`` (same parameters, attributes and results), for\n"
-        "fastmlp's ``MLPClassifier`` and ``MLPRegressor``: on each split, the candidates\n"
-        "that share their batches (the same ``random_state``, ``shuffle``, ``batch_size``,\n"
-        "early-stopping split and layer widths; a grid over ``alpha``,\n"
-        "``learning_rate_init``, ``activation``, ``max_iter``, the solver's settings …)\n"
-        "train together, one compiled call per epoch for all of them, each ending exactly\n"
-        "where its own fit would.  Any other candidate (``random_state=None``, lbfgs,\n"
-        "another estimator) is fitted alone, as scikit-learn fits it.  Folds and groups\n"
-        "are spread over ``n_jobs`` workers through joblib.\n\n"
-        "scikit-learn's documentation follows.\n\n" + (skms.GridSearchCV.__doc__ or ""))
+    """scikit-learn's ``GridSearchCV`` for fastmlp's ``MLPClassifier`` and
+    ``MLPRegressor``: the same parameters, attributes and results (see scikit-learn's
+    documentation of ``sklearn.model_selection.GridSearchCV``).
+
+    On each split, the candidates that share their batches — the same ``random_state``
+    (an int), ``shuffle``, ``batch_size``, early-stopping split, layer widths, dropout on
+    or off and ``class_weight``; a grid over ``alpha``, ``learning_rate_init``,
+    ``activation``, ``max_iter``, the solver's settings … — train together, one
+    compiled call per epoch for all of them, each ending exactly where its own fit
+    would, so ``cv_results_`` equals scikit-learn's search score for score.  Any other
+    candidate (``random_state=None``, lbfgs, verbose) is fitted alone, as scikit-learn
+    fits it.  Folds and groups are spread over ``n_jobs`` joblib workers; the groups of
+    one worker over fastmlp's threads (``fastmlp.set_num_threads``).
+    """
 
 
 class RandomizedSearchCV(_StackedSearch, skms.RandomizedSearchCV):
-    __doc__ = (
-        "scikit-learn's ``RandomizedSearchCV`` (same parameters, attributes and results),\n"
-        "for fastmlp's ``MLPClassifier`` and ``MLPRegressor``: the sampled candidates that\n"
-        "share their batches train together on each split, as in\n"
-        "``fastmlp.model_selection.GridSearchCV``.\n\n"
-        "scikit-learn's documentation follows.\n\n" + (skms.RandomizedSearchCV.__doc__ or ""))
+    """scikit-learn's ``RandomizedSearchCV`` for fastmlp's ``MLPClassifier`` and
+    ``MLPRegressor``: the same parameters, attributes and results (see scikit-learn's
+    documentation of ``sklearn.model_selection.RandomizedSearchCV``); the sampled
+    candidates that share their batches train together on each split, as in
+    ``fastmlp.model_selection.GridSearchCV``.
+    """
