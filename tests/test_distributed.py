@@ -96,3 +96,25 @@ def test_grid_search_on_dask_equals_serial(client):
     # the scores are equal, not just close.
     for key in ("mean_test_score", "std_test_score", "rank_test_score"):
         np.testing.assert_array_equal(search.cv_results_[key], serial.cv_results_[key])
+
+
+def test_fastmlps_grouped_search_on_dask_equals_scikit_learns_serial(client):
+    # fastmlp.model_selection's tasks (groups of candidates fitted together) go through
+    # the same joblib backend: on the cluster, and scored as scikit-learn's search
+    # scores the same fits one by one here.
+    import fastmlp.model_selection
+    search, X, y = _search()
+    ours = fastmlp.model_selection.GridSearchCV(**search.get_params(deep=False))
+    with joblib.parallel_backend("dask"), distributed.get_task_stream(client) as tasks, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours.fit(X, y)
+    workers = {t["worker"] for t in tasks.data}
+    assert workers and workers <= set(client.scheduler_info()["workers"]), workers
+    search.set_params(n_jobs=1)
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X, y)
+    assert ours.best_params_ == search.best_params_
+    for key in ("mean_test_score", "std_test_score", "rank_test_score"):
+        np.testing.assert_array_equal(ours.cv_results_[key], search.cv_results_[key])
