@@ -318,3 +318,39 @@ def test_verbose_prints_the_fits():
     assert lines[0] == "Fitting 2 folds for each of 2 candidates, totalling 4 fits"
     ends = [line for line in lines if "] END " in line]
     assert len(ends) == 4 and all("score=" in line and "alpha=" in line for line in ends)
+
+
+class _Epochs:
+    """A passive callback counting the epoch tasks it is told of."""
+
+    def __init__(self):
+        self.epochs = 0
+
+    def setup(self, estimator, context):
+        pass
+
+    def teardown(self, estimator, context):
+        pass
+
+    def on_fit_task_begin(self, estimator, context, **kw):
+        pass
+
+    def on_fit_task_end(self, estimator, context, **kw):
+        self.epochs += context.task_name == "epoch"
+        return False
+
+
+def test_an_estimator_with_callbacks_is_searched_by_scikit_learns_fit(monkeypatch):
+    pytest.importorskip("sklearn.callback")
+    from fastmlp.model_selection import _search
+    monkeypatch.setattr(_search, "search_tasks", None)   # not to be reached
+    X, y = _iris()
+    seen = _Epochs()
+    base = fastmlp.MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
+    base.set_callbacks(seen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = GridSearchCV(base, {"alpha": [1e-4, 1e-2]}, cv=2).fit(X, y)
+        theirs = skms.GridSearchCV(base, {"alpha": [1e-4, 1e-2]}, cv=2).fit(X, y)
+    _same_search(ours, theirs)
+    assert seen.epochs > 0

@@ -20,9 +20,9 @@ from fastmlp.sklearn._base import BaseMLP
 class _StackedSearch:
     """``fit`` of a scikit-learn search (the class it is mixed into) with the fits of each
     split grouped into stacks.  Whatever it cannot group it leaves to scikit-learn: a
-    search whose estimator is not a fastmlp estimator, that has callbacks, or whose
-    estimator is given fit parameters other than ``sample_weight`` runs scikit-learn's
-    own ``fit`` unchanged."""
+    search whose estimator is not a fastmlp estimator, that has callbacks (or whose
+    estimator has), or whose estimator is given fit parameters other than
+    ``sample_weight`` runs scikit-learn's own ``fit`` unchanged."""
 
     def fit(self, X, y=None, **params):
         """Run fit with all sets of parameters, as scikit-learn's search of the same name
@@ -33,6 +33,7 @@ class _StackedSearch:
         routed = self._get_routed_params_for_fit(
             _check_method_params(indexable(X, y)[0], params=params))
         if (not isinstance(self.estimator, BaseMLP) or getattr(self, "_skl_callbacks", None)
+                or getattr(self.estimator, "_skl_callbacks", None)
                 or set(routed.estimator.fit) - {"sample_weight"}):
             return super().fit(X, y, **params)
         scorers, refit_metric = self._get_scorers()
