@@ -86,14 +86,18 @@ def test_grid_search_on_dask_equals_serial(client):
     assert workers and workers <= set(client.scheduler_info()["workers"]), workers
 
     serial, _, _ = _search()
+    _assert_same_as_serial(search, serial, X, y)
+
+
+def _assert_same_as_serial(search, serial, X, y):
+    # ``serial`` fitted here at n_jobs=1 and one BLAS thread must find what ``search``
+    # found: same data, same random_state, same single-threaded BLAS, so the same
+    # arithmetic, and the scores are equal, not just close.
     serial.set_params(n_jobs=1)
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         serial.fit(X, y)
-
     assert search.best_params_ == serial.best_params_
-    # Same data, same random_state, same single-threaded BLAS: the same arithmetic, so
-    # the scores are equal, not just close.
     for key in ("mean_test_score", "std_test_score", "rank_test_score"):
         np.testing.assert_array_equal(search.cv_results_[key], serial.cv_results_[key])
 
@@ -111,10 +115,4 @@ def test_fastmlps_grouped_search_on_dask_equals_scikit_learns_serial(client):
         ours.fit(X, y)
     workers = {t["worker"] for t in tasks.data}
     assert workers and workers <= set(client.scheduler_info()["workers"]), workers
-    search.set_params(n_jobs=1)
-    with warnings.catch_warnings(), threadpool_limits(1):
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        search.fit(X, y)
-    assert ours.best_params_ == search.best_params_
-    for key in ("mean_test_score", "std_test_score", "rank_test_score"):
-        np.testing.assert_array_equal(ours.cv_results_[key], search.cv_results_[key])
+    _assert_same_as_serial(ours, search, X, y)

@@ -30,14 +30,13 @@ class _StackedSearch:
         sparse, y: (n_samples,) or (n_samples, n_outputs); ``params``: passed on as
         scikit-learn's search passes them."""
         self._validate_params()
-        routed = self._get_routed_params_for_fit(
-            _check_method_params(indexable(X, y)[0], params=params))
+        X, y = indexable(X, y)
+        routed = self._get_routed_params_for_fit(_check_method_params(X, params=params))
         if (not isinstance(self.estimator, BaseMLP) or getattr(self, "_skl_callbacks", None)
                 or getattr(self.estimator, "_skl_callbacks", None)
                 or set(routed.estimator.fit) - {"sample_weight"}):
             return super().fit(X, y, **params)
         scorers, refit_metric = self._get_scorers()
-        X, y = indexable(X, y)
         split_params = routed.splitter.split
         self._checked_cv_orig = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         self._check_input_parameters(X=X, y=y, split_params=split_params)

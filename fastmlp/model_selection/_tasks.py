@@ -24,20 +24,22 @@ def search_tasks(base, X, y, candidate_params, splits, task_kw, n_jobs=1):
     that no worker waits long for the last), one per candidate that does not.  Each
     returns [(index, result), …], ``index`` = candidate · n_splits + split
     (scikit-learn's order of results) and ``result`` the dict ``_fit_and_score``
-    returns.  ``task_kw``: the keyword arguments
-    every task fits and scores with (scorer, return_train_score, error_score, verbose,
-    fit_params, score_params)."""
+    returns.  ``task_kw``: the keyword arguments every task fits and scores with
+    (scorer, return_train_score, error_score, verbose, fit_params, score_params)."""
     n_splits, n_candidates = len(splits), len(candidate_params)
+    # Each candidate's key once (it does not depend on the split); each split's fits
+    # their own clones of it.
+    protos = [clone(base).set_params(**clone(params, safe=False))
+              for params in candidate_params]
+    keys = [batch_key(est) for est in protos]
     groups, singles = [], []
-    for s, (train, test) in enumerate(splits):
+    for s in range(n_splits):
         by_key = defaultdict(list)
-        for c, params in enumerate(candidate_params):
-            est = clone(base).set_params(**clone(params, safe=False))
-            key = batch_key(est)
+        for c, (proto, key) in enumerate(zip(protos, keys)):
             if key is None:
                 singles.append((c, s))
             else:
-                by_key[key].append((c, est))
+                by_key[key].append((c, proto if s == 0 else clone(proto)))
         for members in by_key.values():
             if len(members) == 1:
                 singles.append((members[0][0], s))

@@ -6,11 +6,11 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
-from sklearn.utils.validation import column_or_1d, validate_data
+from sklearn.utils.validation import column_or_1d
 
 from fastmlp.sklearn._base import BaseMLP
 from fastmlp.sklearn._callbacks import with_callbacks
-from fastmlp.sklearn._data import plain_fit_input
+from fastmlp.sklearn._data import fit_input
 from fastmlp.sklearn._docstrings import BEYOND, PARAMETERS
 from fastmlp.sklearn._params import CLASS_WEIGHT, STOCHASTIC
 from fastmlp.sklearn._labels import accuracy, classes_of, decode, encode, fit_binarizer
@@ -94,12 +94,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return accuracy(y, self.predict(X))
 
     def _validate_input(self, X, y, incremental, reset):
-        plain = plain_fit_input(self, X, y) if reset else None
-        if plain is not None:
-            X, y = plain
-        else:
-            X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                                 dtype=(np.float64, np.float32), reset=reset)
+        X, y = fit_input(self, X, y, reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):

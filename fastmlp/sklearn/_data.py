@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 import sklearn
 from sklearn.utils import check_array
+from sklearn.utils.validation import validate_data
 
 from fastmlp import _core, _validation
 
@@ -67,3 +68,14 @@ def plain_fit_input(est, X, y):
     if hasattr(est, "feature_names_in_"):
         del est.feature_names_in_
     return X, y
+
+
+def fit_input(est, X, y, reset, **checks):
+    """The fit's X and y validated: ``validate_data(est, X, y, accept_sparse=["csr",
+    "csc"], multi_output=True, dtype=(np.float64, np.float32), reset=reset, **checks)``,
+    at ``plain_fit_input``'s cost where that takes them (a first fit, reset=True)."""
+    plain = plain_fit_input(est, X, y) if reset else None
+    if plain is not None:
+        return plain
+    return validate_data(est, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                         dtype=(np.float64, np.float32), reset=reset, **checks)

@@ -2,11 +2,11 @@
 import numpy as np
 from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
-from sklearn.utils.validation import column_or_1d, validate_data
+from sklearn.utils.validation import column_or_1d
 
 from fastmlp.sklearn._base import BaseMLP
 from fastmlp.sklearn._callbacks import with_callbacks
-from fastmlp.sklearn._data import plain_fit_input
+from fastmlp.sklearn._data import fit_input
 from fastmlp.sklearn._docstrings import BEYOND, PARAMETERS
 from fastmlp.sklearn._params import options
 
@@ -77,12 +77,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         return r2_score(y, y_pred, sample_weight=sample_weight)
 
     def _validate_input(self, X, y, incremental, reset):
-        plain = plain_fit_input(self, X, y) if reset else None
-        if plain is not None:
-            X, y = plain
-        else:
-            X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                                 y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+        X, y = fit_input(self, X, y, reset, y_numeric=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if self.loss == "poisson" and np.any(y < 0):
