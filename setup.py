@@ -28,6 +28,7 @@ extensions = [
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=extra_compile_args,
+        extra_link_args=["-pthread"],      # fastmlp's worker pool, _pool.h
     )
 ]
 

@@ -58,10 +58,16 @@ cdef extern from *:
        sharing the limit with fastmlp calls in other Python threads, goes to the serial
        library (one only fastmlp calls, kept at one thread), so it wakes no pool at all;
        larger ones go to the active library, by default numpy's own. */
+    /* The threads one compiled call may use now: the limit shared among the calls
+       running (the products here, and the split passes of _pool.pxd). */
+    static int fastmlp_thread_share(void) {
+        int running = __atomic_load_n(&fastmlp_calls_running, __ATOMIC_RELAXED);
+        return fastmlp_thread_limit / (running > 1 ? running : 1);
+    }
+
     static fastmlp_blas_lib *fastmlp_blas_for(double flops) {
         fastmlp_blas_lib *lib = fastmlp_blas_active, *serial = fastmlp_blas_serial;
-        int running = __atomic_load_n(&fastmlp_calls_running, __ATOMIC_RELAXED);
-        int share = fastmlp_thread_limit / (running > 1 ? running : 1);
+        int share = fastmlp_thread_share();
         int want = flops < fastmlp_flops_per_thread * share
                    ? (int)(flops / fastmlp_flops_per_thread) : share;
         if (want < 2 && serial != NULL) lib = serial;
@@ -84,6 +90,7 @@ cdef extern from *:
     void call_end "fastmlp_call_end"() noexcept nogil
     const double FLOPS_PER_THREAD "fastmlp_flops_per_thread"
     BlasLib* blas_for "fastmlp_blas_for"(double flops) noexcept nogil
+    int thread_share "fastmlp_thread_share"() noexcept nogil
 
 # How many libraries blas_libs can hold; fastmlp.blas numbers its libraries below this.
 cdef enum:

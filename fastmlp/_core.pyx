@@ -14,6 +14,8 @@ gather), _batches (a step's batch, and an epoch's batches made from its rows), _
   and the structs the passes share (Net, Scratch; Batch is _batches.pxd's);
 - ``_passes.pxi``: ``forward_pass``, the output loss, the L2 penalty, ``backward_pass``;
 - ``_update.pxi``: the optimizer's passes over the flat buffer, segment by segment;
+- ``_split.pxi``: element-wise passes split over fastmlp's sleeping worker pool
+  (_pool.pxd, _pool.h), with the same bits at every thread count;
 - ``_step.pxi``: ``train_step``, one whole step over a batch;
 - ``_sparse_rows.pxi``: ``SparseRows``, a CSR matrix checked once for the core;
 - ``_network.pxi``: ``Network``, the parameters and the forward pass (all prediction
@@ -72,6 +74,7 @@ from fastmlp._sparse cimport (CSR, csr_index, csr_linear_forward, csr_rows,
                               gather_csr_rows, gathered_values_offset, max_batch_nnz,
                               sparse_linear_forward, sparse_weight_gradient)
 from fastmlp._batches cimport Batch, EpochRows, epoch_batch
+from fastmlp._pool cimport part_size, pool_run, pool_workers, split_scale, split_threads
 from fastmlp._losses cimport (C_LOSS_MSE, C_LOSS_SK_BINARY_LOG, C_LOSS_SK_LOG,
                               C_LOSS_SK_POISSON, C_LOSS_SK_SQUARED, C_LOSS_SOFTMAX_XENT,
                               mse_loss_delta, output_activation_delta, sk_loss_delta,
@@ -180,6 +183,21 @@ def set_thread_limit(int n):
     if n < 1:
         raise ValueError(f"n: expected a positive number of threads, got {n}")
     thread_limit = n
+
+
+def _set_split_scale(double scale):
+    """Multiply every split pass's grain by ``scale`` (default 1; 0 splits passes of any
+    size over the thread limit): for the tests of the split passes, _split.pxi."""
+    global split_scale
+    if not scale >= 0:
+        raise ValueError(f"scale: expected a number >= 0, got {scale}")
+    split_scale = scale
+
+
+def pool_threads():
+    """How many worker threads fastmlp's pool has started (_pool.h; 0 until a pass first
+    splits)."""
+    return pool_workers()
 
 
 blas_libs[0].fn[SGEMM] = <void*>sgemm
@@ -424,6 +442,7 @@ cdef struct StepTarget:
 
 include "_passes.pxi"
 include "_update.pxi"
+include "_split.pxi"
 include "_step.pxi"
 
 

@@ -107,6 +107,8 @@ cdef bint net_update_is_finite(const Net* net, const Optim* opt, const floating*
     cdef int s
     cdef Py_ssize_t off, size
     cdef double a, nrm
+    if rows == NULL:
+        return split_update(net, <Optim*>opt, <floating*>theta, grad, lr, norm, True)
     for s in range(2 * net.n_layers):
         segment(net, s, norm, &off, &size, &a, &nrm)
         if not segment_is_finite(opt, theta, grad, off, size, net.dims[1],
@@ -129,6 +131,9 @@ cdef bint apply_update(const Net* net, Optim* opt, floating* theta, const floati
     cdef bint reached
     if opt.kind == C_OPT_ADAM:
         opt.t += 1
+    if rows == NULL:       # the whole buffer, dense: split over the pool's threads
+        split_update(net, opt, theta, grad, lr, norm, False)
+        return False
     for s in range(2 * net.n_layers):
         segment(net, s, norm, &off, &size, &a, &nrm)
         if s == 0 and w1_acc != NULL and rows != NULL and rows.only == NULL \

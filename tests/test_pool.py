@@ -1,0 +1,207 @@
+"""fastmlp's worker pool (fastmlp/_pool.h) and the passes split over it (_split.pxi): the
+same bits at every thread count, workers that start only when a pass splits and hold no
+CPU while idle, a fork()ed child that trains, two Python threads splitting at once."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import _core
+from fastmlp.errors import DivergenceError
+
+# Small enough that every product of these steps stays on one thread (far below
+# FLOPS_PER_THREAD_MIN), so the thread limit changes nothing but how the passes split.
+LAYERS = [64, 96, 48, 7]
+ROWS = 16
+
+
+@pytest.fixture
+def split_everything():
+    """Passes of any size split over the thread limit (grain scale 0), restored after."""
+    before = fastmlp.get_num_threads()
+    _core._set_split_scale(0.0)
+    yield
+    _core._set_split_scale(1.0)
+    fastmlp.set_num_threads(before)
+
+
+def _data(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(ROWS, LAYERS[0])).astype(dtype), rng.integers(0, LAYERS[-1], ROWS)
+
+
+def _trained(dtype, optimizer, limit, steps=4, lr=1e-2, **kw):
+    fastmlp.set_num_threads(limit)
+    net = fastmlp.MLP(LAYERS, loss="softmax_cross_entropy", dtype=dtype, seed=3,
+                      optimizer=optimizer, **kw)
+    X, y = _data(dtype)
+    for _ in range(steps):
+        net.train_step(X, y, lr=lr)
+    return net
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("optimizer", ["adam", "momentum", "nesterov"])
+def test_split_update_is_bit_identical_at_every_thread_count(split_everything, dtype,
+                                                             optimizer):
+    # Exact equality, not a tolerance: every part computes what the whole pass computes
+    # on its elements, and the products are the same calls at every limit.
+    one = _trained(dtype, optimizer, 1, l2=1e-3)
+    state = [s.copy() for s in one.optimizer_state]
+    for limit in (2, 3, 5):
+        other = _trained(dtype, optimizer, limit, l2=1e-3)
+        np.testing.assert_array_equal(other.params, one.params)
+        for a, b in zip(other.optimizer_state, state):
+            np.testing.assert_array_equal(a, b)
+    assert _core.pool_threads() >= 1           # the limits above did start workers
+
+
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")     # 5 epochs, by design
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_split_update_of_the_estimators_is_bit_identical(split_everything, solver):
+    # scikit-learn's gradient convention, and plain SGD without the fused product (the
+    # estimators' sgd scales by 1/Σw: an update pass of its own).
+    pytest.importorskip("sklearn")
+    from fastmlp.sklearn import MLPClassifier
+    X, y = _data(np.float64, seed=1)
+    fits = []
+    for limit in (1, 2, 4):
+        fastmlp.set_num_threads(limit)
+        clf = MLPClassifier(hidden_layer_sizes=(96, 48), solver=solver, momentum=0.0,
+                            max_iter=5, batch_size=8, random_state=0, tol=0)
+        fits.append(clf.fit(X, y))
+    for clf in fits[1:]:
+        for a, b in zip(clf.coefs_ + clf.intercepts_, fits[0].coefs_ + fits[0].intercepts_):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_diverging_split_step_leaves_the_parameters_unchanged(split_everything):
+    # One weight the batch does not reach (its input column is 0), near float32's
+    # largest value: the forward pass and the loss stay finite, and only the update's
+    # decay, θ·(1 − η·α/n) = −2·θ, overflows, in a part past the first (the weights of
+    # the last input are more than halfway through the flat buffer).
+    fastmlp.set_num_threads(3)
+    net = fastmlp.MLP(LAYERS, loss="softmax_cross_entropy", dtype=np.float32, seed=3,
+                      optimizer="momentum", l2=1.0)
+    X, y = _data(np.float32)
+    X[:, -1] = 0
+    net.train_step(X, y, lr=1e-2)
+    net.weights[0][-1, 0] = 3e38
+    params, velocity = net.params.copy(), net.optimizer_state[0].copy()
+    with pytest.raises(DivergenceError):
+        net.train_step(X, y, lr=3.0 * ROWS)
+    np.testing.assert_array_equal(net.params, params)
+    np.testing.assert_array_equal(net.optimizer_state[0], velocity)
+
+
+def test_two_python_threads_splitting_at_once_equal_their_serial_runs(split_everything):
+    # One of them finds the pool busy and runs its parts itself: the same bits.
+    expected = [_trained(np.float64, "adam", 1, steps=30, lr=1e-3 * (i + 1)).params
+                for i in range(2)]
+    fastmlp.set_num_threads(4)
+    nets = [fastmlp.MLP(LAYERS, loss="softmax_cross_entropy", dtype=np.float64, seed=3,
+                        optimizer="adam")
+            for _ in range(2)]
+    X, y = _data(np.float64)
+    barrier = threading.Barrier(2)
+
+    def train(i):
+        barrier.wait()
+        for _ in range(30):
+            nets[i].train_step(X, y, lr=1e-3 * (i + 1))
+
+    threads = [threading.Thread(target=train, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for net, params in zip(nets, expected):
+        np.testing.assert_array_equal(net.params, params)
+
+
+def _run(code: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "FASTMLP_BLAS"}
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_workers_start_only_when_a_pass_splits_and_hold_no_cpu_when_idle():
+    # In a fresh process: no worker after import and a step too small to split; one
+    # named fastmlp-pool after a split step; and none of its CPU time grows while the
+    # process sleeps (it waits on a condition variable, not in a spin).
+    out = _run("""
+        import os, time
+        import numpy as np
+        import fastmlp
+        from fastmlp import _core
+        fastmlp.set_num_threads(2)
+        net = fastmlp.MLP([8, 8, 2], optimizer="adam", seed=0)
+        X = np.ones((4, 8)); y = np.zeros((4, 2))
+        net.train_step(X, y, lr=0.1)
+        print("before", _core.pool_threads())
+        _core._set_split_scale(0.0)
+        for _ in range(50):
+            net.train_step(X, y, lr=0.1)
+        print("after", _core.pool_threads())
+        def pool_ticks():
+            ticks = {}
+            for tid in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    if f.read().strip() != "fastmlp-pool":
+                        continue
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                ticks[tid] = int(fields[11]) + int(fields[12])     # utime + stime
+            return ticks
+        time.sleep(0.2)
+        t0 = pool_ticks()
+        time.sleep(1.0)
+        t1 = pool_ticks()
+        print("named", len(t0))
+        print("grew", sum(t1[t] - t0[t] for t in t0))
+    """)
+    lines = dict(line.split() for line in out.splitlines())
+    assert lines["before"] == "0"
+    assert int(lines["after"]) >= 1
+    assert int(lines["named"]) == int(lines["after"])
+    assert lines["grew"] == "0"         # clock ticks (10 ms): a spinning worker takes ~100
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_trains_on_a_pool_of_its_own():
+    # The parent's workers do not exist in the child; its first split pass must start
+    # new ones rather than wait for the parent's.
+    out = _run("""
+        import os, signal
+        import numpy as np
+        import fastmlp
+        from fastmlp import _core
+        fastmlp.set_num_threads(2)
+        _core._set_split_scale(0.0)
+        def train():
+            net = fastmlp.MLP([32, 64, 3], loss="softmax_cross_entropy", optimizer="adam",
+                              seed=1)
+            X = np.linspace(-1, 1, 32 * 8).reshape(8, 32); y = np.arange(8) % 3
+            for _ in range(20):
+                net.train_step(X, y, lr=1e-2)
+            return net.params
+        expected = train()
+        assert _core.pool_threads() >= 1
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(60)
+            ok = np.array_equal(train(), expected) and _core.pool_threads() >= 1
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+    """)
+    assert out.split() == ["child", "0"]
