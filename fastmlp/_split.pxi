@@ -13,10 +13,11 @@ cdef extern from *:
     void flag_set "fastmlp_flag_set"(int* flag) noexcept nogil
 
 # Elements of the flat buffer that pay for one more thread in the optimizer's passes
-# (its pre-check and update; _update.pxi), measured on the 2-vCPU VMs: bench/README.md,
-# "The serial part of a step".
+# (its pre-check and update; _update.pxi).  Measured on a 2-vCPU VM, online Adam steps
+# split against whole, interleaved: 12,730 parameters no faster, 25,450 0.76-0.83x,
+# 101,770 and more 0.61-0.77x (bench/README.md, "The serial part of a step").
 cdef enum:
-    UPDATE_GRAIN = 32768
+    UPDATE_GRAIN = 8192
 
 
 cdef struct UpdateJob:

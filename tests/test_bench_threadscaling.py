@@ -17,7 +17,8 @@ def test_quick_run_reports_and_projects(tmp_path):
     (r,) = json.loads(out.read_text())["results"]
     times = r["times_us"]
     assert set(times) == {"1", "2"}
-    assert set(times["1"]) == set(times["2"]) >= {"step", "products", "update (sgd)"}
+    assert set(times["1"]) == set(times["2"]) >= {"step", "step, passes whole", "products",
+                                                  "update (sgd)"}
     assert all(t > 0 for th in times.values() for t in th.values())
     q = r["products_parallel_fraction"]
     assert 0.0 <= q <= 1.0

@@ -10,7 +10,9 @@ cross-entropy; plain SGD and Adam by default) is timed whole, next to its matrix
 products alone (the ``gemms`` peer of peers.py: numpy matmul into preallocated arrays,
 the library fastmlp sends its large products to by default) and to each of its
 element-wise passes run by itself through ``fastmlp.kernels``: bias, ReLU and its mask,
-softmax cross-entropy, the optimizer's update.  All at 1 and at 2 threads (threadpoolctl,
+softmax cross-entropy, the optimizer's update; and to the same step with every pass on
+the calling thread ("step, passes whole": the optimizer's passes not split over
+fastmlp's worker pool, _split.pxi), the split's own A/B.  All at 1 and at 2 threads (threadpoolctl,
 which also sets fastmlp's own limit), interleaved, medians.
 
 From those: the products' parallel fraction q (Amdahl, from their 1- and 2-thread times),
@@ -45,10 +47,16 @@ SETTINGS = {"full": dict(rounds=15, block_s=0.05, warmup_s=0.2),
 def passes(dtype, optimizer: str) -> dict:
     """{name: callable} of the step, its products, and its element-wise passes."""
     import fastmlp
+    from fastmlp import _core
     from fastmlp import kernels as fk
     X, Y = harness.make_data(ROWS, LAYERS, LOSS, dtype)
-    model = fastmlp.MLP(LAYERS, loss=LOSS, dtype=dtype, seed=0, optimizer=optimizer)
-    fns = {"step": lambda: model.train_step(X, Y, 1e-4)}
+    model, whole = (fastmlp.MLP(LAYERS, loss=LOSS, dtype=dtype, seed=0, optimizer=optimizer)
+                    for _ in range(2))
+    # The step as shipped (its optimizer passes split over fastmlp's pool) and the same
+    # step with every pass on the calling thread (grain scale 1e12: nothing splits).
+    fns = {"step": lambda: (_core._set_split_scale(1.0), model.train_step(X, Y, 1e-4)),
+           "step, passes whole": lambda: (_core._set_split_scale(1e12),
+                                          whole.train_step(X, Y, 1e-4))}
     gemms = P.GemmsPeer()
     gemms.setup(LAYERS, LOSS, dtype, X, Y)
     fns["products"] = gemms.step
@@ -89,9 +97,13 @@ def run(dtype="float32", optimizer="sgd", quick=False) -> dict:
     settings = SETTINGS["quick" if quick else "full"]
     dt = np.dtype(dtype)
     times = {}
+    from fastmlp import _core
     for threads in (1, 2):
-        with threadpool_limits(limits=threads):
-            res = harness.measure(passes(dt, optimizer), pause_s=0.0, **settings)
+        try:
+            with threadpool_limits(limits=threads):
+                res = harness.measure(passes(dt, optimizer), pause_s=0.0, **settings)
+        finally:
+            _core._set_split_scale(1.0)
         times[threads] = {k: harness.summarize(v["samples_us"])["median_us"]
                           for k, v in res.items()}
     t1, t2 = times[1], times[2]
