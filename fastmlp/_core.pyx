@@ -66,6 +66,7 @@ from fastmlp._layers cimport (C_ACT_ELU, C_ACT_EXP, C_ACT_GELU, C_ACT_IDENTITY,
                               C_ACT_SOFTMAX, C_ACT_SOFTPLUS, C_ACT_TANH, ELU_ALPHA,
                               LEAKY_RELU_SLOPE, activation_backward, activation_forward,
                               activation_max_slope, activation_needs_z, backprop_delta,
+                              backprop_product,
                               column_sums, dropout_backward, dropout_forward,
                               linear_backward, linear_forward, relu_forward,
                               relu_mask_delta, softmax_rows)
@@ -74,7 +75,8 @@ from fastmlp._sparse cimport (CSR, csr_index, csr_linear_forward, csr_rows,
                               gather_csr_rows, gathered_values_offset, max_batch_nnz,
                               sparse_linear_forward, sparse_weight_gradient)
 from fastmlp._batches cimport Batch, EpochRows, epoch_batch
-from fastmlp._pool cimport part_size, pool_run, pool_workers, split_scale, split_threads
+from fastmlp._pool cimport (part_size, pool_helped, pool_no_backoff, pool_run, pool_workers,
+                            split_scale, split_threads)
 from fastmlp._losses cimport (C_LOSS_MSE, C_LOSS_SK_BINARY_LOG, C_LOSS_SK_LOG,
                               C_LOSS_SK_POISSON, C_LOSS_SK_SQUARED, C_LOSS_SOFTMAX_XENT,
                               mse_loss_delta, output_activation_delta, sk_loss_delta,
@@ -187,17 +189,25 @@ def set_thread_limit(int n):
 
 def _set_split_scale(double scale):
     """Multiply every split pass's grain by ``scale`` (default 1; 0 splits passes of any
-    size over the thread limit): for the tests of the split passes, _split.pxi."""
-    global split_scale
+    size over the thread limit, and every one wakes the workers, without the pool's
+    back-off): for the tests of the split passes, _split.pxi."""
+    global split_scale, pool_no_backoff
     if not scale >= 0:
         raise ValueError(f"scale: expected a number >= 0, got {scale}")
     split_scale = scale
+    pool_no_backoff = scale == 0
 
 
 def pool_threads():
     """How many worker threads fastmlp's pool has started (_pool.h; 0 until a pass first
     splits)."""
     return pool_workers()
+
+
+def pool_parts_helped():
+    """How many parts of split passes fastmlp's workers (not the calling threads) have
+    run in this process (_pool.h)."""
+    return pool_helped()
 
 
 blas_libs[0].fn[SGEMM] = <void*>sgemm

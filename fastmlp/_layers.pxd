@@ -183,6 +183,18 @@ cdef inline void activation_backward(int kind, const floating* A, const floating
         vsilu_bwd(Z, D, size)
 
 
+cdef inline void backprop_product(const floating* D_next, Py_ssize_t n, Py_ssize_t d_next,
+                                  const floating* W_next, Py_ssize_t d,
+                                  floating* D) noexcept nogil:
+    # D = Δ(l+1)·W(l+1)ᵀ, (n, d_next)·(d_next, d): backprop_delta before the derivative.
+    if n == 1:
+        gemv(False, <int>d, <int>d_next, <floating>1.0, W_next, <int>d_next, D_next,
+             <floating>0.0, D)
+    else:
+        gemm(False, True, <int>n, <int>d, <int>d_next, <floating>1.0, D_next, <int>d_next,
+             W_next, <int>d_next, <floating>0.0, D, <int>d)
+
+
 cdef inline void backprop_delta(int act, const floating* D_next, Py_ssize_t n,
                                 Py_ssize_t d_next, const floating* W_next,
                                 const floating* A, const floating* Z, Py_ssize_t d,
@@ -190,12 +202,7 @@ cdef inline void backprop_delta(int act, const floating* D_next, Py_ssize_t n,
     # Δ(l) = g'(Z(l)) ⊙ (Δ(l+1)·W(l+1)ᵀ)   (seed 003 eq. 34/42, there with g = θ):
     # (n, d_next)·(d_next, d), then the derivative of the layer's activation `act`,
     # from its output A (and its input Z where activation_needs_z; else Z may be NULL).
-    if n == 1:
-        gemv(False, <int>d, <int>d_next, <floating>1.0, W_next, <int>d_next, D_next,
-             <floating>0.0, D)
-    else:
-        gemm(False, True, <int>n, <int>d, <int>d_next, <floating>1.0, D_next, <int>d_next,
-             W_next, <int>d_next, <floating>0.0, D, <int>d)
+    backprop_product(D_next, n, d_next, W_next, d, D)
     activation_backward(act, A, Z, D, n * d)
 
 

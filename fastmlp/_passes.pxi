@@ -24,7 +24,7 @@ cdef void forward_pass(const Net* net, const floating* theta, const floating* X,
                            theta + net.b_off[l], net.dims[l + 1], A)
         if s.zs[l] != NULL:
             memcpy(s.zs[l], A, size * sizeof(floating))
-        activation_forward(net.acts[l], A, n, net.dims[l + 1])
+        split_activation_forward(net.acts[l], A, n, net.dims[l + 1])
         if drop and s.masks[l] != NULL:
             memcpy(s.pre[l], A, size * sizeof(floating))
             dropout_forward(A, <floating*>s.masks[l], size, net.drop_p[l], &s.rng)
@@ -73,13 +73,14 @@ cdef bint fused_sgd_is_safe(const Net* net, const floating* theta, const Scratch
     # runs instead, so divergence is still caught with the parameters untouched.
     cdef int l, L = net.n_layers
     cdef double big = 1e30 if floating is float else 1e300
-    cdef double d_max = max_abs(D_out, n * net.dims[L])
+    cdef double d_max = split_max_abs(D_out, n * net.dims[L])
     cdef double a_max, w_max, b_max, beta = 1 - lr * net.l2 / n
     if beta < 0:
         beta = -beta
     for l in range(L - 1, -1, -1):
-        a_max = max_abs(X if l == 0 else <const floating*>s.acts[l - 1], n * net.dims[l])
-        w_max = max_abs(theta + net.w_off[l], net.dims[l] * net.dims[l + 1])
+        a_max = split_max_abs(X if l == 0 else <const floating*>s.acts[l - 1],
+                              n * net.dims[l])
+        w_max = split_max_abs(theta + net.w_off[l], net.dims[l] * net.dims[l + 1])
         b_max = max_abs(theta + net.b_off[l], net.dims[l + 1])
         if not (beta * w_max + lr * n * a_max * d_max < big):
             return False
@@ -134,9 +135,11 @@ cdef void backward_pass(const Net* net, floating* theta, floating* grad, const S
         W = theta + net.w_off[l]
         if l > 0:
             mask = dropped and s.masks[l - 1] != NULL
-            backprop_delta(net.acts[l - 1], D, n, d_out, W,
-                           <const floating*>(s.pre[l - 1] if mask else s.acts[l - 1]),
-                           <const floating*>s.zs[l - 1], d_in, D_other)
+            # backprop_delta, its derivative pass split over the pool.
+            backprop_product(D, n, d_out, W, d_in, D_other)
+            split_activation_backward(
+                net.acts[l - 1], <const floating*>(s.pre[l - 1] if mask else s.acts[l - 1]),
+                <const floating*>s.zs[l - 1], D_other, n * d_in)
             if mask:
                 dropout_backward(D_other, <const floating*>s.masks[l - 1], n * d_in)
         if fused:

@@ -31,6 +31,12 @@ typedef void (*fastmlp_part_fn)(void *ctx, int part);
 
 /* The most workers the pool starts, whatever the thread limit says. */
 #define FASTMLP_POOL_MAX_WORKERS 255
+/* After a job no worker helped with, the next 2^k − 1 jobs run on the caller alone, k
+ * growing by one for each such job up to this (fastmlp_pool_run). */
+#define FASTMLP_POOL_MAX_BACKOFF 6
+/* Set: every job wakes the workers, whatever the last ones found (for the tests, which
+ * must see split passes run on several threads; fastmlp._core._set_split_scale(0)). */
+static int fastmlp_pool_no_backoff = 0;
 
 static struct {
     pthread_mutex_t lock;
@@ -43,10 +49,13 @@ static struct {
     int more;                  /* another job follows this one at once */
     uint64_t ticket;           /* gen << 32 | the next part to claim */
     int left;                  /* parts of the current job not finished */
+    int helped;                /* parts of the current job the workers ran */
+    long helped_total;         /* ... of every job so far (for the tests) */
     int busy;                  /* a caller owns the pool */
+    int skip, backoff;         /* jobs to run without waking the workers; log2 of the next skip */
     pthread_once_t once;
 } fastmlp_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0,
-                  0, 0, PTHREAD_ONCE_INIT};
+                  0, 0, 0, 0, 0, 0, 0, PTHREAD_ONCE_INIT};
 
 static void fastmlp_pool_after_fork(void) {
     /* Only the forking thread exists in the child: no worker, no job. */
@@ -71,12 +80,19 @@ static int fastmlp_pool_claim(uint32_t gen, int n) {
     }
 }
 
-static void fastmlp_pool_work(uint32_t gen, fastmlp_part_fn fn, void *ctx, int n) {
-    int p;
+/* Run parts of job `gen` until none is left; returns how many this thread ran.  A
+ * worker counts each in `helped` before it counts it done, so the caller, which waits
+ * for `left` to reach 0, sees every count. */
+static int fastmlp_pool_work(uint32_t gen, fastmlp_part_fn fn, void *ctx, int n,
+                             int worker) {
+    int p, done = 0;
     while ((p = fastmlp_pool_claim(gen, n)) >= 0) {
         fn(ctx, p);
+        done++;
+        if (worker) __atomic_add_fetch(&fastmlp_pool.helped, 1, __ATOMIC_RELAXED);
         __atomic_sub_fetch(&fastmlp_pool.left, 1, __ATOMIC_RELEASE);
     }
+    return done;
 }
 
 /* How long a worker waits for the next job of a pair (fastmlp_pool_run's `more`)
@@ -101,7 +117,7 @@ static void *fastmlp_pool_worker(void *arg) {
     uint32_t seen = (uint32_t)(uintptr_t)arg;   /* the job before the one it was started for */
     fastmlp_part_fn fn;
     void *ctx;
-    int n, more = 0;
+    int n, more = 0, done;
     int64_t until;
 #if defined(__linux__) && defined(_GNU_SOURCE)
     pthread_setname_np(pthread_self(), "fastmlp-pool");
@@ -122,7 +138,10 @@ static void *fastmlp_pool_worker(void *arg) {
         n = fastmlp_pool.n_parts;
         more = fastmlp_pool.more;
         pthread_mutex_unlock(&fastmlp_pool.lock);
-        fastmlp_pool_work(seen, fn, ctx, n);
+        done = fastmlp_pool_work(seen, fn, ctx, n, 1);
+        /* Late to a job (the caller had taken every part): this core is someone else's
+           now, so wait for the next job asleep. */
+        more = more && done > 0;
     }
     return NULL;
 }
@@ -168,6 +187,13 @@ static void fastmlp_pool_run(fastmlp_part_fn fn, void *ctx, int n_parts, int thr
         for (p = 0; p < n_parts; p++) fn(ctx, p);
         return;
     }
+    if (fastmlp_pool.skip > 0 && !fastmlp_pool_no_backoff) {
+        /* the owner of the pool alone reads and writes skip and backoff */
+        fastmlp_pool.skip--;
+        for (p = 0; p < n_parts; p++) fn(ctx, p);
+        __atomic_store_n(&fastmlp_pool.busy, 0, __ATOMIC_RELEASE);
+        return;
+    }
     pthread_mutex_lock(&fastmlp_pool.lock);
     have = fastmlp_pool_grow(threads - 1);
     gen = fastmlp_pool.gen + 1;
@@ -176,6 +202,7 @@ static void fastmlp_pool_run(fastmlp_part_fn fn, void *ctx, int n_parts, int thr
     fastmlp_pool.n_parts = n_parts;
     fastmlp_pool.more = more;
     fastmlp_pool.left = n_parts;
+    fastmlp_pool.helped = 0;
     __atomic_store_n(&fastmlp_pool.ticket, (uint64_t)gen << 32, __ATOMIC_RELEASE);
     __atomic_store_n(&fastmlp_pool.gen, gen, __ATOMIC_RELEASE);   /* spinning workers see it */
     pthread_mutex_unlock(&fastmlp_pool.lock);
@@ -183,9 +210,21 @@ static void fastmlp_pool_run(fastmlp_part_fn fn, void *ctx, int n_parts, int thr
     if (wake >= have) pthread_cond_broadcast(&fastmlp_pool.wake);
     else
         for (p = 0; p < wake; p++) pthread_cond_signal(&fastmlp_pool.wake);
-    fastmlp_pool_work(gen, fn, ctx, n_parts);
+    fastmlp_pool_work(gen, fn, ctx, n_parts, 0);
     while (__atomic_load_n(&fastmlp_pool.left, __ATOMIC_ACQUIRE) > 0)
         fastmlp_pool_relax(spins++);
+    /* No worker got to a part before the caller had taken them all: their cores are
+     * busy (typically with another pool's workers spinning after a product, which a
+     * woken worker cannot preempt).  Waking them again at once would only take those
+     * cores back and forth, so the next jobs run on the caller alone, 1, 3, 7 ... up to
+     * 63 of them, before the workers are tried again. */
+    fastmlp_pool.helped_total += fastmlp_pool.helped;
+    if (fastmlp_pool.helped == 0) {
+        if (fastmlp_pool.backoff < FASTMLP_POOL_MAX_BACKOFF) fastmlp_pool.backoff++;
+        fastmlp_pool.skip = (1 << fastmlp_pool.backoff) - 1;
+    } else {
+        fastmlp_pool.backoff = 0;
+    }
     __atomic_store_n(&fastmlp_pool.busy, 0, __ATOMIC_RELEASE);
 }
 
@@ -196,6 +235,12 @@ static int fastmlp_pool_workers(void) {
     n = fastmlp_pool.workers;
     pthread_mutex_unlock(&fastmlp_pool.lock);
     return n;
+}
+
+/* Parts the workers have run, over all jobs so far (for the tests: that a split pass
+ * did run on more than one thread).  Read while no job runs. */
+static long fastmlp_pool_helped(void) {
+    return __atomic_load_n(&fastmlp_pool.helped_total, __ATOMIC_RELAXED);
 }
 
 #endif /* FASTMLP_POOL_H */

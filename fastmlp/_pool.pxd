@@ -8,6 +8,8 @@ cdef extern from "_pool.h" nogil:
     void pool_run "fastmlp_pool_run"(part_fn fn, void* ctx, int n_parts, int threads,
                                       bint more)
     int pool_workers "fastmlp_pool_workers"()
+    long pool_helped "fastmlp_pool_helped"()
+    int pool_no_backoff "fastmlp_pool_no_backoff"
 
 cdef extern from *:
     """
@@ -18,6 +20,8 @@ cdef extern from *:
     double split_scale "fastmlp_split_scale"
 
 cdef enum:
+    # The most threads a pass is split over: the caller and FASTMLP_POOL_MAX_WORKERS.
+    MAX_THREADS = 256
     # A split pass's parts per thread: a worker that wakes late leaves its parts to the
     # others, so more parts than threads keep a late wake-up from costing a whole share.
     PARTS_PER_THREAD = 4
@@ -33,6 +37,8 @@ cdef inline int split_threads(Py_ssize_t size, double grain) noexcept nogil:
     # bench/README.md), never more than the call's share of the thread limit.
     cdef double g = grain * split_scale
     cdef int share = thread_share()
+    if share > MAX_THREADS:
+        share = MAX_THREADS
     if share < 2:
         return 1
     if g <= 0:

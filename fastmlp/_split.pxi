@@ -90,3 +90,143 @@ cdef bint split_update(const Net* net, Optim* opt, floating* theta, const floati
     pool_run(update_part, &j, <int>((net.n_params + j.chunk - 1) // j.chunk), threads,
              check)
     return not j.bad
+
+
+# ---------------------------------------------------------------- element-wise passes
+
+# Elements per thread of the passes over activations (a layer's A or Δ, n·d values) and
+# of the step's guards.  A cheap element (a select, a compare: ~0.1 ns) needs many of
+# them to pay for a wake-up (5-40 µs on the 2-vCPU VMs); the transcendental activations
+# (~2-5 ns each) few.
+cdef enum:
+    CHEAP_GRAIN = 65536
+    COSTLY_GRAIN = 4096
+    # The most parts of a split pass, MAX_THREADS · PARTS_PER_THREAD (_pool.pxd): a split
+    # max_abs keeps each part's maximum.
+    MAX_PARTS = 1024
+
+cdef enum:
+    ELEM_ACT_FORWARD = 0     # x = g(x)
+    ELEM_ACT_BACKWARD = 1    # x ⊙= g'(a, z)
+    ELEM_FINITE = 2          # all of x finite
+    ELEM_MAX_ABS = 3         # max |x|
+
+
+cdef struct ElemJob:
+    int what
+    int act
+    void* x
+    const void* a
+    const void* z
+    Py_ssize_t size, chunk
+    bint f64
+    int bad                  # ELEM_FINITE: a part found a non-finite value
+    double* maxes            # ELEM_MAX_ABS: each part's maximum
+
+
+cdef inline double activation_grain(int act) noexcept nogil:
+    if act == C_ACT_RELU or act == C_ACT_LEAKY_RELU or act == C_ACT_IDENTITY:
+        return CHEAP_GRAIN
+    return COSTLY_GRAIN
+
+
+cdef void elem_range(ElemJob* j, floating* x, const floating* a, const floating* z,
+                     int part, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # The job's pass on elements [lo, hi): exactly what the whole pass does there.
+    cdef Py_ssize_t m = hi - lo
+    if j.what == ELEM_ACT_FORWARD:
+        activation_forward(j.act, x + lo, 1, m)
+    elif j.what == ELEM_ACT_BACKWARD:
+        activation_backward(j.act, a + lo, z + lo if z != NULL else NULL, x + lo, m)
+    elif j.what == ELEM_FINITE:
+        if not all_finite(<const floating*>x + lo, m):
+            flag_set(&j.bad)
+    else:
+        j.maxes[part] = max_abs(<const floating*>x + lo, m)
+
+
+cdef void elem_part(void* ctx, int part) noexcept nogil:
+    cdef ElemJob* j = <ElemJob*>ctx
+    cdef Py_ssize_t lo = part * j.chunk
+    cdef Py_ssize_t hi = min(lo + j.chunk, j.size)
+    if lo >= hi:
+        if j.what == ELEM_MAX_ABS:
+            j.maxes[part] = 0.0
+        return
+    if j.f64:
+        elem_range[double](j, <double*>j.x, <const double*>j.a, <const double*>j.z, part,
+                           lo, hi)
+    else:
+        elem_range[float](j, <float*>j.x, <const float*>j.a, <const float*>j.z, part, lo,
+                          hi)
+
+
+cdef int elem_split(ElemJob* j, double grain, double* maxes) noexcept nogil:
+    # Runs the job over j.size elements split by `grain`; returns its number of parts.
+    cdef int threads = split_threads(j.size, grain), parts
+    j.chunk = j.size if threads < 2 else part_size(j.size, threads)
+    if j.chunk < 1:
+        j.chunk = 1
+    parts = <int>((j.size + j.chunk - 1) // j.chunk)     # ≤ MAX_PARTS (split_threads)
+    j.bad = 0
+    j.maxes = maxes
+    pool_run(elem_part, j, parts, threads, False)
+    return parts
+
+
+cdef inline void elem_job(ElemJob* j, int what, int act, const void* x, const void* a,
+                          const void* z, Py_ssize_t size, bint f64) noexcept nogil:
+    j.what = what
+    j.act = act
+    j.x = <void*>x
+    j.a = a
+    j.z = z
+    j.size = size
+    j.f64 = f64
+
+
+cdef void split_activation_forward(int act, floating* Z, Py_ssize_t n,
+                                   Py_ssize_t k) noexcept nogil:
+    # activation_forward (softmax, row-wise and on the output only, stays whole).
+    cdef ElemJob j
+    if act == C_ACT_SOFTMAX or act == C_ACT_IDENTITY:
+        activation_forward(act, Z, n, k)
+        return
+    elem_job(&j, ELEM_ACT_FORWARD, act, Z, NULL, NULL, n * k, floating is double)
+    elem_split(&j, activation_grain(act), NULL)
+
+
+cdef void split_activation_backward(int act, const floating* A, const floating* Z,
+                                    floating* D, Py_ssize_t size) noexcept nogil:
+    # activation_backward.
+    cdef ElemJob j
+    if act == C_ACT_IDENTITY:
+        return
+    elem_job(&j, ELEM_ACT_BACKWARD, act, D, A, Z, size, floating is double)
+    elem_split(&j, activation_grain(act), NULL)
+
+
+cdef bint split_all_finite(const floating* x, Py_ssize_t size) noexcept nogil:
+    # all_finite.
+    cdef ElemJob j
+    if size == 0:
+        return True
+    elem_job(&j, ELEM_FINITE, 0, x, NULL, NULL, size, floating is double)
+    elem_split(&j, CHEAP_GRAIN, NULL)
+    return not j.bad
+
+
+cdef double split_max_abs(const floating* x, Py_ssize_t size) noexcept nogil:
+    # max_abs: the largest of the parts' maxima, each exact, so the same number.
+    cdef ElemJob j
+    cdef double maxes[MAX_PARTS]
+    cdef double m = 0.0
+    cdef int p, parts
+    if size == 0:
+        return 0.0
+    elem_job(&j, ELEM_MAX_ABS, 0, x, NULL, NULL, size, floating is double)
+    parts = elem_split(&j, CHEAP_GRAIN, maxes)
+    for p in range(parts):
+        if maxes[p] > m:               # a part with a NaN gave +inf
+            m = maxes[p]
+    return m

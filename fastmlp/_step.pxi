@@ -67,7 +67,7 @@ cdef int dense_or_sparse_step(const Net* net, Optim* opt, floating* theta, float
     cdef W1Rows rows
     cdef const W1Rows* w1 = NULL
     if check_inputs:
-        if not sparse and not all_finite(X, n * net.dims[0]):
+        if not sparse and not split_all_finite(X, n * net.dims[0]):
             return BAD_X
         if b.Y != NULL and not all_finite(<const floating*>b.Y, n * k):
             return BAD_Y
@@ -88,7 +88,7 @@ cdef int dense_or_sparse_step(const Net* net, Optim* opt, floating* theta, float
     if fused:
         return OK
     if not update:
-        return OK if all_finite(grad, net.n_params) else DIVERGED
+        return OK if split_all_finite(grad, net.n_params) else DIVERGED
     if sparse:
         w1 = &rows
         rows.seen = s.seen

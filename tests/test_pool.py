@@ -1,5 +1,5 @@
-"""fastmlp's worker pool (fastmlp/_pool.h) and the passes split over it (_split.pxi): the
-same bits at every thread count, workers that start only when a pass splits and hold no
+"""fastmlp's worker pool (fastmlp/_pool.h) and the passes split over it (_split.pxi: the
+optimizer's, the activations', the step's guards): the same bits at every thread count, workers that start only when a pass splits and hold no
 CPU while idle, a fork()ed child that trains, two Python threads splitting at once."""
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ import fastmlp
 from fastmlp import _core
 from fastmlp.errors import DivergenceError
 
-# Small enough that every product of these steps stays on one thread (far below
-# FLOPS_PER_THREAD_MIN), so the thread limit changes nothing but how the passes split.
-LAYERS = [64, 96, 48, 7]
+# Every product of these steps stays on one thread (below FLOPS_PER_THREAD_MIN), so the
+# thread limit changes nothing but how the passes split; and the parameters are many
+# enough (~117,000) that a part takes longer than a worker's wake-up, so the workers do
+# run parts (asserted through pool_parts_helped), not only the calling thread.
+LAYERS = [512, 192, 96, 7]
 ROWS = 16
 
 
@@ -53,14 +55,33 @@ def test_split_update_is_bit_identical_at_every_thread_count(split_everything, d
                                                              optimizer):
     # Exact equality, not a tolerance: every part computes what the whole pass computes
     # on its elements, and the products are the same calls at every limit.
-    one = _trained(dtype, optimizer, 1, l2=1e-3)
-    state = [s.copy() for s in one.optimizer_state]
+    one = _trained(dtype, optimizer, 1, steps=12, l2=1e-3)
+    helped = _core.pool_parts_helped()
     for limit in (2, 3, 5):
-        other = _trained(dtype, optimizer, limit, l2=1e-3)
+        other = _trained(dtype, optimizer, limit, steps=12, l2=1e-3)
         np.testing.assert_array_equal(other.params, one.params)
-        for a, b in zip(other.optimizer_state, state):
-            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(other.optimizer_state, one.optimizer_state)
     assert _core.pool_threads() >= 1           # the limits above did start workers
+    assert _core.pool_parts_helped() > helped  # ... which ran parts of the passes
+
+
+@pytest.mark.parametrize("activation", _core.HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_split_activations_and_guards_are_bit_identical(split_everything, activation,
+                                                        optimizer):
+    # Every hidden activation's forward and derivative passes split, and with plain SGD
+    # the fused update's guards (largest magnitudes), with dropout on the first layer;
+    # the predictions too (the same forward pass).
+    def run(limit):
+        net = _trained(np.float32, optimizer, limit, activation=activation,
+                       dropout=[0.25, 0.0])
+        return net.params, net.forward(_data(np.float32, seed=2)[0])
+
+    params, out = run(1)
+    for limit in (2, 3):
+        p, o = run(limit)
+        np.testing.assert_array_equal(p, params)
+        np.testing.assert_array_equal(o, out)
 
 
 @pytest.mark.filterwarnings("ignore:Stochastic Optimizer")     # 5 epochs, by design
@@ -94,11 +115,11 @@ def test_a_diverging_split_step_leaves_the_parameters_unchanged(split_everything
     X[:, -1] = 0
     net.train_step(X, y, lr=1e-2)
     net.weights[0][-1, 0] = 3e38
-    params, velocity = net.params.copy(), net.optimizer_state[0].copy()
+    params, velocity = net.params.copy(), net.optimizer_state.copy()
     with pytest.raises(DivergenceError):
         net.train_step(X, y, lr=3.0 * ROWS)
     np.testing.assert_array_equal(net.params, params)
-    np.testing.assert_array_equal(net.optimizer_state[0], velocity)
+    np.testing.assert_array_equal(net.optimizer_state, velocity)
 
 
 def test_two_python_threads_splitting_at_once_equal_their_serial_runs(split_everything):
