@@ -18,6 +18,7 @@ ctypedef int (*get_threads_t)() noexcept nogil
 
 cdef extern from *:
     """
+    #include <time.h>
     typedef struct {
         void *fn[6];
         int ilp64;
@@ -38,6 +39,24 @@ cdef extern from *:
        faster on two threads than on one, and often far slower. */
     static const double fastmlp_flops_per_thread = 4e6;
     static int fastmlp_calls_running = 0;
+
+    /* When a product last went to a library's thread pool (CLOCK_MONOTONIC, ns), and how
+       long that pool's workers then keep spinning on the other cores (OpenBLAS:
+       2^OPENBLAS_THREAD_TIMEOUT cycles, ~0.1 s by default; set by fastmlp.threads).
+       A pass split over fastmlp's own workers in that window cannot win: they cannot
+       preempt the spinning workers (fastmlp_pooled_workers_spinning, _pool.pxd). */
+    static int64_t fastmlp_pooled_at_ns = -(int64_t)1 << 62;
+    static int64_t fastmlp_pool_spin_ns = 107000000;
+
+    static inline int64_t fastmlp_clock_ns(void) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+    }
+    static inline int fastmlp_pooled_workers_spinning(void) {
+        return fastmlp_clock_ns() - __atomic_load_n(&fastmlp_pooled_at_ns, __ATOMIC_RELAXED)
+               < fastmlp_pool_spin_ns;
+    }
 
     /* The limit's getter and setter as exported C symbols, which threadpoolctl's
        controller for fastmlp (fastmlp/threads.py) calls through ctypes. */
@@ -72,6 +91,7 @@ cdef extern from *:
                    ? (int)(flops / fastmlp_flops_per_thread) : share;
         if (want < 2 && serial != NULL) lib = serial;
         if (want < 1) want = 1;
+        if (want >= 2) __atomic_store_n(&fastmlp_pooled_at_ns, fastmlp_clock_ns(), __ATOMIC_RELAXED);
         if (lib->set_threads != NULL && want != lib->get_threads()) lib->set_threads(want);
         return lib;
     }
@@ -90,6 +110,8 @@ cdef extern from *:
     void call_end "fastmlp_call_end"() noexcept nogil
     const double FLOPS_PER_THREAD "fastmlp_flops_per_thread"
     BlasLib* blas_for "fastmlp_blas_for"(double flops) noexcept nogil
+    int64_t pool_spin_ns "fastmlp_pool_spin_ns"
+    bint pooled_workers_spinning "fastmlp_pooled_workers_spinning"() noexcept nogil
     int thread_share "fastmlp_thread_share"() noexcept nogil
 
 # How many libraries blas_libs can hold; fastmlp.blas numbers its libraries below this.

@@ -59,7 +59,8 @@ from fastmlp.errors import DivergenceError
 
 from fastmlp._blas cimport (BLAS_LIBS, DGEMM, DGEMV, DGER, FLOPS_PER_THREAD, SGEMM, SGEMV,
                             SGER, blas_active, blas_libs, blas_serial, call_begin, call_end,
-                            get_threads_t, gemm, ger, set_threads_t, thread_limit)
+                            get_threads_t, gemm, ger, pool_spin_ns, set_threads_t,
+                            thread_limit)
 from fastmlp._fmath cimport all_finite, labels_in_range, max_abs
 from fastmlp._layers cimport (C_ACT_ELU, C_ACT_EXP, C_ACT_GELU, C_ACT_IDENTITY,
                               C_ACT_LEAKY_RELU, C_ACT_LOGISTIC, C_ACT_RELU, C_ACT_SILU,
@@ -196,6 +197,15 @@ def _set_split_scale(double scale):
         raise ValueError(f"scale: expected a number >= 0, got {scale}")
     split_scale = scale
     pool_no_backoff = scale == 0
+
+
+def _set_pool_spin(double seconds):
+    """How long a BLAS pool's workers spin after a product fastmlp sent there (see
+    fastmlp.threads): within that time no pass splits over fastmlp's own workers."""
+    global pool_spin_ns
+    if not seconds >= 0:
+        raise ValueError(f"seconds: expected a number >= 0, got {seconds}")
+    pool_spin_ns = <int64_t>(seconds * 1e9)
 
 
 def pool_threads():

@@ -1,6 +1,6 @@
 # fastmlp's sleeping worker pool (_pool.h), and how many of its threads a pass gets.
 
-from fastmlp._blas cimport thread_share
+from fastmlp._blas cimport pooled_workers_spinning, thread_share
 
 ctypedef void (*part_fn)(void* ctx, int part) noexcept nogil
 
@@ -34,9 +34,12 @@ cdef enum:
 cdef inline int split_threads(Py_ssize_t size, double grain) noexcept nogil:
     # Threads for a pass over `size` elements, one more per `grain` elements (the size
     # below which a wake-up costs more than the thread saves, measured per pass:
-    # bench/README.md), never more than the call's share of the thread limit.
+    # bench/README.md), never more than the call's share of the thread limit; one while
+    # a BLAS pool's workers spin after a product of fastmlp's, holding the other cores.
     cdef double g = grain * split_scale
     cdef int share = thread_share()
+    if split_scale != 0 and pooled_workers_spinning():
+        return 1
     if share > MAX_THREADS:
         share = MAX_THREADS
     if share < 2:

@@ -127,4 +127,26 @@ def _register_with_threadpoolctl() -> None:
     threadpoolctl.register(FastmlpController)
 
 
+
+def blas_spin_seconds(environ=os.environ) -> float:
+    """How long a BLAS pool's workers busy-wait after a threaded product before they
+    sleep: OpenBLAS's 2^OPENBLAS_THREAD_TIMEOUT cycles (GOTO_THREAD_TIMEOUT too; 28 when
+    unset, clipped to 4..30, as OpenBLAS reads it), taken at 2.5 GHz.
+
+    While they spin they hold the cores fastmlp's own workers would split a pass over
+    (_split.pxi), and a woken worker does not preempt them (bench/README.md, "The serial
+    part of a step"): within that time after a product sent to a pool, passes run on the
+    calling thread.  Read once, at import, as OpenBLAS reads it when it loads.
+    """
+    for name in ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT"):
+        try:
+            exponent = int(environ.get(name, ""))
+        except ValueError:
+            continue
+        if exponent > 0:
+            return 2.0 ** min(max(exponent, 4), 30) / 2.5e9
+    return 2.0 ** 28 / 2.5e9
+
+
+_core._set_pool_spin(blas_spin_seconds())
 _register_with_threadpoolctl()

@@ -226,3 +226,35 @@ def test_a_forked_child_trains_on_a_pool_of_its_own():
         print("child", os.waitstatus_to_exitcode(status))
     """)
     assert out.split() == ["child", "0"]
+
+
+def test_blas_spin_follows_openblas_thread_timeout():
+    # 2^t cycles at 2.5 GHz, t clipped to 4..30 as OpenBLAS clips it; 28 when unset or
+    # unreadable.
+    from fastmlp.threads import blas_spin_seconds
+    assert blas_spin_seconds({}) == pytest.approx(2 ** 28 / 2.5e9)
+    assert blas_spin_seconds({"OPENBLAS_THREAD_TIMEOUT": "16"}) == pytest.approx(2 ** 16 / 2.5e9)
+    assert blas_spin_seconds({"OPENBLAS_THREAD_TIMEOUT": "1"}) == pytest.approx(2 ** 4 / 2.5e9)
+    assert blas_spin_seconds({"OPENBLAS_THREAD_TIMEOUT": "40"}) == pytest.approx(2 ** 30 / 2.5e9)
+    assert blas_spin_seconds({"OPENBLAS_THREAD_TIMEOUT": "x", "GOTO_THREAD_TIMEOUT": "20"}) \
+        == pytest.approx(2 ** 20 / 2.5e9)
+
+
+def test_passes_stay_whole_while_a_blas_pool_spins_after_a_product():
+    # 128 rows through 784 × 256: products of ~51 MFLOP, sent to the pooled library at
+    # two threads, whose workers then spin for ~0.1 s on the other core; the update
+    # (~203,000 parameters, far above its grain) would split, but runs on the caller.
+    before = fastmlp.get_num_threads()
+    fastmlp.set_num_threads(2)
+    try:
+        net = fastmlp.MLP([784, 256, 10], loss="softmax_cross_entropy", seed=0,
+                          optimizer="adam")
+        rng = np.random.default_rng(0)
+        X, y = rng.normal(size=(128, 784)).astype(np.float32), rng.integers(0, 10, 128)
+        net.train_step(X, y, lr=1e-3)
+        helped = _core.pool_parts_helped()
+        for _ in range(10):
+            net.train_step(X, y, lr=1e-3)
+        assert _core.pool_parts_helped() == helped
+    finally:
+        fastmlp.set_num_threads(before)
