@@ -228,6 +228,25 @@ static void fastmlp_pool_run(fastmlp_part_fn fn, void *ctx, int n_parts, int thr
     __atomic_store_n(&fastmlp_pool.busy, 0, __ATOMIC_RELEASE);
 }
 
+/* The CPUs this process may run on (its affinity mask, read once): a pass never splits
+ * over more threads than that, whatever the thread limit, since a part waiting for a
+ * core would hold up the whole pass. */
+static int fastmlp_pool_cpus(void) {
+    static int cpus = 0;
+    int n = __atomic_load_n(&cpus, __ATOMIC_RELAXED);
+    if (n == 0) {
+#if defined(__linux__) && defined(_GNU_SOURCE)
+        cpu_set_t set;
+        n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+#else
+        n = 1;
+#endif
+        if (n < 1) n = 1;
+        __atomic_store_n(&cpus, n, __ATOMIC_RELAXED);
+    }
+    return n;
+}
+
 /* Workers started so far (for the tests: none before the first split pass). */
 static int fastmlp_pool_workers(void) {
     int n;

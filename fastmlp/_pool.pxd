@@ -9,6 +9,7 @@ cdef extern from "_pool.h" nogil:
                                       bint more)
     int pool_workers "fastmlp_pool_workers"()
     long pool_helped "fastmlp_pool_helped"()
+    int pool_cpus "fastmlp_pool_cpus"()
     int pool_no_backoff "fastmlp_pool_no_backoff"
 
 cdef extern from *:
@@ -34,12 +35,15 @@ cdef enum:
 cdef inline int split_threads(Py_ssize_t size, double grain) noexcept nogil:
     # Threads for a pass over `size` elements, one more per `grain` elements (the size
     # below which a wake-up costs more than the thread saves, measured per pass:
-    # bench/README.md), never more than the call's share of the thread limit; one while
-    # a BLAS pool's workers spin after a product of fastmlp's, holding the other cores.
+    # bench/README.md), never more than the call's share of the thread limit nor than the
+    # CPUs the process may use; one while a BLAS pool's workers spin after a product of
+    # fastmlp's, holding the other cores.
     cdef double g = grain * split_scale
-    cdef int share = thread_share()
+    cdef int share = thread_share(), cpus = pool_cpus()
     if split_scale != 0 and pooled_workers_spinning():
         return 1
+    if share > cpus and split_scale != 0:     # the tests (scale 0) split over any limit
+        share = cpus
     if share > MAX_THREADS:
         share = MAX_THREADS
     if share < 2:
