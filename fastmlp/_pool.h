@@ -1,5 +1,5 @@
 /* fastmlp's own worker threads, for the element-wise passes of a step (bench/README.md,
- * "The serial part of a step").
+ * "fastmlp's own workers").
  *
  * Why a pool of its own, and why it sleeps: the products run on numpy's OpenBLAS pool,
  * whose workers busy-wait for a while after each call; a second pool that also spun

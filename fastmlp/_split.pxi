@@ -15,7 +15,7 @@ cdef extern from *:
 # Elements of the flat buffer that pay for one more thread in the optimizer's passes
 # (its pre-check and update; _update.pxi).  Measured on a 2-vCPU VM, online Adam steps
 # split against whole, interleaved: 12,730 parameters no faster, 25,450 0.76-0.83x,
-# 101,770 and more 0.61-0.77x (bench/README.md, "The serial part of a step").
+# 101,770 and more 0.61-0.77x (bench/README.md, "fastmlp's own workers").
 cdef enum:
     UPDATE_GRAIN = 8192
 

@@ -14,6 +14,12 @@ Change it with ``set_num_threads``, or with threadpoolctl (``threadpool_limits(1
 ``threadpool_limits(1, user_api="blas")``), which sees fastmlp as a BLAS library with
 ``internal_api == "fastmlp"`` when threadpoolctl is installed.
 
+The same limit caps fastmlp's own worker threads (fastmlp/_pool.h), over which the
+element-wise passes of a step large enough to gain are split (the optimizer's check and
+update, the activations, the guards), never more of them than the CPUs the process may
+use.  They sleep between jobs, and stand aside while a BLAS pool's workers spin after a
+product (``blas_spin_seconds``).
+
 How many threads a product that gets more than one actually runs on is set by the limit
 only when ``current()`` is the private ``"openblas"``; numpy's, scipy's and MKL's libraries
 are shared with the user's code (or, for MKL, keep their own choice), and their own thread
@@ -134,8 +140,8 @@ def blas_spin_seconds(environ=os.environ) -> float:
     unset, clipped to 4..30, as OpenBLAS reads it), taken at 2.5 GHz.
 
     While they spin they hold the cores fastmlp's own workers would split a pass over
-    (_split.pxi), and a woken worker does not preempt them (bench/README.md, "The serial
-    part of a step"): within that time after a product sent to a pool, passes run on the
+    (_split.pxi), and a woken worker does not preempt them (bench/README.md, "fastmlp's
+    own workers"): within that time after a product sent to a pool, passes run on the
     calling thread.  Read once, at import, as OpenBLAS reads it when it loads.
     """
     for name in ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT"):
