@@ -147,15 +147,17 @@ def test_two_python_threads_splitting_at_once_equal_their_serial_runs(split_ever
         np.testing.assert_array_equal(net.params, params)
 
 
-def _run(code: str) -> str:
+def _run(code: str, cwd) -> str:
+    # A fresh interpreter, away from the source tree (whose fastmlp/ has no compiled core).
     env = {k: v for k, v in os.environ.items() if k != "FASTMLP_BLAS"}
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+    env["PYTHONPATH"] = ""
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=cwd,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
 
-def test_workers_start_only_when_a_pass_splits_and_hold_no_cpu_when_idle():
+def test_workers_start_only_when_a_pass_splits_and_hold_no_cpu_when_idle(tmp_path):
     # In a fresh process: no worker after import and a step too small to split; one
     # named fastmlp-pool after a split step; and none of its CPU time grows while the
     # process sleeps (it waits on a condition variable, not in a spin).
@@ -189,7 +191,7 @@ def test_workers_start_only_when_a_pass_splits_and_hold_no_cpu_when_idle():
         t1 = pool_ticks()
         print("named", len(t0))
         print("grew", sum(t1[t] - t0[t] for t in t0))
-    """)
+    """, tmp_path)
     lines = dict(line.split() for line in out.splitlines())
     assert lines["before"] == "0"
     assert int(lines["after"]) >= 1
@@ -198,7 +200,7 @@ def test_workers_start_only_when_a_pass_splits_and_hold_no_cpu_when_idle():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-def test_a_forked_child_trains_on_a_pool_of_its_own():
+def test_a_forked_child_trains_on_a_pool_of_its_own(tmp_path):
     # The parent's workers do not exist in the child; its first split pass must start
     # new ones rather than wait for the parent's.
     out = _run("""
@@ -224,7 +226,7 @@ def test_a_forked_child_trains_on_a_pool_of_its_own():
             os._exit(0 if ok else 3)
         _, status = os.waitpid(pid, 0)
         print("child", os.waitstatus_to_exitcode(status))
-    """)
+    """, tmp_path)
     assert out.split() == ["child", "0"]
 
 
