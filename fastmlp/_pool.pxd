@@ -38,20 +38,23 @@ cdef inline int split_threads(Py_ssize_t size, double grain) noexcept nogil:
     # bench/README.md), never more than the call's share of the thread limit nor than the
     # CPUs the process may use; one while a BLAS pool's workers spin after a product of
     # fastmlp's, holding the other cores.
+    # The size test comes first: it is all a tiny step's passes pay.
     cdef double g = grain * split_scale
-    cdef int share = thread_share(), cpus = pool_cpus()
-    if split_scale != 0 and pooled_workers_spinning():
+    cdef int share
+    if g > 0 and size < 2 * g:
         return 1
-    if share > cpus and split_scale != 0:     # the tests (scale 0) split over any limit
-        share = cpus
+    share = thread_share()
+    if split_scale != 0:                  # the tests (scale 0) split over any limit
+        if share > pool_cpus():
+            share = pool_cpus()
+        if share >= 2 and pooled_workers_spinning():
+            return 1
     if share > MAX_THREADS:
         share = MAX_THREADS
     if share < 2:
         return 1
     if g <= 0:
         return share
-    if size < 2 * g:
-        return 1
     return share if size / g >= share else <int>(size / g)
 
 

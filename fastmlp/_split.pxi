@@ -32,25 +32,26 @@ cdef struct UpdateJob:
     int bad              # a part's pre-check failed
 
 
-cdef bint update_range(UpdateJob* j, floating* theta, const floating* grad,
-                       Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    # The pre-check or the update of theta[lo:hi], segment by segment (segment() gives
-    # each its a and nrm).
+cdef bint update_range(bint check, const Net* net, Optim* opt, floating* theta,
+                       const floating* grad, double lr, double norm, Py_ssize_t lo,
+                       Py_ssize_t hi) noexcept nogil:
+    # With `check`, whether every new value of theta[lo:hi] is finite, else its update;
+    # segment by segment (segment() gives each its a and nrm).
     cdef int s
     cdef Py_ssize_t off, size, b, e
     cdef double a, nrm
-    for s in range(2 * j.net.n_layers):
-        segment(j.net, s, j.norm, &off, &size, &a, &nrm)
+    for s in range(2 * net.n_layers):
+        segment(net, s, norm, &off, &size, &a, &nrm)
         b = off if off > lo else lo
         e = off + size if off + size < hi else hi
         if b >= e:
             continue
-        if j.check:
-            if not segment_is_finite(j.opt, theta, grad, b, e - b, j.net.dims[1], NULL,
-                                     j.lr, a, nrm):
+        if check:
+            if not segment_is_finite(opt, theta, grad, b, e - b, net.dims[1], NULL, lr, a,
+                                     nrm):
                 return False
         else:
-            update_segment(j.opt, theta, grad, b, 0, e - b, j.lr, a, nrm)
+            update_segment(opt, theta, grad, b, 0, e - b, lr, a, nrm)
     return True
 
 
@@ -62,9 +63,11 @@ cdef void update_part(void* ctx, int part) noexcept nogil:
     if lo >= hi:
         return
     if j.f64:
-        ok = update_range[double](j, <double*>j.theta, <const double*>j.grad, lo, hi)
+        ok = update_range[double](j.check, j.net, j.opt, <double*>j.theta,
+                                  <const double*>j.grad, j.lr, j.norm, lo, hi)
     else:
-        ok = update_range[float](j, <float*>j.theta, <const float*>j.grad, lo, hi)
+        ok = update_range[float](j.check, j.net, j.opt, <float*>j.theta,
+                                 <const float*>j.grad, j.lr, j.norm, lo, hi)
     if not ok:
         flag_set(&j.bad)
 
@@ -76,6 +79,9 @@ cdef bint split_update(const Net* net, Optim* opt, floating* theta, const floati
     # already advanced).  Returns False only for a failed check.
     cdef UpdateJob j
     cdef int threads = split_threads(net.n_params, UPDATE_GRAIN)
+    if threads < 2:
+        # The whole buffer, as update_range does it, without a job.
+        return update_range(check, net, opt, theta, grad, lr, norm, 0, net.n_params)
     j.net = net
     j.opt = opt
     j.theta = theta
@@ -85,7 +91,7 @@ cdef bint split_update(const Net* net, Optim* opt, floating* theta, const floati
     j.f64 = floating is double
     j.check = check
     j.bad = 0
-    j.chunk = net.n_params if threads < 2 else part_size(net.n_params, threads)
+    j.chunk = part_size(net.n_params, threads)
     # The update follows the check at once: the workers wait for it awake.
     pool_run(update_part, &j, <int>((net.n_params + j.chunk - 1) // j.chunk), threads,
              check)
@@ -161,12 +167,11 @@ cdef void elem_part(void* ctx, int part) noexcept nogil:
                           hi)
 
 
-cdef int elem_split(ElemJob* j, double grain, double* maxes) noexcept nogil:
-    # Runs the job over j.size elements split by `grain`; returns its number of parts.
-    cdef int threads = split_threads(j.size, grain), parts
-    j.chunk = j.size if threads < 2 else part_size(j.size, threads)
-    if j.chunk < 1:
-        j.chunk = 1
+cdef int elem_split(ElemJob* j, int threads, double* maxes) noexcept nogil:
+    # Runs the job over j.size elements on `threads` (split_threads, ≥ 2); returns its
+    # number of parts.
+    cdef int parts
+    j.chunk = part_size(j.size, threads)
     parts = <int>((j.size + j.chunk - 1) // j.chunk)     # ≤ MAX_PARTS (split_threads)
     j.bad = 0
     j.maxes = maxes
@@ -189,30 +194,34 @@ cdef void split_activation_forward(int act, floating* Z, Py_ssize_t n,
                                    Py_ssize_t k) noexcept nogil:
     # activation_forward (softmax, row-wise and on the output only, stays whole).
     cdef ElemJob j
-    if act == C_ACT_SOFTMAX or act == C_ACT_IDENTITY:
+    cdef int threads = split_threads(n * k, activation_grain(act))
+    if threads < 2 or act == C_ACT_SOFTMAX or act == C_ACT_IDENTITY:
         activation_forward(act, Z, n, k)
         return
     elem_job(&j, ELEM_ACT_FORWARD, act, Z, NULL, NULL, n * k, floating is double)
-    elem_split(&j, activation_grain(act), NULL)
+    elem_split(&j, threads, NULL)
 
 
 cdef void split_activation_backward(int act, const floating* A, const floating* Z,
                                     floating* D, Py_ssize_t size) noexcept nogil:
     # activation_backward.
     cdef ElemJob j
-    if act == C_ACT_IDENTITY:
+    cdef int threads = split_threads(size, activation_grain(act))
+    if threads < 2 or act == C_ACT_IDENTITY:
+        activation_backward(act, A, Z, D, size)
         return
     elem_job(&j, ELEM_ACT_BACKWARD, act, D, A, Z, size, floating is double)
-    elem_split(&j, activation_grain(act), NULL)
+    elem_split(&j, threads, NULL)
 
 
 cdef bint split_all_finite(const floating* x, Py_ssize_t size) noexcept nogil:
     # all_finite.
     cdef ElemJob j
-    if size == 0:
-        return True
+    cdef int threads = split_threads(size, CHEAP_GRAIN)
+    if threads < 2:
+        return all_finite(x, size)
     elem_job(&j, ELEM_FINITE, 0, x, NULL, NULL, size, floating is double)
-    elem_split(&j, CHEAP_GRAIN, NULL)
+    elem_split(&j, threads, NULL)
     return not j.bad
 
 
@@ -221,11 +230,11 @@ cdef double split_max_abs(const floating* x, Py_ssize_t size) noexcept nogil:
     cdef ElemJob j
     cdef double maxes[MAX_PARTS]
     cdef double m = 0.0
-    cdef int p, parts
-    if size == 0:
-        return 0.0
+    cdef int p, parts, threads = split_threads(size, CHEAP_GRAIN)
+    if threads < 2:
+        return max_abs(x, size)
     elem_job(&j, ELEM_MAX_ABS, 0, x, NULL, NULL, size, floating is double)
-    parts = elem_split(&j, CHEAP_GRAIN, maxes)
+    parts = elem_split(&j, threads, maxes)
     for p in range(parts):
         if maxes[p] > m:               # a part with a NaN gave +inf
             m = maxes[p]
