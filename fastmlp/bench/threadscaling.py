@@ -17,7 +17,8 @@ which also sets fastmlp's own limit), interleaved, medians.
 
 From those: the products' parallel fraction q (Amdahl, from their 1- and 2-thread times),
 the step's serial part (step − products, which runs on one core whatever the thread
-count), and the projected step and products times at 8, 16 and 64 cores:
+count), the part of it the listed passes do not name (serial − their sum, at 2 threads:
+the bias-gradient sums, the finite pre-check, the call's own overhead), and the projected step and products times at 8, 16 and 64 cores:
 
     products(N) = products(1)·((1 − q) + q/N),   step(N) = serial + products(N).
 
@@ -40,6 +41,8 @@ LAYERS = [784, 256, 128, 10]
 ROWS = 128
 LOSS = "softmax_cross_entropy"
 CORES = (8, 16, 64)
+# The rows of the breakdown that are whole steps or their products, not passes of a step.
+NOT_PASSES = ("step", "step, passes whole", "products")
 SETTINGS = {"full": dict(rounds=15, block_s=0.05, warmup_s=0.2),
             "quick": dict(rounds=3, block_s=0.005, warmup_s=0.02)}
 
@@ -110,6 +113,8 @@ def run(dtype="float32", optimizer="sgd", quick=False) -> dict:
     speedup = t1["products"] / t2["products"]
     q = min(1.0, max(0.0, 2.0 * (1.0 - 1.0 / speedup)))       # Amdahl, from N = 1 → 2
     serial = max(0.0, t2["step"] - t2["products"])
+    named = sum(t for name, t in t2.items() if name not in NOT_PASSES)
+    unnamed = t2["step"] - t2["products"] - named
     projection = {}
     for n in CORES:
         products = t1["products"] * ((1 - q) + q / n)
@@ -118,6 +123,8 @@ def run(dtype="float32", optimizer="sgd", quick=False) -> dict:
     return {"dtype": dt.name, "optimizer": optimizer, "layers": LAYERS, "rows": ROWS,
             "times_us": times, "products_parallel_fraction": q,
             "serial_us": serial, "serial_fraction_at_2": serial / t2["step"],
+            "named_passes_us": named, "unnamed_us": unnamed,
+            "unnamed_fraction_of_step": unnamed / t2["step"],
             "step_over_products": {th: times[th]["step"] / times[th]["products"]
                                    for th in (1, 2)},
             "projection": projection}
@@ -135,7 +142,10 @@ def table(r: dict) -> str:
               f"{r['step_over_products'][2]:.3f} at 2",
               f"products' parallel fraction q = {r['products_parallel_fraction']:.3f}; the "
               f"step's serial part {r['serial_us']:.1f} µs "
-              f"({100 * r['serial_fraction_at_2']:.1f} % of the step at 2 threads)",
+              f"({100 * r['serial_fraction_at_2']:.1f} % of the step at 2 threads), of "
+              f"which the passes above name {r['named_passes_us']:.1f} µs; unnamed "
+              f"{r['unnamed_us']:.1f} µs ({100 * r['unnamed_fraction_of_step']:.1f} % of "
+              f"the step)",
               f"{'cores':<8}{'products µs':>12}{'step µs':>10}{'step/products':>15}"]
     for n, p in r["projection"].items():
         lines.append(f"{n:<8}{p['products_us']:>12.1f}{p['step_us']:>10.1f}"
