@@ -17,8 +17,9 @@ which also sets fastmlp's own limit), interleaved, medians.
 
 From those: the products' parallel fraction q (Amdahl, from their 1- and 2-thread times),
 the step's serial part (step − products, which runs on one core whatever the thread
-count), the part of it the listed passes do not name (serial − their sum, at 2 threads:
-the bias-gradient sums, the finite pre-check, the call's own overhead), and the projected step and products times at 8, 16 and 64 cores:
+count), the part of it the listed passes do not name (step − products − their sum, at 2
+threads: the bias-gradient sums, the finite pre-check, the call's own overhead), and the
+projected step and products times at 8, 16 and 64 cores:
 
     products(N) = products(1)·((1 − q) + q/N),   step(N) = serial + products(N).
 
@@ -112,9 +113,10 @@ def run(dtype="float32", optimizer="sgd", quick=False) -> dict:
     t1, t2 = times[1], times[2]
     speedup = t1["products"] / t2["products"]
     q = min(1.0, max(0.0, 2.0 * (1.0 - 1.0 / speedup)))       # Amdahl, from N = 1 → 2
-    serial = max(0.0, t2["step"] - t2["products"])
+    outside_products = t2["step"] - t2["products"]
+    serial = max(0.0, outside_products)
     named = sum(t for name, t in t2.items() if name not in NOT_PASSES)
-    unnamed = t2["step"] - t2["products"] - named
+    unnamed = outside_products - named          # unclipped: noise shows as a negative part
     projection = {}
     for n in CORES:
         products = t1["products"] * ((1 - q) + q / n)
