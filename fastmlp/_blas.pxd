@@ -26,6 +26,10 @@ cdef extern from *:
            calls; NULL for one shared with numpy or scipy, whose count is the user's. */
         void (*set_threads)(int);
         int (*get_threads)(void);
+        /* Its products for two threads or more may be split over fastmlp's own workers,
+           each part on the serial library (_split_gemm.h): an OpenBLAS, which the serial
+           one matches; not MKL. */
+        int splits;
     } fastmlp_blas_lib;
     static fastmlp_blas_lib fastmlp_blas_libs[4];
     static fastmlp_blas_lib *volatile fastmlp_blas_active = &fastmlp_blas_libs[0];
@@ -101,6 +105,7 @@ cdef extern from *:
         bint ilp64
         set_threads_t set_threads
         get_threads_t get_threads
+        bint splits
     BlasLib blas_libs "fastmlp_blas_libs"[4]
     BlasLib* blas_active "fastmlp_blas_active"
     BlasLib* blas_serial "fastmlp_blas_serial"
@@ -113,6 +118,14 @@ cdef extern from *:
     int64_t pool_spin_ns "fastmlp_pool_spin_ns"
     bint pooled_workers_spinning "fastmlp_pooled_workers_spinning"() noexcept nogil
     int thread_share "fastmlp_thread_share"() noexcept nogil
+
+cdef extern from "_split_gemm.h" nogil:
+    int split_products "fastmlp_split_products"
+    int gemm_split_threads "fastmlp_gemm_split_threads"(double flops, int m)
+    void gemm_split "fastmlp_gemm_split"(bint f64, bint trans_a, bint trans_b, int m, int n,
+                                         int k, double alpha, const void* a, int lda,
+                                         const void* b, int ldb, double beta, void* c,
+                                         int ldc, int threads)
 
 # How many libraries blas_libs can hold; fastmlp.blas numbers its libraries below this.
 cdef enum:
@@ -164,7 +177,13 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating 
     cdef char ta = b'T' if trans_b else b'N'
     cdef char tb = b'T' if trans_a else b'N'
     cdef int64_t m8 = m, n8 = n, k8 = k, lda8 = lda, ldb8 = ldb, ldc8 = ldc
-    cdef BlasLib* lib = blas_for(2.0 * m * n * k)
+    cdef BlasLib* lib
+    cdef int threads = gemm_split_threads(2.0 * m * n * k, m)
+    if threads:
+        gemm_split(floating is double, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                   beta, c, ldc, threads)
+        return
+    lib = blas_for(2.0 * m * n * k)
     if lib.ilp64:
         if floating is float:
             (<sgemm64_t>lib.fn[SGEMM])(&ta, &tb, &n8, &m8, &k8, &alpha, <float*>b, &ldb8,

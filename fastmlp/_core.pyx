@@ -60,7 +60,7 @@ from fastmlp.errors import DivergenceError
 from fastmlp._blas cimport (BLAS_LIBS, DGEMM, DGEMV, DGER, FLOPS_PER_THREAD, SGEMM, SGEMV,
                             SGER, blas_active, blas_libs, blas_serial, call_begin, call_end,
                             get_threads_t, gemm, ger, pool_spin_ns, set_threads_t,
-                            thread_limit)
+                            split_products, thread_limit)
 from fastmlp._fmath cimport all_finite, labels_in_range, max_abs
 from fastmlp._layers cimport (C_ACT_ELU, C_ACT_EXP, C_ACT_GELU, C_ACT_IDENTITY,
                               C_ACT_LEAKY_RELU, C_ACT_LOGISTIC, C_ACT_RELU, C_ACT_SILU,
@@ -131,7 +131,7 @@ STATE_VECTORS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}
 # --------------------------------------------------------------------------------------
 
 def _set_blas(int slot, tuple addresses=(), bint ilp64=False, tuple threads=(),
-              bint serial=False):
+              bint serial=False, bint splits=True):
     """Make the core call the BLAS library in table ``slot`` (0: scipy's cython_blas);
     used by fastmlp.blas only.  With ``serial``, make it the library of the products too
     small for two threads instead (slot -1: none, all products go to the active one).
@@ -140,8 +140,9 @@ def _set_blas(int slot, tuple addresses=(), bint ilp64=False, tuple threads=(),
     sgemv, dgemv, sger and dger of a library that stays loaded for the life of the process,
     taking 64-bit integers if ``ilp64`` else 32-bit ones, and ``threads``, for a library
     only fastmlp calls, the addresses of its ``void set(int)`` and ``int get(void)``
-    thread-count functions (the core then picks each call's thread count).  fastmlp.blas
-    resolves and checks them.  The table in use is never refilled, so a step running in
+    thread-count functions (the core then picks each call's thread count), and ``splits``,
+    whether its large products may be split over fastmlp's own workers, each part on the
+    serial library (an OpenBLAS: not for MKL).  fastmlp.blas resolves and checks them.  The table in use is never refilled, so a step running in
     another thread always calls one whole library.
     """
     global blas_active, blas_serial
@@ -163,6 +164,7 @@ def _set_blas(int slot, tuple addresses=(), bint ilp64=False, tuple threads=(),
         blas_libs[slot].ilp64 = ilp64
         blas_libs[slot].set_threads = <set_threads_t><size_t>threads[0] if threads else NULL
         blas_libs[slot].get_threads = <get_threads_t><size_t>threads[1] if threads else NULL
+        blas_libs[slot].splits = splits
     elif blas_libs[slot].fn[0] == NULL:
         raise ValueError(f"slot: table {slot} was never filled")
     if serial:
@@ -208,6 +210,18 @@ def _set_pool_spin(double seconds):
     pool_spin_ns = <int64_t>(seconds * 1e9)
 
 
+def _set_split_products(bint on):
+    """Whether products for two threads or more are split over fastmlp's own workers
+    (_split_gemm.h; default on) rather than sent to the active library's thread pool
+    (fastmlp.threads.set_split_products)."""
+    global split_products
+    split_products = on
+
+
+def _get_split_products():
+    return bool(split_products)
+
+
 def pool_threads():
     """How many worker threads fastmlp's pool has started (_pool.h; 0 until a pass first
     splits)."""
@@ -229,6 +243,7 @@ blas_libs[0].fn[DGER] = <void*>dger
 blas_libs[0].ilp64 = False
 blas_libs[0].set_threads = NULL
 blas_libs[0].get_threads = NULL
+blas_libs[0].splits = True       # scipy's wheels bundle OpenBLAS
 
 
 # --------------------------------------------------------------------------------------

@@ -176,9 +176,11 @@ static inline void fastmlp_pool_relax(long spins) {
 
 /* Run fn(ctx, p) for p in [0, n_parts) on the calling thread and up to threads − 1
  * workers; returns when every part has finished, its writes visible to the caller.
- * more: another job follows at once (the workers wait for it briefly before sleeping). */
-static void fastmlp_pool_run(fastmlp_part_fn fn, void *ctx, int n_parts, int threads,
-                             int more) {
+ * more: another job follows at once (the workers wait for it briefly before sleeping).
+ * forced: wake the workers whatever the back-off says, and leave it as it is (a job
+ * large enough that a wasted wake-up costs little against it: a split product). */
+static void fastmlp_pool_run_ex(fastmlp_part_fn fn, void *ctx, int n_parts, int threads,
+                                int more, int forced) {
     int p, wake, have;
     uint32_t gen;
     long spins = 0;
@@ -187,7 +189,7 @@ static void fastmlp_pool_run(fastmlp_part_fn fn, void *ctx, int n_parts, int thr
         for (p = 0; p < n_parts; p++) fn(ctx, p);
         return;
     }
-    if (fastmlp_pool.skip > 0 && !fastmlp_pool_no_backoff) {
+    if (fastmlp_pool.skip > 0 && !fastmlp_pool_no_backoff && !forced) {
         /* the owner of the pool alone reads and writes skip and backoff */
         fastmlp_pool.skip--;
         for (p = 0; p < n_parts; p++) fn(ctx, p);
@@ -219,7 +221,8 @@ static void fastmlp_pool_run(fastmlp_part_fn fn, void *ctx, int n_parts, int thr
      * cores back and forth, so the next jobs run on the caller alone, 1, 3, 7 ... up to
      * 63 of them, before the workers are tried again. */
     fastmlp_pool.helped_total += fastmlp_pool.helped;
-    if (fastmlp_pool.helped == 0) {
+    if (forced) {
+    } else if (fastmlp_pool.helped == 0) {
         if (fastmlp_pool.backoff < FASTMLP_POOL_MAX_BACKOFF) fastmlp_pool.backoff++;
         fastmlp_pool.skip = (1 << fastmlp_pool.backoff) - 1;
     } else {
@@ -228,6 +231,10 @@ static void fastmlp_pool_run(fastmlp_part_fn fn, void *ctx, int n_parts, int thr
     __atomic_store_n(&fastmlp_pool.busy, 0, __ATOMIC_RELEASE);
 }
 
+static void fastmlp_pool_run(fastmlp_part_fn fn, void *ctx, int n_parts, int threads,
+                             int more) {
+    fastmlp_pool_run_ex(fn, ctx, n_parts, threads, more, 0);
+}
 /* The CPUs this process may run on (its affinity mask, read once): a pass never splits
  * over more threads than that, whatever the thread limit, since a part waiting for a
  * core would hold up the whole pass. */

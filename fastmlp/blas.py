@@ -167,7 +167,7 @@ def _adopt(name: str) -> None:
     # Every product, small ones included, goes through the candidate while it is checked.
     _core._set_blas(-1, serial=True)
     try:
-        _core._set_blas(NAMES.index(name), addresses, ilp64, threads)
+        _core._set_blas(NAMES.index(name), addresses, ilp64, threads, splits=name != "mkl")
         agrees = _agrees_with_numpy()
     finally:
         _core._set_blas(NAMES.index(_current))

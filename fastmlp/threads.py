@@ -20,6 +20,12 @@ update, the activations, the guards), never more of them than the CPUs the proce
 use.  They sleep between jobs, and stand aside while a BLAS pool's workers spin after a
 product (``blas_spin_seconds``).
 
+The products that get two threads or more are split over those same workers by bands of
+rows, each band one call of the private OpenBLAS (fastmlp/_split_gemm.h), when
+``current()`` is an OpenBLAS: no BLAS pool is woken, so none spins against the passes
+between the products.  ``set_split_products(False)`` (or ``FASTMLP_SPLIT_PRODUCTS=0`` in
+the environment at import) sends them to ``current()``'s own thread pool instead.
+
 How many threads a product that gets more than one actually runs on is set by the limit
 only when ``current()`` is the private ``"openblas"``; numpy's, scipy's and MKL's libraries
 are shared with the user's code (or, for MKL, keep their own choice), and their own thread
@@ -35,7 +41,8 @@ from typing import Any, Iterator
 
 from fastmlp import _core, blas
 
-__all__ = ["get_num_threads", "set_num_threads", "scipy_blas_serial"]
+__all__ = ["get_num_threads", "set_num_threads", "scipy_blas_serial", "get_split_products",
+           "set_split_products"]
 
 
 def get_num_threads() -> int:
@@ -154,5 +161,30 @@ def blas_spin_seconds(environ=os.environ) -> float:
     return 2.0 ** 28 / 2.5e9
 
 
+def get_split_products() -> bool:
+    """Whether fastmlp splits its large products over its own workers (see the module's
+    docstring); True by default."""
+    return _core._get_split_products()
+
+
+def set_split_products(on: bool) -> bool:
+    """Split fastmlp's large products over its own workers (``True``, the default) or send
+    them to ``fastmlp.blas.current()``'s thread pool (``False``); returns the previous
+    setting.  The bits of every result are the same either way."""
+    if not isinstance(on, bool):
+        raise TypeError(f"on: expected True or False, got {on!r}")
+    previous = _core._get_split_products()
+    _core._set_split_products(on)
+    return previous
+
+
+def _split_products_from_env(environ=os.environ) -> bool:
+    value = environ.get("FASTMLP_SPLIT_PRODUCTS", "1").strip().lower()
+    if value not in ("0", "1", "false", "true", "no", "yes", "off", "on", ""):
+        raise ValueError(f"FASTMLP_SPLIT_PRODUCTS: expected 0 or 1, got {value!r}")
+    return value not in ("0", "false", "no", "off")
+
+
 _core._set_pool_spin(blas_spin_seconds())
+_core._set_split_products(_split_products_from_env())
 _register_with_threadpoolctl()

@@ -246,8 +246,11 @@ def test_passes_stay_whole_while_a_blas_pool_spins_after_a_product():
     # 128 rows through 784 × 256: products of ~51 MFLOP, sent to the pooled library at
     # two threads, whose workers then spin for ~0.1 s on the other core; the update
     # (~203,000 parameters, far above its grain) would split, but runs on the caller.
+    # The products go to that pool only when they are not split over fastmlp's own
+    # workers (fastmlp.threads.set_split_products).
     before = fastmlp.get_num_threads()
     fastmlp.set_num_threads(2)
+    split_before = fastmlp.threads.set_split_products(False)
     try:
         net = fastmlp.MLP([784, 256, 10], loss="softmax_cross_entropy", seed=0,
                           optimizer="adam")
@@ -260,3 +263,4 @@ def test_passes_stay_whole_while_a_blas_pool_spins_after_a_product():
         assert _core.pool_parts_helped() == helped
     finally:
         fastmlp.set_num_threads(before)
+        fastmlp.threads.set_split_products(split_before)

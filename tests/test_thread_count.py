@@ -15,10 +15,12 @@ threadpoolctl = pytest.importorskip("threadpoolctl")
 @pytest.fixture
 def restore_threads():
     before, lib_before, serial_before = fastmlp.get_num_threads(), blas.current(), blas.serial()
+    split_before = fastmlp.threads.get_split_products()
     yield
     fastmlp.set_num_threads(before)
     blas.use(lib_before)
     blas.use_serial(serial_before)
+    fastmlp.threads.set_split_products(split_before)
 
 
 def _private_openblas_threads() -> int:
@@ -51,6 +53,9 @@ def test_set_num_threads_validates():
 
 @pytest.mark.skipif("openblas" not in blas.available(), reason="scipy-openblas32 missing")
 def test_the_limit_caps_the_threads_of_fastmlps_own_library(restore_threads):
+    # Products sent to the library's own pool, not split over fastmlp's workers (those
+    # keep the library at one thread: tests/test_split_products.py).
+    fastmlp.threads.set_split_products(False)
     blas.use("openblas")
     net, X, y = _big_step()
     assert 512 * 512 * 256 * 2 > 4 * fastmlp._core.FLOPS_PER_THREAD_MIN
@@ -64,6 +69,7 @@ def test_the_limit_caps_the_threads_of_fastmlps_own_library(restore_threads):
 
 @pytest.mark.skipif("openblas" not in blas.available(), reason="scipy-openblas32 missing")
 def test_small_products_run_on_one_thread(restore_threads):
+    fastmlp.threads.set_split_products(False)
     blas.use("openblas")
     fastmlp.set_num_threads(2)
     big, X, y = _big_step()

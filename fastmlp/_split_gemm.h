@@ -1,0 +1,141 @@
+/* Products split over fastmlp's own workers (_pool.h), each part one call of the serial
+ * library (fastmlp_blas_serial: an OpenBLAS only fastmlp calls, kept at one thread).
+ *
+ * Why: a product sent to a threaded BLAS pool (numpy's OpenBLAS) leaves that pool's
+ * workers busy-waiting on the other cores for ~0.1 s, and through that window none of
+ * the step's element-wise passes can use those cores (the spin rule, _pool.pxd).  Split
+ * here, the product's parts run on workers that sleep again when it is done, so the
+ * passes between the products get the cores too.  Measured on a 2-vCPU Xeon (AVX-512),
+ * the mnist-like step's four largest products split by rows ran within 0.95-1.07x of
+ * numpy's OpenBLAS at two threads (bench/README.md, "fastmlp's own workers").
+ *
+ * The parts are bands of rows of the row-major C: each band is C[m0:m1] =
+ * op(A)[m0:m1]·op(B), computed by the serial library exactly as in the whole product
+ * (OpenBLAS's blocking along k depends on k alone, and each element is one sum over k in
+ * the same order), so the bits are those of a product on one thread.  One part per
+ * thread: each part packs op(B) again, so more parts would cost more than a late
+ * worker's share.
+ */
+#ifndef FASTMLP_SPLIT_GEMM_H
+#define FASTMLP_SPLIT_GEMM_H
+
+#include "_pool.h"
+
+/* Rows of C a band starts at a multiple of: a multiple of OpenBLAS's unrolls along that
+ * side, so a band boundary adds no edge case a whole product would not have. */
+#define FASTMLP_GEMM_BAND_ALIGN 16
+
+/* Set 0 (fastmlp._core._set_split_products, for the bench's A/B): every product goes to
+ * one library call, as before the split. */
+static int fastmlp_split_products = 1;
+
+typedef struct {
+    const fastmlp_blas_lib *lib;
+    int f64, trans_a, trans_b, m, n, k, lda, ldb, ldc, band;
+    const void *a, *b;
+    void *c;
+    double alpha, beta;
+} fastmlp_gemm_job;
+
+/* Threads to split a product of `flops` with m rows of C over, or 0: one library call
+ * (fastmlp_blas_for).  Split only where fastmlp_blas_for would have given the product two
+ * threads or more, for an OpenBLAS active library (another one, MKL, keeps its threads),
+ * and not while a product fastmlp sent to a threaded library's pool has it spinning:
+ * that pool is awake, and a worker of fastmlp's could not preempt it. */
+static int fastmlp_gemm_split_threads(double flops, int m) {
+    fastmlp_blas_lib *serial = fastmlp_blas_serial;
+    int share, want, cpus;
+    if (!fastmlp_split_products || serial == NULL || !fastmlp_blas_active->splits)
+        return 0;
+    if (flops < 2 * fastmlp_flops_per_thread) return 0;
+    share = fastmlp_thread_share();
+    cpus = fastmlp_pool_cpus();
+    if (share > cpus) share = cpus;
+    want = flops < fastmlp_flops_per_thread * share ? (int)(flops / fastmlp_flops_per_thread)
+                                                    : share;
+    if (want > m / FASTMLP_GEMM_BAND_ALIGN) want = m / FASTMLP_GEMM_BAND_ALIGN;
+    if (want < 2 || fastmlp_pooled_workers_spinning()) return 0;
+    if (serial->get_threads != NULL && serial->get_threads() != 1) serial->set_threads(1);
+    return want;
+}
+
+static void fastmlp_gemm_part(void *ctx, int part) {
+    const fastmlp_gemm_job *j = (const fastmlp_gemm_job *)ctx;
+    int m0 = part * j->band, m1 = m0 + j->band < j->m ? m0 + j->band : j->m;
+    /* Column-major BLAS on the transposes (as _blas.pxd's gemm): Cᵀ = op(B)ᵀ·op(A)ᵀ,
+     * the band of rows of C a band of columns of Cᵀ. */
+    char ta = j->trans_b ? 'T' : 'N', tb = j->trans_a ? 'T' : 'N';
+    ptrdiff_t a_off = j->trans_a ? m0 : (ptrdiff_t)m0 * j->lda;
+    ptrdiff_t c_off = (ptrdiff_t)m0 * j->ldc;
+    int rows = m1 - m0;
+    if (rows <= 0) return;
+    if (j->lib->ilp64) {
+        int64_t n8 = j->n, r8 = rows, k8 = j->k, lda8 = j->lda, ldb8 = j->ldb, ldc8 = j->ldc;
+        if (j->f64) {
+            double al = j->alpha, be = j->beta;
+            ((void (*)(char *, char *, int64_t *, int64_t *, int64_t *, double *, double *,
+                       int64_t *, double *, int64_t *, double *, double *, int64_t *))
+                 j->lib->fn[1])(&ta, &tb, &n8, &r8, &k8, &al, (double *)j->b, &ldb8,
+                                (double *)j->a + a_off, &lda8, &be,
+                                (double *)j->c + c_off, &ldc8);
+        } else {
+            float al = (float)j->alpha, be = (float)j->beta;
+            ((void (*)(char *, char *, int64_t *, int64_t *, int64_t *, float *, float *,
+                       int64_t *, float *, int64_t *, float *, float *, int64_t *))
+                 j->lib->fn[0])(&ta, &tb, &n8, &r8, &k8, &al, (float *)j->b, &ldb8,
+                                (float *)j->a + a_off, &lda8, &be, (float *)j->c + c_off,
+                                &ldc8);
+        }
+    } else {
+        int n = j->n, k = j->k, lda = j->lda, ldb = j->ldb, ldc = j->ldc;
+        if (j->f64) {
+            double al = j->alpha, be = j->beta;
+            ((void (*)(char *, char *, int *, int *, int *, double *, double *, int *,
+                       double *, int *, double *, double *, int *))
+                 j->lib->fn[1])(&ta, &tb, &n, &rows, &k, &al, (double *)j->b, &ldb,
+                                (double *)j->a + a_off, &lda, &be, (double *)j->c + c_off,
+                                &ldc);
+        } else {
+            float al = (float)j->alpha, be = (float)j->beta;
+            ((void (*)(char *, char *, int *, int *, int *, float *, float *, int *,
+                       float *, int *, float *, float *, int *))
+                 j->lib->fn[0])(&ta, &tb, &n, &rows, &k, &al, (float *)j->b, &ldb,
+                                (float *)j->a + a_off, &lda, &be, (float *)j->c + c_off,
+                                &ldc);
+        }
+    }
+}
+
+/* Row-major C (m, n) = alpha·op(A)·op(B) + beta·C over `threads` bands (from
+ * fastmlp_gemm_split_threads); alpha and beta come from the model dtype, so a float32
+ * one rounds back to itself. */
+static void fastmlp_gemm_split(int f64, int trans_a, int trans_b, int m, int n, int k,
+                               double alpha, const void *a, int lda, const void *b,
+                               int ldb, double beta, void *c, int ldc, int threads) {
+    fastmlp_gemm_job j;
+    int band = (m + threads - 1) / threads;
+    j.lib = fastmlp_blas_serial;
+    j.f64 = f64;
+    j.trans_a = trans_a;
+    j.trans_b = trans_b;
+    j.m = m;
+    j.n = n;
+    j.k = k;
+    j.lda = lda;
+    j.ldb = ldb;
+    j.ldc = ldc;
+    j.band = (band + FASTMLP_GEMM_BAND_ALIGN - 1) / FASTMLP_GEMM_BAND_ALIGN
+             * FASTMLP_GEMM_BAND_ALIGN;
+    j.a = a;
+    j.b = b;
+    j.c = c;
+    j.alpha = alpha;
+    j.beta = beta;
+    /* Forced: a product is worth a wake-up even while the element-wise passes back off.
+     * More: a step's next product, or a pass, follows within a few microseconds, so the
+     * workers wait for it awake (at most FASTMLP_POOL_SPIN_NS) instead of paying a
+     * wake-up from sleep for each product. */
+    fastmlp_pool_run_ex(fastmlp_gemm_part, &j, (m + j.band - 1) / j.band, threads, 1, 1);
+}
+
+#endif /* FASTMLP_SPLIT_GEMM_H */
