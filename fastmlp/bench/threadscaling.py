@@ -10,10 +10,14 @@ cross-entropy; plain SGD and Adam by default) is timed whole, next to its matrix
 products alone (the ``gemms`` peer of peers.py: numpy matmul into preallocated arrays,
 the library fastmlp sends its large products to by default) and to each of its
 element-wise passes run by itself through ``fastmlp.kernels``: bias, ReLU and its mask,
-softmax cross-entropy, the optimizer's update; and to the same step with every pass on
-the calling thread ("step, passes whole": the optimizer's passes not split over
-fastmlp's worker pool, _split.pxi), the split's own A/B.  All at 1 and at 2 threads (threadpoolctl,
-which also sets fastmlp's own limit), interleaved, medians.
+softmax cross-entropy, the optimizer's update; to the same step with every pass on the
+calling thread ("step, passes whole": no pass split over fastmlp's worker pool,
+_split.pxi), the passes' split's own A/B; and to the step with its large products sent
+to numpy's thread pool instead of split over fastmlp's workers ("step, products to
+pool": fastmlp.threads.set_split_products(False), _split_gemm.h), whose workers then
+spin and keep the passes whole.  All at 1 and at 2 threads (threadpoolctl, which also
+sets fastmlp's own limit), interleaved, medians, with a pause before each block so that
+no BLAS pool still spins from the block before (the products alone run in numpy's pool).
 
 From those: the products' parallel fraction q (Amdahl, from their 1- and 2-thread times),
 the step's serial part (step − products, which runs on one core whatever the thread
@@ -43,9 +47,9 @@ ROWS = 128
 LOSS = "softmax_cross_entropy"
 CORES = (8, 16, 64)
 # The rows of the breakdown that are whole steps or their products, not passes of a step.
-NOT_PASSES = ("step", "step, passes whole", "products")
-SETTINGS = {"full": dict(rounds=15, block_s=0.05, warmup_s=0.2),
-            "quick": dict(rounds=3, block_s=0.005, warmup_s=0.02)}
+NOT_PASSES = ("step", "step, passes whole", "step, products to pool", "products")
+SETTINGS = {"full": dict(rounds=15, block_s=0.05, warmup_s=0.2, pause_s=0.15),
+            "quick": dict(rounds=3, block_s=0.005, warmup_s=0.02, pause_s=0.0)}
 
 
 def passes(dtype, optimizer: str) -> dict:
@@ -54,13 +58,22 @@ def passes(dtype, optimizer: str) -> dict:
     from fastmlp import _core
     from fastmlp import kernels as fk
     X, Y = harness.make_data(ROWS, LAYERS, LOSS, dtype)
-    model, whole = (fastmlp.MLP(LAYERS, loss=LOSS, dtype=dtype, seed=0, optimizer=optimizer)
-                    for _ in range(2))
-    # The step as shipped (its optimizer passes split over fastmlp's pool) and the same
-    # step with every pass on the calling thread (grain scale 1e12: nothing splits).
-    fns = {"step": lambda: (_core._set_split_scale(1.0), model.train_step(X, Y, 1e-4)),
-           "step, passes whole": lambda: (_core._set_split_scale(1e12),
-                                          whole.train_step(X, Y, 1e-4))}
+    model, whole, pooled = (fastmlp.MLP(LAYERS, loss=LOSS, dtype=dtype, seed=0,
+                                        optimizer=optimizer) for _ in range(3))
+
+    def as_shipped(grain_scale: float, split_products: bool, net):
+        def step():
+            _core._set_split_scale(grain_scale)
+            _core._set_split_products(split_products)
+            net.train_step(X, Y, 1e-4)
+        return step
+
+    # The step as shipped (passes and products split over fastmlp's pool), with every
+    # pass on the calling thread (grain scale 1e12: no pass splits), and with the
+    # products sent to numpy's pool.
+    fns = {"step": as_shipped(1.0, True, model),
+           "step, passes whole": as_shipped(1e12, True, whole),
+           "step, products to pool": as_shipped(1.0, False, pooled)}
     gemms = P.GemmsPeer()
     gemms.setup(LAYERS, LOSS, dtype, X, Y)
     fns["products"] = gemms.step
@@ -102,12 +115,14 @@ def run(dtype="float32", optimizer="sgd", quick=False) -> dict:
     dt = np.dtype(dtype)
     times = {}
     from fastmlp import _core
+    split_products = _core._get_split_products()
     for threads in (1, 2):
         try:
             with threadpool_limits(limits=threads):
-                res = harness.measure(passes(dt, optimizer), pause_s=0.0, **settings)
+                res = harness.measure(passes(dt, optimizer), **settings)
         finally:
             _core._set_split_scale(1.0)
+            _core._set_split_products(split_products)
         times[threads] = {k: harness.summarize(v["samples_us"])["median_us"]
                           for k, v in res.items()}
     t1, t2 = times[1], times[2]
@@ -136,9 +151,9 @@ def table(r: dict) -> str:
     t = r["times_us"]
     lines = [f"mnist-like step {r['layers']}, {r['rows']} rows, {r['dtype']}, "
              f"{r['optimizer']}: time per call (µs, medians)",
-             f"{'pass':<18}{'1 thread':>10}{'2 threads':>11}{'speed-up':>10}"]
+             f"{'pass':<24}{'1 thread':>10}{'2 threads':>11}{'speed-up':>10}"]
     for name in t[1]:
-        lines.append(f"{name:<18}{t[1][name]:>10.1f}{t[2][name]:>11.1f}"
+        lines.append(f"{name:<24}{t[1][name]:>10.1f}{t[2][name]:>11.1f}"
                      f"{t[1][name] / t[2][name]:>10.2f}")
     lines += [f"step / products: {r['step_over_products'][1]:.3f} at 1 thread, "
               f"{r['step_over_products'][2]:.3f} at 2",
