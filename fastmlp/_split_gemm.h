@@ -39,9 +39,11 @@ typedef struct {
 
 /* Threads to split a product of `flops` with m rows of C over, or 0: one library call
  * (fastmlp_blas_for).  Split only where fastmlp_blas_for would have given the product two
- * threads or more, for an OpenBLAS active library (another one, MKL, keeps its threads),
- * and not while a product fastmlp sent to a threaded library's pool has it spinning:
- * that pool is awake, and a worker of fastmlp's could not preempt it. */
+ * threads or more, and for an OpenBLAS active library (another one, MKL, keeps its
+ * threads).  Not skipped while a pool fastmlp sent products to still spins (the passes'
+ * rule, _pool.pxd): products sent there would keep it spinning, so fastmlp would never
+ * come back to splitting while it trains; the first split products after the switch
+ * (set_split_products) pay for that pool's last ~0.1 s instead. */
 static int fastmlp_gemm_split_threads(double flops, int m) {
     fastmlp_blas_lib *serial = fastmlp_blas_serial;
     int share, want, cpus;
@@ -54,7 +56,7 @@ static int fastmlp_gemm_split_threads(double flops, int m) {
     want = flops < fastmlp_flops_per_thread * share ? (int)(flops / fastmlp_flops_per_thread)
                                                     : share;
     if (want > m / FASTMLP_GEMM_BAND_ALIGN) want = m / FASTMLP_GEMM_BAND_ALIGN;
-    if (want < 2 || fastmlp_pooled_workers_spinning()) return 0;
+    if (want < 2) return 0;
     if (serial->get_threads != NULL && serial->get_threads() != 1) serial->set_threads(1);
     return want;
 }

@@ -117,6 +117,21 @@ def test_switching_the_split_off_gives_the_same_numbers(two_threads):
     np.testing.assert_allclose(out[True], out[False], rtol=1e-12, atol=1e-12)
 
 
+def test_products_split_again_right_after_the_split_was_off(two_threads):
+    # With the split off the products go to numpy's pool, which then spins; switched back
+    # on, the very next products split, although that pool still spins (waiting for it
+    # would never end: products sent there would keep renewing its spin).
+    A, W, b, _ = _operands(512, np.float64)
+    set_split_products(False)
+    for _ in range(5):
+        fk.linear_forward(A, W, b)
+    set_split_products(True)
+    helped = _core.pool_parts_helped()
+    for _ in range(20):
+        fk.linear_forward(A, W, b)
+    assert _core.pool_parts_helped() > helped
+
+
 def test_set_split_products_validates():
     with pytest.raises(TypeError, match="on: expected True or False"):
         set_split_products(1)
