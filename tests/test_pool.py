@@ -103,6 +103,26 @@ def test_split_update_of_the_estimators_is_bit_identical(split_everything, solve
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_shuffled_epochs_gather_split_is_bit_identical(split_everything, dtype):
+    # A shuffled epoch gathers each batch's rows of X (_batches.pxd, gather_rows), split
+    # by ranges of rows: the same batches, so the same fit, at every thread limit.
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, LAYERS[0])).astype(dtype)
+    Y = np.eye(LAYERS[-1], dtype=dtype)[rng.integers(0, LAYERS[-1], 200)]
+    params = []
+    for limit in (1, 2, 3):
+        fastmlp.set_num_threads(limit)
+        net = fastmlp.MLP(LAYERS, loss="softmax_cross_entropy", dtype=dtype, seed=0)
+        helped = _core.pool_parts_helped()
+        net.fit(X, Y, epochs=2, batch_size=64, lr=1e-2, shuffle=True, seed=5)
+        if limit > 1:
+            assert _core.pool_parts_helped() > helped
+        params.append(net.params.copy())
+    for p in params[1:]:
+        np.testing.assert_array_equal(p, params[0])
+
+
 def test_a_diverging_split_step_leaves_the_parameters_unchanged(split_everything):
     # One weight the batch does not reach (its input column is 0), near float32's
     # largest value: the forward pass and the loss stay finite, and only the update's
