@@ -5,8 +5,9 @@ The core chooses the library and thread count of every product itself (_blas.pxd
 floating-point operations, never more than the limit below, and the limit is shared among
 fastmlp calls running at the same time in several Python threads.  A product left one
 thread runs on fastmlp's private OpenBLAS (``fastmlp.blas.serial()``), waking no pool; a
-larger one goes to ``fastmlp.blas.current()``.  Two models trained in two threads thus
-split the cores instead of fighting over them.
+larger one is split over fastmlp's own workers (below) or goes to
+``fastmlp.blas.current()``.  Two models trained in two threads thus split the cores
+instead of fighting over them.
 
 The limit starts as the number of threads the private OpenBLAS chose when it loaded, which
 follows ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` and the process's CPU affinity.
