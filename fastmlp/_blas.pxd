@@ -121,11 +121,12 @@ cdef extern from *:
 
 cdef extern from "_split_gemm.h" nogil:
     int split_products "fastmlp_split_products"
-    int gemm_split_threads "fastmlp_gemm_split_threads"(double flops, int m)
-    void gemm_split "fastmlp_gemm_split"(bint f64, bint trans_a, bint trans_b, int m, int n,
-                                         int k, double alpha, const void* a, int lda,
-                                         const void* b, int ldb, double beta, void* c,
-                                         int ldc, int threads)
+    int gemm_split_threads "fastmlp_gemm_split_threads"(double flops, int m,
+                                                         BlasLib** lib)
+    void gemm_split "fastmlp_gemm_split"(void* gemm, bint ilp64, bint f64, bint trans_a,
+                                         bint trans_b, int m, int n, int k, double alpha,
+                                         const void* a, int lda, const void* b, int ldb,
+                                         double beta, void* c, int ldc, int threads)
 
 # How many libraries blas_libs can hold; fastmlp.blas numbers its libraries below this.
 cdef enum:
@@ -178,9 +179,10 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating 
     cdef char tb = b'T' if trans_a else b'N'
     cdef int64_t m8 = m, n8 = n, k8 = k, lda8 = lda, ldb8 = ldb, ldc8 = ldc
     cdef BlasLib* lib
-    cdef int threads = gemm_split_threads(2.0 * m * n * k, m)
+    cdef int threads = gemm_split_threads(2.0 * m * n * k, m, &lib)
     if threads:
-        gemm_split(floating is double, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+        gemm_split(lib.fn[DGEMM if floating is double else SGEMM], lib.ilp64,
+                   floating is double, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
                    beta, c, ldc, threads)
         return
     lib = blas_for(2.0 * m * n * k)

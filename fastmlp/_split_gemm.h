@@ -6,8 +6,8 @@
  * the step's element-wise passes can use those cores (the spin rule, _pool.pxd).  Split
  * here, the product's parts run on workers that sleep again when it is done, so the
  * passes between the products get the cores too.  Measured on a 2-vCPU Xeon (AVX-512),
- * the mnist-like step's four largest products split by rows ran within 0.95-1.07x of
- * numpy's OpenBLAS at two threads (bench/README.md, "fastmlp's own workers").
+ * the mnist-like step's four largest products split by rows ran in 0.88-1.07x the time of
+ * numpy's OpenBLAS at two threads, most within 0.95-1.07x (bench/README.md, "fastmlp's own workers").
  *
  * The parts are bands of rows of the row-major C: each band is C[m0:m1] =
  * op(A)[m0:m1]·op(B), computed by the serial library exactly as in the whole product
@@ -30,21 +30,21 @@
 static int fastmlp_split_products = 1;
 
 typedef struct {
-    const fastmlp_blas_lib *lib;
-    int f64, trans_a, trans_b, m, n, k, lda, ldb, ldc, band;
+    void *gemm;                /* the serial library's sgemm or dgemm */
+    int ilp64, f64, trans_a, trans_b, m, n, k, lda, ldb, ldc, band;
     const void *a, *b;
     void *c;
     double alpha, beta;
 } fastmlp_gemm_job;
 
-/* Threads to split a product of `flops` with m rows of C over, or 0: one library call
- * (fastmlp_blas_for).  Split only where fastmlp_blas_for would have given the product two
+/* Threads to split a product of `flops` with m rows of C over (and in *lib the serial
+ * library its bands run on), or 0: one library call (fastmlp_blas_for).  Split only where fastmlp_blas_for would have given the product two
  * threads or more, and for an OpenBLAS active library (another one, MKL, keeps its
  * threads).  Not skipped while a pool fastmlp sent products to still spins (the passes'
  * rule, _pool.pxd): products sent there would keep it spinning, so fastmlp would never
  * come back to splitting while it trains; the first split products after the switch
  * (set_split_products) pay for that pool's last ~0.1 s instead. */
-static int fastmlp_gemm_split_threads(double flops, int m) {
+static int fastmlp_gemm_split_threads(double flops, int m, fastmlp_blas_lib **lib) {
     fastmlp_blas_lib *serial = fastmlp_blas_serial;
     int share, want, cpus;
     if (!fastmlp_split_products || serial == NULL || !fastmlp_blas_active->splits)
@@ -58,6 +58,7 @@ static int fastmlp_gemm_split_threads(double flops, int m) {
     if (want > m / FASTMLP_GEMM_BAND_ALIGN) want = m / FASTMLP_GEMM_BAND_ALIGN;
     if (want < 2) return 0;
     if (serial->get_threads != NULL && serial->get_threads() != 1) serial->set_threads(1);
+    *lib = serial;
     return want;
 }
 
@@ -71,20 +72,20 @@ static void fastmlp_gemm_part(void *ctx, int part) {
     ptrdiff_t c_off = (ptrdiff_t)m0 * j->ldc;
     int rows = m1 - m0;
     if (rows <= 0) return;
-    if (j->lib->ilp64) {
+    if (j->ilp64) {
         int64_t n8 = j->n, r8 = rows, k8 = j->k, lda8 = j->lda, ldb8 = j->ldb, ldc8 = j->ldc;
         if (j->f64) {
             double al = j->alpha, be = j->beta;
             ((void (*)(char *, char *, int64_t *, int64_t *, int64_t *, double *, double *,
                        int64_t *, double *, int64_t *, double *, double *, int64_t *))
-                 j->lib->fn[1])(&ta, &tb, &n8, &r8, &k8, &al, (double *)j->b, &ldb8,
+                 j->gemm)(&ta, &tb, &n8, &r8, &k8, &al, (double *)j->b, &ldb8,
                                 (double *)j->a + a_off, &lda8, &be,
                                 (double *)j->c + c_off, &ldc8);
         } else {
             float al = (float)j->alpha, be = (float)j->beta;
             ((void (*)(char *, char *, int64_t *, int64_t *, int64_t *, float *, float *,
                        int64_t *, float *, int64_t *, float *, float *, int64_t *))
-                 j->lib->fn[0])(&ta, &tb, &n8, &r8, &k8, &al, (float *)j->b, &ldb8,
+                 j->gemm)(&ta, &tb, &n8, &r8, &k8, &al, (float *)j->b, &ldb8,
                                 (float *)j->a + a_off, &lda8, &be, (float *)j->c + c_off,
                                 &ldc8);
         }
@@ -94,14 +95,14 @@ static void fastmlp_gemm_part(void *ctx, int part) {
             double al = j->alpha, be = j->beta;
             ((void (*)(char *, char *, int *, int *, int *, double *, double *, int *,
                        double *, int *, double *, double *, int *))
-                 j->lib->fn[1])(&ta, &tb, &n, &rows, &k, &al, (double *)j->b, &ldb,
+                 j->gemm)(&ta, &tb, &n, &rows, &k, &al, (double *)j->b, &ldb,
                                 (double *)j->a + a_off, &lda, &be, (double *)j->c + c_off,
                                 &ldc);
         } else {
             float al = (float)j->alpha, be = (float)j->beta;
             ((void (*)(char *, char *, int *, int *, int *, float *, float *, int *,
                        float *, int *, float *, float *, int *))
-                 j->lib->fn[0])(&ta, &tb, &n, &rows, &k, &al, (float *)j->b, &ldb,
+                 j->gemm)(&ta, &tb, &n, &rows, &k, &al, (float *)j->b, &ldb,
                                 (float *)j->a + a_off, &lda, &be, (float *)j->c + c_off,
                                 &ldc);
         }
@@ -109,14 +110,17 @@ static void fastmlp_gemm_part(void *ctx, int part) {
 }
 
 /* Row-major C (m, n) = alpha·op(A)·op(B) + beta·C over `threads` bands (from
- * fastmlp_gemm_split_threads); alpha and beta come from the model dtype, so a float32
- * one rounds back to itself. */
-static void fastmlp_gemm_split(int f64, int trans_a, int trans_b, int m, int n, int k,
+ * fastmlp_gemm_split_threads), each a call of `gemm`, the Fortran sgemm (f64 = 0) or
+ * dgemm of that library, with 64-bit integers if ilp64; alpha and beta come from the
+ * model dtype, so a float32 one rounds back to itself. */
+static void fastmlp_gemm_split(void *gemm, int ilp64, int f64, int trans_a, int trans_b,
+                               int m, int n, int k,
                                double alpha, const void *a, int lda, const void *b,
                                int ldb, double beta, void *c, int ldc, int threads) {
     fastmlp_gemm_job j;
     int band = (m + threads - 1) / threads;
-    j.lib = fastmlp_blas_serial;
+    j.gemm = gemm;
+    j.ilp64 = ilp64;
     j.f64 = f64;
     j.trans_a = trans_a;
     j.trans_b = trans_b;
