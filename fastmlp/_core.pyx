@@ -223,8 +223,8 @@ def _get_split_products():
 
 
 def pool_threads():
-    """How many worker threads fastmlp's pool has started (_pool.h; 0 until a pass first
-    splits)."""
+    """How many worker threads fastmlp's pool has started (_pool.h; 0 until a pass or a
+    product first splits)."""
     return pool_workers()
 
 
