@@ -136,10 +136,13 @@ def k_softmax(floating[:, ::1] Z):
 def k_sgd_update(floating[::1] theta, const floating[::1] grad, double lr):
     if theta.shape[0] != grad.shape[0]:
         raise ValueError("sgd_update: theta and grad differ in size")
+    cdef Optim opt
     if theta.shape[0] < 1:
         return
+    opt.kind = C_OPT_SGD
+    opt.s1 = opt.s2 = NULL
     with nogil:
-        sgd_update(&theta[0], &grad[0], theta.shape[0], <floating>lr, 0, 1)
+        split_flat_update(&opt, &theta[0], &grad[0], theta.shape[0], lr)
 
 
 def k_all_finite(const floating[::1] x):
@@ -206,11 +209,15 @@ def k_momentum_update(floating[::1] theta, const floating[::1] grad, floating[::
                       double lr, double momentum, bint nesterov):
     if theta.shape[0] != grad.shape[0] or vel.shape[0] != theta.shape[0]:
         raise ValueError("momentum_update: theta, grad and velocity differ in size")
+    cdef Optim opt
     if theta.shape[0] < 1:
         return
+    opt.kind = C_OPT_NESTEROV if nesterov else C_OPT_MOMENTUM
+    opt.momentum = momentum
+    opt.s1 = &vel[0]
+    opt.s2 = NULL
     with nogil:
-        momentum_update(&theta[0], &grad[0], &vel[0], theta.shape[0], <floating>lr,
-                        <floating>momentum, nesterov, 0, 1)
+        split_flat_update(&opt, &theta[0], &grad[0], theta.shape[0], lr)
 
 
 def k_adam_update(floating[::1] theta, const floating[::1] grad, floating[::1] m,
@@ -221,11 +228,18 @@ def k_adam_update(floating[::1] theta, const floating[::1] grad, floating[::1] m
         raise ValueError("adam_update: theta, grad, m and v differ in size")
     if t < 1:
         raise ValueError("t: expected the step count, >= 1")
+    cdef Optim opt
     if theta.shape[0] < 1:
         return
+    opt.kind = C_OPT_ADAM
+    opt.beta1 = beta1
+    opt.beta2 = beta2
+    opt.eps = eps
+    opt.s1 = &m[0]
+    opt.s2 = &v[0]
+    opt.t = t
     with nogil:
-        adam_update(&theta[0], &grad[0], &m[0], &v[0], theta.shape[0], lr, beta1, beta2,
-                    eps, t, 0, 1)
+        split_flat_update(&opt, &theta[0], &grad[0], theta.shape[0], lr)
 
 
 def adam_step_size(double lr, double beta1, double beta2, int64_t t):

@@ -98,6 +98,50 @@ cdef bint split_update(const Net* net, Optim* opt, floating* theta, const floati
     return not j.bad
 
 
+cdef struct FlatUpdateJob:
+    Optim* opt
+    void* theta
+    const void* grad
+    double lr
+    Py_ssize_t size, chunk
+    bint f64
+
+
+cdef void flat_update_part(void* ctx, int part) noexcept nogil:
+    cdef FlatUpdateJob* j = <FlatUpdateJob*>ctx
+    cdef Py_ssize_t lo = part * j.chunk
+    cdef Py_ssize_t hi = min(lo + j.chunk, j.size)
+    if lo >= hi:
+        return
+    if j.f64:
+        update_segment[double](j.opt, <double*>j.theta, <const double*>j.grad, lo, 0,
+                               hi - lo, j.lr, 0.0, 1.0)
+    else:
+        update_segment[float](j.opt, <float*>j.theta, <const float*>j.grad, lo, 0, hi - lo,
+                              j.lr, 0.0, 1.0)
+
+
+cdef void split_flat_update(Optim* opt, floating* theta, const floating* grad,
+                            Py_ssize_t size, double lr) noexcept nogil:
+    # The optimizer step on one flat theta[:size] from its gradient, without decay (the
+    # update kernels of fastmlp.kernels; opt.t already advanced), split as the step's
+    # update is: by element ranges, from UPDATE_GRAIN per thread.  A part reads grad and
+    # writes theta on the same range only, so grad may be theta itself.
+    cdef FlatUpdateJob j
+    cdef int threads = split_threads(size, UPDATE_GRAIN)
+    if threads < 2:
+        update_segment(opt, theta, grad, 0, 0, size, lr, 0.0, 1.0)
+        return
+    j.opt = opt
+    j.theta = theta
+    j.grad = grad
+    j.lr = lr
+    j.size = size
+    j.f64 = floating is double
+    j.chunk = part_size(size, threads)
+    pool_run(flat_update_part, &j, <int>((size + j.chunk - 1) // j.chunk), threads, False)
+
+
 # ---------------------------------------------------------------- element-wise passes
 
 # Elements per thread of the passes over activations (a layer's A or Δ, n·d values) and

@@ -10,7 +10,8 @@ here must fit the workspace limit (``fastmlp.set_workspace_limit``).  Layout is 
 The update kernels (``sgd_update``, ``momentum_update``, ``adam_update``) work in place on
 ``theta`` and on their optimizer state, which must therefore be C-contiguous, aligned,
 writable ndarrays of theta's dtype; their hyper-parameters are rounded to that dtype, as
-the training step does.
+the training step does.  From 16,384 values they are split over fastmlp's worker threads
+as the step's update is (``fastmlp.threads``), with the same bits at every thread count.
 """
 from __future__ import annotations
 

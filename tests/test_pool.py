@@ -103,6 +103,55 @@ def test_split_update_of_the_estimators_is_bit_identical(split_everything, solve
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_update_kernels_split_is_bit_identical(split_everything, rule, dtype):
+    # fastmlp.kernels' updates split over the workers as the step's update does: the same
+    # bits at every thread limit, and (an independent oracle) the numpy transcription of
+    # tests/reference.py, in float64, to a few roundings of the dtype (1e-12 in float64;
+    # 1e-5 in float32, where one rounding is 6e-8 relative and values are O(1)).
+    from fastmlp import kernels as K
+    import reference as R
+    rng = np.random.default_rng(7)
+    # Parts of unequal size and an odd tail; enough values that a worker woken from
+    # sleep (30-40 µs on the 2-vCPU VMs) still finds parts left, even of a plain SGD pass.
+    n = 1_000_003
+    theta0, grad = (rng.normal(size=n).astype(dtype) for _ in range(2))
+    state0 = [rng.normal(size=n).astype(dtype), rng.random(n).astype(dtype)]
+
+    def step():
+        theta, state = theta0.copy(), [x.copy() for x in state0]
+        if rule == "sgd":
+            K.sgd_update(theta, grad, 0.1)
+        elif rule == "adam":
+            K.adam_update(theta, grad, state[0], state[1], 1e-3, 0.9, 0.999, 1e-8, 3)
+        else:
+            K.momentum_update(theta, grad, state[0], 0.1, 0.9, nesterov=rule == "nesterov")
+        return [theta, *state]
+
+    runs = []
+    for limit in (1, 2, 3):
+        fastmlp.set_num_threads(limit)
+        helped = _core.pool_parts_helped()
+        runs.append(step())
+        for _ in range(4 if limit > 1 else 0):   # a late wake-up now and then
+            step()
+        if limit > 1:
+            assert _core.pool_parts_helped() > helped
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            np.testing.assert_array_equal(a, b)
+    if rule == "sgd":
+        expected = [theta0.astype(np.float64) - 0.1 * grad.astype(np.float64)]
+    elif rule == "adam":
+        expected = R.adam_update(theta0, grad, *state0, 1e-3, 0.9, 0.999, 1e-8, 3)
+    else:
+        expected = R.momentum_update(theta0, grad, state0[0], 0.1, 0.9, rule == "nesterov")
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for a, b in zip(runs[0], expected):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_shuffled_epochs_gather_split_is_bit_identical(split_everything, dtype):
     # A shuffled epoch gathers each batch's rows of X (_batches.pxd, gather_rows), split
