@@ -24,10 +24,10 @@ the step's serial part (step − products, which runs on one core whatever the t
 count), the part of it the listed passes do not name (step − products − their sum, at 2
 threads: the bias-gradient sums, the finite pre-check, the call's own overhead), and the
 projected step and products times at 8, 16 and 64 cores.  The passes are timed through
-``fastmlp.kernels``, which runs each whole on the calling thread, while the step splits
-the large ones over fastmlp's workers: at 2 threads the listed sum overstates what they
-cost inside the step, so "unnamed" is a lower bound there; and "serial" counts every
-split pass as serial, so the projection is pessimistic:
+``fastmlp.kernels``: the update kernels split over fastmlp's workers as the step's
+update does, the bias, ReLU and softmax ones run whole on the calling thread, where the
+step may split a large activation pass.  "serial" counts every split pass as serial, so
+the projection is pessimistic:
 
     products(N) = products(1)·((1 − q) + q/N),   step(N) = serial + products(N).
 
