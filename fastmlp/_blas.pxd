@@ -19,6 +19,9 @@ ctypedef int (*get_threads_t)() noexcept nogil
 cdef extern from *:
     """
     #include <time.h>
+    /* Slots of a library's routine table, in the order of _core._set_blas's arguments. */
+    enum { FASTMLP_SGEMM, FASTMLP_DGEMM, FASTMLP_SGEMV, FASTMLP_DGEMV, FASTMLP_SGER,
+           FASTMLP_DGER };
     typedef struct {
         void *fn[6];
         int ilp64;
@@ -88,16 +91,63 @@ cdef extern from *:
         return fastmlp_thread_limit / (running > 1 ? running : 1);
     }
 
+    /* Threads a product of `flops` earns, at most `share`: one per
+       fastmlp_flops_per_thread (below one: 0). */
+    static int fastmlp_product_threads(double flops, int share) {
+        return flops < fastmlp_flops_per_thread * share
+               ? (int)(flops / fastmlp_flops_per_thread) : share;
+    }
+
     static fastmlp_blas_lib *fastmlp_blas_for(double flops) {
         fastmlp_blas_lib *lib = fastmlp_blas_active, *serial = fastmlp_blas_serial;
-        int share = fastmlp_thread_share();
-        int want = flops < fastmlp_flops_per_thread * share
-                   ? (int)(flops / fastmlp_flops_per_thread) : share;
+        int want = fastmlp_product_threads(flops, fastmlp_thread_share());
         if (want < 2 && serial != NULL) lib = serial;
         if (want < 1) want = 1;
         if (want >= 2) __atomic_store_n(&fastmlp_pooled_at_ns, fastmlp_clock_ns(), __ATOMIC_RELAXED);
         if (lib->set_threads != NULL && want != lib->get_threads()) lib->set_threads(want);
         return lib;
+    }
+
+    /* Row-major C (m, n) = alpha·op(A)·op(B) + beta·C through lib's Fortran sgemm
+       (f64 = 0) or dgemm.  A row-major matrix read as column-major is its transpose, so
+       BLAS computes Cᵀ = op(B)ᵀ·op(A)ᵀ with the operands swapped: no copies, no layout
+       conversion.  alpha and beta come from the model dtype, so a float32 one passes
+       through double unchanged. */
+    typedef void (*fastmlp_sgemm32)(char *, char *, int *, int *, int *, float *,
+                                    float *, int *, float *, int *, float *, float *,
+                                    int *);
+    typedef void (*fastmlp_dgemm32)(char *, char *, int *, int *, int *, double *,
+                                    double *, int *, double *, int *, double *, double *,
+                                    int *);
+    typedef void (*fastmlp_sgemm64)(char *, char *, int64_t *, int64_t *, int64_t *,
+                                    float *, float *, int64_t *, float *, int64_t *,
+                                    float *, float *, int64_t *);
+    typedef void (*fastmlp_dgemm64)(char *, char *, int64_t *, int64_t *, int64_t *,
+                                    double *, double *, int64_t *, double *, int64_t *,
+                                    double *, double *, int64_t *);
+    static inline void fastmlp_blas_gemm(const fastmlp_blas_lib *lib, int f64, int trans_a,
+                                         int trans_b, int m, int n, int k, double alpha,
+                                         const void *a, int lda, const void *b, int ldb,
+                                         double beta, void *c, int ldc) {
+        char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+        float sa = (float)alpha, sb = (float)beta;
+        if (lib->ilp64) {
+            int64_t m8 = m, n8 = n, k8 = k, lda8 = lda, ldb8 = ldb, ldc8 = ldc;
+            if (f64)
+                ((fastmlp_dgemm64)lib->fn[FASTMLP_DGEMM])(&ta, &tb, &n8, &m8, &k8, &alpha, (double *)b,
+                                              &ldb8, (double *)a, &lda8, &beta,
+                                              (double *)c, &ldc8);
+            else
+                ((fastmlp_sgemm64)lib->fn[FASTMLP_SGEMM])(&ta, &tb, &n8, &m8, &k8, &sa, (float *)b,
+                                              &ldb8, (float *)a, &lda8, &sb, (float *)c,
+                                              &ldc8);
+        } else if (f64) {
+            ((fastmlp_dgemm32)lib->fn[FASTMLP_DGEMM])(&ta, &tb, &n, &m, &k, &alpha, (double *)b, &ldb,
+                                          (double *)a, &lda, &beta, (double *)c, &ldc);
+        } else {
+            ((fastmlp_sgemm32)lib->fn[FASTMLP_SGEMM])(&ta, &tb, &n, &m, &k, &sa, (float *)b, &ldb,
+                                          (float *)a, &lda, &sb, (float *)c, &ldc);
+        }
     }
     """
     ctypedef struct BlasLib "fastmlp_blas_lib":
@@ -118,12 +168,16 @@ cdef extern from *:
     int64_t pool_spin_ns "fastmlp_pool_spin_ns"
     bint pooled_workers_spinning "fastmlp_pooled_workers_spinning"() noexcept nogil
     int thread_share "fastmlp_thread_share"() noexcept nogil
+    void blas_gemm "fastmlp_blas_gemm"(const BlasLib* lib, bint f64, bint trans_a,
+                                       bint trans_b, int m, int n, int k, double alpha,
+                                       const void* a, int lda, const void* b, int ldb,
+                                       double beta, void* c, int ldc) noexcept nogil
 
 cdef extern from "_split_gemm.h" nogil:
     int split_products "fastmlp_split_products"
     int gemm_split_threads "fastmlp_gemm_split_threads"(double flops, int m,
                                                          BlasLib** lib)
-    void gemm_split "fastmlp_gemm_split"(void* gemm, bint ilp64, bint f64, bint trans_a,
+    void gemm_split "fastmlp_gemm_split"(const BlasLib* lib, bint f64, bint trans_a,
                                          bint trans_b, int m, int n, int k, double alpha,
                                          const void* a, int lda, const void* b, int ldb,
                                          double beta, void* c, int ldc, int threads)
@@ -132,19 +186,16 @@ cdef extern from "_split_gemm.h" nogil:
 cdef enum:
     BLAS_LIBS = 4
 
-# Slots of BlasLib.fn, in the order of _core._set_blas's arguments.
-cdef enum:
-    SGEMM = 0
-    DGEMM = 1
-    SGEMV = 2
-    DGEMV = 3
-    SGER = 4
-    DGER = 5
+# Slots of BlasLib.fn (their home is the C enum above).
+cdef extern from *:
+    enum:
+        SGEMM "FASTMLP_SGEMM"
+        DGEMM "FASTMLP_DGEMM"
+        SGEMV "FASTMLP_SGEMV"
+        DGEMV "FASTMLP_DGEMV"
+        SGER "FASTMLP_SGER"
+        DGER "FASTMLP_DGER"
 
-ctypedef void (*sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*, float*, int*,
-                         float*, float*, int*) noexcept nogil
-ctypedef void (*dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*, double*,
-                         int*, double*, double*, int*) noexcept nogil
 ctypedef void (*sgemv_t)(char*, int*, int*, float*, float*, int*, float*, int*, float*,
                          float*, int*) noexcept nogil
 ctypedef void (*dgemv_t)(char*, int*, int*, double*, double*, int*, double*, int*, double*,
@@ -154,11 +205,6 @@ ctypedef void (*sger_t)(int*, int*, float*, float*, int*, float*, int*, float*,
 ctypedef void (*dger_t)(int*, int*, double*, double*, int*, double*, int*, double*,
                         int*) noexcept nogil
 # The same routines with 64-bit integers.
-ctypedef void (*sgemm64_t)(char*, char*, int64_t*, int64_t*, int64_t*, float*, float*,
-                           int64_t*, float*, int64_t*, float*, float*, int64_t*) noexcept nogil
-ctypedef void (*dgemm64_t)(char*, char*, int64_t*, int64_t*, int64_t*, double*, double*,
-                           int64_t*, double*, int64_t*, double*, double*,
-                           int64_t*) noexcept nogil
 ctypedef void (*sgemv64_t)(char*, int64_t*, int64_t*, float*, float*, int64_t*, float*,
                            int64_t*, float*, float*, int64_t*) noexcept nogil
 ctypedef void (*dgemv64_t)(char*, int64_t*, int64_t*, double*, double*, int64_t*, double*,
@@ -172,33 +218,17 @@ ctypedef void (*dger64_t)(int64_t*, int64_t*, double*, double*, int64_t*, double
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
                       const floating* a, int lda, const floating* b, int ldb,
                       floating beta, floating* c, int ldc) noexcept nogil:
-    # Row-major C (m, n) = alpha·op(A)·op(B) + beta·C.  A row-major matrix read as
-    # column-major is its transpose, so BLAS computes Cᵀ = op(B)ᵀ·op(A)ᵀ with the
-    # operands swapped: no copies, no layout conversion.
-    cdef char ta = b'T' if trans_b else b'N'
-    cdef char tb = b'T' if trans_a else b'N'
-    cdef int64_t m8 = m, n8 = n, k8 = k, lda8 = lda, ldb8 = ldb, ldc8 = ldc
+    # Row-major C (m, n) = alpha·op(A)·op(B) + beta·C (fastmlp_blas_gemm above), split
+    # over fastmlp's workers when large enough (_split_gemm.h), else one library call.
     cdef BlasLib* lib
-    cdef int threads = gemm_split_threads(2.0 * m * n * k, m, &lib)
+    cdef double flops = 2.0 * m * n * k
+    cdef int threads = gemm_split_threads(flops, m, &lib)
     if threads:
-        gemm_split(lib.fn[DGEMM if floating is double else SGEMM], lib.ilp64,
-                   floating is double, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
-                   beta, c, ldc, threads)
-        return
-    lib = blas_for(2.0 * m * n * k)
-    if lib.ilp64:
-        if floating is float:
-            (<sgemm64_t>lib.fn[SGEMM])(&ta, &tb, &n8, &m8, &k8, &alpha, <float*>b, &ldb8,
-                                           <float*>a, &lda8, &beta, c, &ldc8)
-        else:
-            (<dgemm64_t>lib.fn[DGEMM])(&ta, &tb, &n8, &m8, &k8, &alpha, <double*>b,
-                                           &ldb8, <double*>a, &lda8, &beta, c, &ldc8)
-    elif floating is float:
-        (<sgemm_t>lib.fn[SGEMM])(&ta, &tb, &n, &m, &k, &alpha, <float*>b, &ldb,
-                                     <float*>a, &lda, &beta, c, &ldc)
+        gemm_split(lib, floating is double, trans_a, trans_b, m, n, k, alpha, a, lda, b,
+                   ldb, beta, c, ldc, threads)
     else:
-        (<dgemm_t>lib.fn[DGEMM])(&ta, &tb, &n, &m, &k, &alpha, <double*>b, &ldb,
-                                     <double*>a, &lda, &beta, c, &ldc)
+        blas_gemm(blas_for(flops), floating is double, trans_a, trans_b, m, n, k, alpha, a,
+                  lda, b, ldb, beta, c, ldc)
 
 
 cdef inline void gemv(bint trans, int m, int n, floating alpha, const floating* a, int lda,

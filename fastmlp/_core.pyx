@@ -142,8 +142,9 @@ def _set_blas(int slot, tuple addresses=(), bint ilp64=False, tuple threads=(),
     only fastmlp calls, the addresses of its ``void set(int)`` and ``int get(void)``
     thread-count functions (the core then picks each call's thread count), and ``splits``,
     whether its large products may be split over fastmlp's own workers, each part on the
-    serial library (an OpenBLAS: not for MKL).  fastmlp.blas resolves and checks them.  The table in use is never refilled, so a step running in
-    another thread always calls one whole library.
+    serial library (an OpenBLAS: not for MKL).  fastmlp.blas resolves and checks them.
+    The table in use is never refilled, so a step running in another thread always calls
+    one whole library.
     """
     global blas_active, blas_serial
     cdef int i

@@ -221,12 +221,13 @@ static void fastmlp_pool_run_ex(fastmlp_part_fn fn, void *ctx, int n_parts, int 
      * cores back and forth, so the next jobs run on the caller alone, 1, 3, 7 ... up to
      * 63 of them, before the workers are tried again. */
     fastmlp_pool.helped_total += fastmlp_pool.helped;
-    if (forced) {
-    } else if (fastmlp_pool.helped == 0) {
-        if (fastmlp_pool.backoff < FASTMLP_POOL_MAX_BACKOFF) fastmlp_pool.backoff++;
-        fastmlp_pool.skip = (1 << fastmlp_pool.backoff) - 1;
-    } else {
-        fastmlp_pool.backoff = 0;
+    if (!forced) {
+        if (fastmlp_pool.helped == 0) {
+            if (fastmlp_pool.backoff < FASTMLP_POOL_MAX_BACKOFF) fastmlp_pool.backoff++;
+            fastmlp_pool.skip = (1 << fastmlp_pool.backoff) - 1;
+        } else {
+            fastmlp_pool.backoff = 0;
+        }
     }
     __atomic_store_n(&fastmlp_pool.busy, 0, __ATOMIC_RELEASE);
 }

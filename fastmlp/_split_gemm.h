@@ -7,7 +7,8 @@
  * here, the product's parts run on workers that sleep again when it is done, so the
  * passes between the products get the cores too.  Measured on a 2-vCPU Xeon (AVX-512),
  * the mnist-like step's four largest products split by rows ran in 0.88-1.07x the time of
- * numpy's OpenBLAS at two threads, most within 0.95-1.07x (bench/README.md, "fastmlp's own workers").
+ * numpy's OpenBLAS at two threads, most within 0.95-1.07x (bench/README.md, "fastmlp's
+ * own workers").
  *
  * The parts are bands of rows of the row-major C: each band is C[m0:m1] =
  * op(A)[m0:m1]·op(B), computed by the serial library exactly as in the whole product
@@ -25,36 +26,35 @@
  * side, so a band boundary adds no edge case a whole product would not have. */
 #define FASTMLP_GEMM_BAND_ALIGN 16
 
-/* Set 0 (fastmlp._core._set_split_products, for the bench's A/B): every product goes to
- * one library call, as before the split. */
+/* Set 0 (fastmlp.threads.set_split_products): every product goes to one library call,
+ * as before the split. */
 static int fastmlp_split_products = 1;
 
 typedef struct {
-    void *gemm;                /* the serial library's sgemm or dgemm */
-    int ilp64, f64, trans_a, trans_b, m, n, k, lda, ldb, ldc, band;
+    const fastmlp_blas_lib *lib;    /* the serial library */
+    int f64, trans_a, trans_b, m, n, k, lda, ldb, ldc, band;
     const void *a, *b;
     void *c;
     double alpha, beta;
 } fastmlp_gemm_job;
 
 /* Threads to split a product of `flops` with m rows of C over (and in *lib the serial
- * library its bands run on), or 0: one library call (fastmlp_blas_for).  Split only where fastmlp_blas_for would have given the product two
- * threads or more, and for an OpenBLAS active library (another one, MKL, keeps its
- * threads).  Not skipped while a pool fastmlp sent products to still spins (the passes'
- * rule, _pool.pxd): products sent there would keep it spinning, so fastmlp would never
- * come back to splitting while it trains; the first split products after the switch
- * (set_split_products) pay for that pool's last ~0.1 s instead. */
+ * library its bands run on), or 0: one library call (fastmlp_blas_for).  Split only
+ * where fastmlp_blas_for would have given the product two threads or more (never more
+ * than the CPUs the process may use), and for an OpenBLAS active library (another one,
+ * MKL, keeps its threads).  Not skipped while a pool fastmlp sent products to still
+ * spins (the passes' rule, _pool.pxd): products sent there would keep it spinning, so
+ * fastmlp would never come back to splitting while it trains; the first split products
+ * after the switch (set_split_products) pay for that pool's last ~0.1 s instead. */
 static int fastmlp_gemm_split_threads(double flops, int m, fastmlp_blas_lib **lib) {
     fastmlp_blas_lib *serial = fastmlp_blas_serial;
-    int share, want, cpus;
+    int share, want;
     if (!fastmlp_split_products || serial == NULL || !fastmlp_blas_active->splits)
         return 0;
     if (flops < 2 * fastmlp_flops_per_thread) return 0;
     share = fastmlp_thread_share();
-    cpus = fastmlp_pool_cpus();
-    if (share > cpus) share = cpus;
-    want = flops < fastmlp_flops_per_thread * share ? (int)(flops / fastmlp_flops_per_thread)
-                                                    : share;
+    if (share > fastmlp_pool_cpus()) share = fastmlp_pool_cpus();
+    want = fastmlp_product_threads(flops, share);
     if (want > m / FASTMLP_GEMM_BAND_ALIGN) want = m / FASTMLP_GEMM_BAND_ALIGN;
     if (want < 2) return 0;
     if (serial->get_threads != NULL && serial->get_threads() != 1) serial->set_threads(1);
@@ -64,63 +64,25 @@ static int fastmlp_gemm_split_threads(double flops, int m, fastmlp_blas_lib **li
 
 static void fastmlp_gemm_part(void *ctx, int part) {
     const fastmlp_gemm_job *j = (const fastmlp_gemm_job *)ctx;
+    size_t size = j->f64 ? sizeof(double) : sizeof(float);
     int m0 = part * j->band, m1 = m0 + j->band < j->m ? m0 + j->band : j->m;
-    /* Column-major BLAS on the transposes (as _blas.pxd's gemm): Cᵀ = op(B)ᵀ·op(A)ᵀ,
-     * the band of rows of C a band of columns of Cᵀ. */
-    char ta = j->trans_b ? 'T' : 'N', tb = j->trans_a ? 'T' : 'N';
+    /* Rows m0..m1 of op(A): of A itself, or its columns when transposed. */
     ptrdiff_t a_off = j->trans_a ? m0 : (ptrdiff_t)m0 * j->lda;
-    ptrdiff_t c_off = (ptrdiff_t)m0 * j->ldc;
-    int rows = m1 - m0;
-    if (rows <= 0) return;
-    if (j->ilp64) {
-        int64_t n8 = j->n, r8 = rows, k8 = j->k, lda8 = j->lda, ldb8 = j->ldb, ldc8 = j->ldc;
-        if (j->f64) {
-            double al = j->alpha, be = j->beta;
-            ((void (*)(char *, char *, int64_t *, int64_t *, int64_t *, double *, double *,
-                       int64_t *, double *, int64_t *, double *, double *, int64_t *))
-                 j->gemm)(&ta, &tb, &n8, &r8, &k8, &al, (double *)j->b, &ldb8,
-                                (double *)j->a + a_off, &lda8, &be,
-                                (double *)j->c + c_off, &ldc8);
-        } else {
-            float al = (float)j->alpha, be = (float)j->beta;
-            ((void (*)(char *, char *, int64_t *, int64_t *, int64_t *, float *, float *,
-                       int64_t *, float *, int64_t *, float *, float *, int64_t *))
-                 j->gemm)(&ta, &tb, &n8, &r8, &k8, &al, (float *)j->b, &ldb8,
-                                (float *)j->a + a_off, &lda8, &be, (float *)j->c + c_off,
-                                &ldc8);
-        }
-    } else {
-        int n = j->n, k = j->k, lda = j->lda, ldb = j->ldb, ldc = j->ldc;
-        if (j->f64) {
-            double al = j->alpha, be = j->beta;
-            ((void (*)(char *, char *, int *, int *, int *, double *, double *, int *,
-                       double *, int *, double *, double *, int *))
-                 j->gemm)(&ta, &tb, &n, &rows, &k, &al, (double *)j->b, &ldb,
-                                (double *)j->a + a_off, &lda, &be, (double *)j->c + c_off,
-                                &ldc);
-        } else {
-            float al = (float)j->alpha, be = (float)j->beta;
-            ((void (*)(char *, char *, int *, int *, int *, float *, float *, int *,
-                       float *, int *, float *, float *, int *))
-                 j->gemm)(&ta, &tb, &n, &rows, &k, &al, (float *)j->b, &ldb,
-                                (float *)j->a + a_off, &lda, &be, (float *)j->c + c_off,
-                                &ldc);
-        }
-    }
+    if (m1 <= m0) return;
+    fastmlp_blas_gemm(j->lib, j->f64, j->trans_a, j->trans_b, m1 - m0, j->n, j->k,
+                      j->alpha, (const char *)j->a + a_off * size, j->lda, j->b, j->ldb,
+                      j->beta, (char *)j->c + (ptrdiff_t)m0 * j->ldc * size, j->ldc);
 }
 
-/* Row-major C (m, n) = alpha·op(A)·op(B) + beta·C over `threads` bands (from
- * fastmlp_gemm_split_threads), each a call of `gemm`, the Fortran sgemm (f64 = 0) or
- * dgemm of that library, with 64-bit integers if ilp64; alpha and beta come from the
- * model dtype, so a float32 one rounds back to itself. */
-static void fastmlp_gemm_split(void *gemm, int ilp64, int f64, int trans_a, int trans_b,
-                               int m, int n, int k,
-                               double alpha, const void *a, int lda, const void *b,
-                               int ldb, double beta, void *c, int ldc, int threads) {
+/* Row-major C (m, n) = alpha·op(A)·op(B) + beta·C (fastmlp_blas_gemm) over `threads`
+ * bands of rows, each a call of `lib` (from fastmlp_gemm_split_threads). */
+static void fastmlp_gemm_split(const fastmlp_blas_lib *lib, int f64, int trans_a,
+                               int trans_b, int m, int n, int k, double alpha,
+                               const void *a, int lda, const void *b, int ldb, double beta,
+                               void *c, int ldc, int threads) {
     fastmlp_gemm_job j;
     int band = (m + threads - 1) / threads;
-    j.gemm = gemm;
-    j.ilp64 = ilp64;
+    j.lib = lib;
     j.f64 = f64;
     j.trans_a = trans_a;
     j.trans_b = trans_b;
