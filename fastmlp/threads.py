@@ -171,7 +171,9 @@ def get_split_products() -> bool:
 def set_split_products(on: bool) -> bool:
     """Split fastmlp's large products over its own workers (``True``, the default) or send
     them to ``fastmlp.blas.current()``'s thread pool (``False``); returns the previous
-    setting.  The bits of every result are the same either way."""
+    setting.  Results agree to rounding either way: the bands run on the private OpenBLAS,
+    the whole products on ``current()``'s, another build (``tests/test_split_products.py``).
+    With the split, they are the bits of the same products on one thread."""
     if not isinstance(on, bool):
         raise TypeError(f"on: expected True or False, got {on!r}")
     previous = _core._get_split_products()
