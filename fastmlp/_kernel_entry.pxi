@@ -133,16 +133,22 @@ def k_softmax(floating[:, ::1] Z):
         softmax_rows(&Z[0, 0], Z.shape[0], Z.shape[1])
 
 
-def k_sgd_update(floating[::1] theta, const floating[::1] grad, double lr):
+# The update kernels: with `check`, nothing is written and the result says whether every
+# value the update with the same arguments would store is finite (the step's pre-check).
+
+def k_sgd_update(floating[::1] theta, const floating[::1] grad, double lr,
+                 bint check=False):
     if theta.shape[0] != grad.shape[0]:
         raise ValueError("sgd_update: theta and grad differ in size")
     cdef Optim opt
+    cdef bint ok
     if theta.shape[0] < 1:
-        return
+        return True
     opt.kind = C_OPT_SGD
     opt.s1 = opt.s2 = NULL
     with nogil:
-        split_flat_update(&opt, &theta[0], &grad[0], theta.shape[0], lr)
+        ok = split_flat_update(&opt, &theta[0], &grad[0], theta.shape[0], lr, check)
+    return ok
 
 
 def k_all_finite(const floating[::1] x):
@@ -206,40 +212,44 @@ def k_sk_loss_delta(str kind, const floating[:, ::1] P, const floating[:, ::1] Y
 
 
 def k_momentum_update(floating[::1] theta, const floating[::1] grad, floating[::1] vel,
-                      double lr, double momentum, bint nesterov):
+                      double lr, double momentum, bint nesterov, bint check=False):
     if theta.shape[0] != grad.shape[0] or vel.shape[0] != theta.shape[0]:
         raise ValueError("momentum_update: theta, grad and velocity differ in size")
     cdef Optim opt
+    cdef bint ok
     if theta.shape[0] < 1:
-        return
+        return True
     opt.kind = C_OPT_NESTEROV if nesterov else C_OPT_MOMENTUM
     opt.momentum = momentum
     opt.s1 = &vel[0]
     opt.s2 = NULL
     with nogil:
-        split_flat_update(&opt, &theta[0], &grad[0], theta.shape[0], lr)
+        ok = split_flat_update(&opt, &theta[0], &grad[0], theta.shape[0], lr, check)
+    return ok
 
 
 def k_adam_update(floating[::1] theta, const floating[::1] grad, floating[::1] m,
                   floating[::1] v, double lr, double beta1, double beta2, double eps,
-                  int64_t t):
+                  int64_t t, bint check=False):
     if (theta.shape[0] != grad.shape[0] or m.shape[0] != theta.shape[0]
             or v.shape[0] != theta.shape[0]):
         raise ValueError("adam_update: theta, grad, m and v differ in size")
     if t < 1:
         raise ValueError("t: expected the step count, >= 1")
     cdef Optim opt
+    cdef bint ok
     if theta.shape[0] < 1:
-        return
+        return True
     opt.kind = C_OPT_ADAM
     opt.beta1 = beta1
     opt.beta2 = beta2
     opt.eps = eps
     opt.s1 = &m[0]
     opt.s2 = &v[0]
-    opt.t = t
+    opt.t = t - 1 if check else t     # the check is of the step to t (update_is_finite)
     with nogil:
-        split_flat_update(&opt, &theta[0], &grad[0], theta.shape[0], lr)
+        ok = split_flat_update(&opt, &theta[0], &grad[0], theta.shape[0], lr, check)
+    return ok
 
 
 def adam_step_size(double lr, double beta1, double beta2, int64_t t):

@@ -105,41 +105,61 @@ cdef struct FlatUpdateJob:
     double lr
     Py_ssize_t size, chunk
     bint f64
+    bint check           # the finite pre-check, not the update
+    int bad              # a part's pre-check failed
+
+
+cdef bint flat_update_range(const FlatUpdateJob* j, floating* theta, const floating* grad,
+                            Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # The job's pass on theta[lo:hi]: with `check`, whether every new value is finite.
+    cdef const floating* s1 = <const floating*>j.opt.s1
+    cdef const floating* s2 = <const floating*>j.opt.s2
+    if j.check:
+        return update_is_finite(j.opt, theta + lo, grad + lo,
+                                s1 + lo if s1 != NULL else NULL,
+                                s2 + lo if s2 != NULL else NULL, hi - lo, j.lr, 0.0, 1.0)
+    update_segment(j.opt, theta, grad, lo, 0, hi - lo, j.lr, 0.0, 1.0)
+    return True
 
 
 cdef void flat_update_part(void* ctx, int part) noexcept nogil:
     cdef FlatUpdateJob* j = <FlatUpdateJob*>ctx
     cdef Py_ssize_t lo = part * j.chunk
     cdef Py_ssize_t hi = min(lo + j.chunk, j.size)
+    cdef bint ok
     if lo >= hi:
         return
     if j.f64:
-        update_segment[double](j.opt, <double*>j.theta, <const double*>j.grad, lo, 0,
-                               hi - lo, j.lr, 0.0, 1.0)
+        ok = flat_update_range[double](j, <double*>j.theta, <const double*>j.grad, lo, hi)
     else:
-        update_segment[float](j.opt, <float*>j.theta, <const float*>j.grad, lo, 0, hi - lo,
-                              j.lr, 0.0, 1.0)
+        ok = flat_update_range[float](j, <float*>j.theta, <const float*>j.grad, lo, hi)
+    if not ok:
+        flag_set(&j.bad)
 
 
-cdef void split_flat_update(Optim* opt, floating* theta, const floating* grad,
-                            Py_ssize_t size, double lr) noexcept nogil:
+cdef bint split_flat_update(Optim* opt, floating* theta, const floating* grad,
+                            Py_ssize_t size, double lr, bint check) noexcept nogil:
     # The optimizer step on one flat theta[:size] from its gradient, without decay (the
-    # update kernels of fastmlp.kernels; opt.t already advanced), split as the step's
-    # update is: by element ranges, from UPDATE_GRAIN per thread.  A part reads grad and
-    # writes theta on the same range only, so grad may be theta itself.
+    # update kernels of fastmlp.kernels; opt.t already advanced), or with `check` whether
+    # every value that step would store is finite (opt.t not yet advanced, as for
+    # net_update_is_finite); split as the step's passes are: by element ranges, from
+    # UPDATE_GRAIN per thread.  A part reads grad and writes theta on the same range
+    # only, so grad may be theta itself.  Returns False only for a failed check.
     cdef FlatUpdateJob j
     cdef int threads = split_threads(size, UPDATE_GRAIN)
-    if threads < 2:
-        update_segment(opt, theta, grad, 0, 0, size, lr, 0.0, 1.0)
-        return
     j.opt = opt
     j.theta = theta
     j.grad = grad
     j.lr = lr
     j.size = size
     j.f64 = floating is double
+    j.check = check
+    j.bad = 0
+    if threads < 2:
+        return flat_update_range(&j, theta, grad, 0, size)
     j.chunk = part_size(size, threads)
     pool_run(flat_update_part, &j, <int>((size + j.chunk - 1) // j.chunk), threads, False)
+    return not j.bad
 
 
 # ---------------------------------------------------------------- element-wise passes

@@ -12,6 +12,9 @@ The update kernels (``sgd_update``, ``momentum_update``, ``adam_update``) work i
 writable ndarrays of theta's dtype; their hyper-parameters are rounded to that dtype, as
 the training step does.  From 16,384 values they are split over fastmlp's worker threads
 as the step's update is (``fastmlp.threads``), with the same bits at every thread count.
+Each has an ``*_is_finite`` twin taking the same arguments, which writes nothing and says
+whether every value the update would store is finite: the step's NaN guard, for loops of
+one's own.
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ __all__ = ["linear_forward", "relu_forward", "relu_backward", "backprop_delta",
            "linear_backward", "mse_loss_delta", "softmax_cross_entropy_loss_delta",
            "softmax", "sgd_update", "activation_forward", "activation_backward",
            "sklearn_loss_delta", "momentum_update", "adam_update", "dropout_forward",
-           "csr_linear_forward", "csr_transposed_accumulate"]
+           "csr_linear_forward", "csr_transposed_accumulate", "sgd_update_is_finite",
+           "momentum_update_is_finite", "adam_update_is_finite"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -349,15 +353,29 @@ def _state(name: str, a: object, shape: tuple[int, ...], dt: np.dtype) -> np.nda
     return _out(name, a, shape, dt)
 
 
-def sgd_update(theta: np.ndarray, grad: ArrayLike, lr: float) -> np.ndarray:
-    """θ ← θ − lr·∇θ in place (seed 000 eq. 12).  theta, grad: (p,) of one dtype."""
+def _sgd_args(theta: np.ndarray, grad: ArrayLike, lr: float
+              ) -> tuple[np.ndarray, np.ndarray, float]:
     theta, dt = _theta(theta)
     grad = _in("grad", grad, dt, 1)
     _shape_check(grad.shape == theta.shape, f"grad: expected shape {theta.shape}, got {grad.shape}")
     _no_overlap("theta", theta, {"grad": grad}, same_ok=("grad",))
-    lr = _real_in_dtype("lr", lr, dt)
+    return theta, grad, _real_in_dtype("lr", lr, dt)
+
+
+def sgd_update(theta: np.ndarray, grad: ArrayLike, lr: float) -> np.ndarray:
+    """θ ← θ − lr·∇θ in place (seed 000 eq. 12).  theta, grad: (p,) of one dtype."""
+    theta, grad, lr = _sgd_args(theta, grad, lr)
     _core.k_sgd_update(theta, grad, lr)
     return theta
+
+
+def sgd_update_is_finite(theta: np.ndarray, grad: ArrayLike, lr: float) -> bool:
+    """Whether ``sgd_update`` with the same arguments would leave every value of theta
+    finite (and so whether grad is), computed from the same arithmetic without writing
+    anything: the pre-check of a training step's NaN guard, so that a loop can skip a
+    diverging update and keep its parameters as they were."""
+    theta, grad, lr = _sgd_args(theta, grad, lr)
+    return bool(_core.k_sgd_update(theta, grad, lr, check=True))
 
 
 # Activations by name: what activation_forward computes, and which of them have a
@@ -481,6 +499,21 @@ def sklearn_loss_delta(kind: str, P: ArrayLike, Y: ArrayLike,
     return _core.k_sk_loss_delta(core_kind, P, Y, sw, D), D
 
 
+def _momentum_args(theta: np.ndarray, grad: ArrayLike, velocity: np.ndarray, lr: float,
+                   momentum: float, nesterov: bool) -> tuple[Any, ...]:
+    theta, dt = _theta(theta)
+    grad = _in("grad", grad, dt, 1)
+    _shape_check(grad.shape == theta.shape, f"grad: expected shape {theta.shape}, got {grad.shape}")
+    velocity = _state("velocity", velocity, theta.shape, dt)
+    _no_overlap("theta", theta, {"grad": grad}, same_ok=("grad",))
+    _no_overlap("velocity", velocity, {"theta": theta, "grad": grad})
+    lr = _real_in_dtype("lr", lr, dt)
+    momentum = _real_in_dtype("momentum", momentum, dt)
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise TypeError(f"nesterov: expected a bool, got {nesterov!r}")
+    return theta, grad, velocity, lr, momentum, bool(nesterov)
+
+
 def momentum_update(theta: np.ndarray, grad: ArrayLike, velocity: np.ndarray, lr: float,
                     momentum: float, nesterov: bool = False) -> np.ndarray:
     """Heavy-ball momentum, in place (scikit-learn's SGD solver; with nesterov, Sutskever
@@ -493,37 +526,22 @@ def momentum_update(theta: np.ndarray, grad: ArrayLike, velocity: np.ndarray, lr
     be theta exactly).  η = ``lr`` and μ = ``momentum`` are any reals finite in the dtype,
     rounded to it; the arithmetic is the dtype's.  Returns theta.
     """
-    theta, dt = _theta(theta)
-    grad = _in("grad", grad, dt, 1)
-    _shape_check(grad.shape == theta.shape, f"grad: expected shape {theta.shape}, got {grad.shape}")
-    velocity = _state("velocity", velocity, theta.shape, dt)
-    _no_overlap("theta", theta, {"grad": grad}, same_ok=("grad",))
-    _no_overlap("velocity", velocity, {"theta": theta, "grad": grad})
-    lr = _real_in_dtype("lr", lr, dt)
-    momentum = _real_in_dtype("momentum", momentum, dt)
-    if not isinstance(nesterov, (bool, np.bool_)):
-        raise TypeError(f"nesterov: expected a bool, got {nesterov!r}")
-    _core.k_momentum_update(theta, grad, velocity, lr, momentum, bool(nesterov))
-    return theta
+    args = _momentum_args(theta, grad, velocity, lr, momentum, nesterov)
+    _core.k_momentum_update(*args)
+    return args[0]
 
 
-def adam_update(theta: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray,
-                lr: float, beta_1: float, beta_2: float, epsilon: float, t: int) -> np.ndarray:
-    """Step t ≥ 1 of Adam (Kingma & Ba 2015, Algorithm 1), in place, with the bias
-    correction folded into the step size as in their §2 (and scikit-learn):
+def momentum_update_is_finite(theta: np.ndarray, grad: ArrayLike, velocity: np.ndarray,
+                              lr: float, momentum: float, nesterov: bool = False) -> bool:
+    """Whether ``momentum_update`` with the same arguments would leave every value of
+    theta and velocity finite, without writing anything (as ``sgd_update_is_finite``)."""
+    args = _momentum_args(theta, grad, velocity, lr, momentum, nesterov)
+    return bool(_core.k_momentum_update(*args, check=True))
 
-        m ← β1·m + (1 − β1)·g;   v ← β2·v + (1 − β2)·g²
-        η_t = η·√(1 − β2ᵗ)/(1 − β1ᵗ);   θ ← θ − η_t·m/(√v + ε)
 
-    which is Algorithm 1's θ − η·m̂/(√v̂ + ε̂) with m̂ = m/(1 − β1ᵗ), v̂ = v/(1 − β2ᵗ) and
-    ε̂ = ε/√(1 − β2ᵗ) (ε sits outside the square root, on the uncorrected v).
-    theta, grad, m, v: (p,) of one dtype; theta, m and v are updated in place and must not
-    overlap one another (grad may be theta exactly); v ≥ 0 as Adam keeps it.  η_t is
-    computed in float64 and rounded to the dtype, and so are β1, 1 − β1, β2, 1 − β2 and
-    ε; the update itself runs in the dtype (a float32 step is float32 throughout).
-    lr: real, with η_t finite in the dtype; beta_1, beta_2 in [0, 1); epsilon > 0 and
-    still > 0 in the dtype; t: int in [1, 2**63).  Returns theta.
-    """
+def _adam_args(theta: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray,
+               lr: float, beta_1: float, beta_2: float, epsilon: float, t: int
+               ) -> tuple[Any, ...]:
     theta, dt = _theta(theta)
     grad = _in("grad", grad, dt, 1)
     _shape_check(grad.shape == theta.shape, f"grad: expected shape {theta.shape}, got {grad.shape}")
@@ -550,8 +568,39 @@ def adam_update(theta: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray
         if not np.isfinite(dt.type(lr_t)):
             raise ValueError(f"lr: the step size lr·√(1 − beta_2**t)/(1 − beta_1**t) = "
                              f"{lr_t} is not finite in {dt}")
-    _core.k_adam_update(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t)
-    return theta
+    return theta, grad, m, v, lr, beta_1, beta_2, epsilon, t
+
+
+def adam_update(theta: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray,
+                lr: float, beta_1: float, beta_2: float, epsilon: float, t: int) -> np.ndarray:
+    """Step t ≥ 1 of Adam (Kingma & Ba 2015, Algorithm 1), in place, with the bias
+    correction folded into the step size as in their §2 (and scikit-learn):
+
+        m ← β1·m + (1 − β1)·g;   v ← β2·v + (1 − β2)·g²
+        η_t = η·√(1 − β2ᵗ)/(1 − β1ᵗ);   θ ← θ − η_t·m/(√v + ε)
+
+    which is Algorithm 1's θ − η·m̂/(√v̂ + ε̂) with m̂ = m/(1 − β1ᵗ), v̂ = v/(1 − β2ᵗ) and
+    ε̂ = ε/√(1 − β2ᵗ) (ε sits outside the square root, on the uncorrected v).
+    theta, grad, m, v: (p,) of one dtype; theta, m and v are updated in place and must not
+    overlap one another (grad may be theta exactly); v ≥ 0 as Adam keeps it.  η_t is
+    computed in float64 and rounded to the dtype, and so are β1, 1 − β1, β2, 1 − β2 and
+    ε; the update itself runs in the dtype (a float32 step is float32 throughout).
+    lr: real, with η_t finite in the dtype; beta_1, beta_2 in [0, 1); epsilon > 0 and
+    still > 0 in the dtype; t: int in [1, 2**63).  Returns theta.
+    """
+    args = _adam_args(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t)
+    _core.k_adam_update(*args)
+    return args[0]
+
+
+def adam_update_is_finite(theta: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray,
+                          lr: float, beta_1: float, beta_2: float, epsilon: float,
+                          t: int) -> bool:
+    """Whether ``adam_update`` with the same arguments would leave every value of theta,
+    m and v finite, without writing anything (as ``sgd_update_is_finite``): the check a
+    training step makes before its Adam update."""
+    args = _adam_args(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t)
+    return bool(_core.k_adam_update(*args, check=True))
 
 
 def dropout_forward(A: ArrayLike, p: float, state: int,

@@ -35,3 +35,13 @@ def test_quick_run_reports_and_projects(tmp_path):
         assert p["products_us"] == pytest.approx(want)
         assert p["step_us"] == pytest.approx(r["serial_us"] + want)
     assert threadscaling.table(threadscaling.run("float32", "sgd", quick=True))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "momentum"])
+def test_checked_optimizers_time_their_pre_check(optimizer):
+    # Adam's and momentum's steps check every new value before updating; the breakdown
+    # names that pass, and the check it times passes (finite data), as the step's does.
+    import numpy as np
+    fns = threadscaling.passes(np.dtype(np.float32), optimizer)
+    assert {f"pre-check ({optimizer})", f"update ({optimizer})"} <= set(fns)
+    assert fns[f"pre-check ({optimizer})"]() is True

@@ -984,7 +984,12 @@ KERNEL_ARGS = {
 }
 # The CSR kernels take a scipy sparse X: fuzzed by test_fuzz_csr_kernels below.
 CSR_KERNELS = ("csr_linear_forward", "csr_transposed_accumulate")
-assert sorted([*KERNEL_ARGS, *CSR_KERNELS]) == sorted(K.__all__), "a kernel is not fuzzed"
+# The update kernels' finite checks take their update's arguments: fuzzed by
+# test_fuzz_update_checks below, on the update's draws.
+UPDATE_CHECKS = ("sgd_update_is_finite", "momentum_update_is_finite",
+                 "adam_update_is_finite")
+assert sorted([*KERNEL_ARGS, *CSR_KERNELS, *UPDATE_CHECKS]) == sorted(K.__all__), \
+    "a kernel is not fuzzed"
 
 # Arrays the update kernels write in place (ndarrays, C-contiguous, aligned, writable).
 WRITTEN = {"sgd_update": ("theta",), "momentum_update": ("theta", "velocity"),
@@ -1496,6 +1501,46 @@ def test_fuzz_kernels(name):
 
     prop()
     assert TRIED[f"kernels.{name}:ok"] >= 10 and TRIED[f"kernels.{name}:rejected"] >= 10
+
+
+@pytest.mark.parametrize("name", UPDATE_CHECKS)
+def test_fuzz_update_checks(name):
+    # The update's draws, checked: the twin refuses what the update refuses, naming the
+    # same arguments; on valid ones it writes nothing and answers whether every value of
+    # the numpy transcription of the update (kernel_reference) is finite.
+    update = name.removesuffix("_is_finite")
+    fn = getattr(K, name)
+
+    @fuzz(f"kernels.{name}", 150)
+    @given(call=kernel_call(update))
+    def prop(call):
+        args, outs, extra = call
+        bad, conv = kernel_oracle(update, args, outs, extra)
+        bad = bad | overlap_bad(update, args, outs, extra)
+        snaps = {k: (np.array(v, copy=True), v) for k, v in args.items()
+                 if isinstance(v, np.ndarray)}
+        pos, kw = kernel_arguments(update, args, extra)
+        try:
+            with np.errstate(all="ignore"):
+                result = fn(*pos, **kw)
+        except (ValueError, TypeError) as exc:
+            assert bad, f"{name} refused valid arguments: {exc!r}"
+            named(exc, bad)
+            outcome = "rejected"
+        else:
+            assert not bad, f"{name} accepted invalid arguments {bad}"
+            with np.errstate(all="ignore"):
+                want = all(np.all(np.isfinite(w)) for w in kernel_reference(update, conv))
+            assert result is want, f"{name} said {result}, the transcription {want}"
+            outcome = "finite" if want else "not finite"
+        for k, (copy_, live) in snaps.items():
+            assert copy_.dtype.kind in "OUSb" or np.array_equal(copy_, live, equal_nan=True), \
+                f"{name} changed {k}"
+        count(f"kernels.{name}", outcome)
+
+    prop()
+    for outcome in ("rejected", "finite", "not finite"):
+        assert TRIED[f"kernels.{name}:{outcome}"] >= 5, (outcome, dict(TRIED))
 
 
 # --------------------------------------------------------------------------------------

@@ -1347,6 +1347,59 @@ def test_update_state_arrays_checked(dtype):
     assert not th.any() and not ro.any()
 
 
+# The finite checks: each case (finite data, a NaN gradient, a gradient whose square
+# overflows the dtype, a state value already infinite) against the update itself run on
+# copies, whose values reference.py's transcription checks elsewhere in this file.
+def _update_cases(dtype):
+    rng = np.random.default_rng(4)
+    p = 50_000                     # above the split's grain: the checks run in parts
+    big = np.sqrt(np.finfo(dtype).max) * 2
+    for case in ("finite", "nan grad", "g² overflows", "inf state"):
+        theta, grad = (rng.standard_normal(p).astype(dtype) for _ in range(2))
+        s1, s2 = np.zeros(p, dtype), np.full(p, 0.5, dtype)
+        if case == "nan grad":
+            grad[p - 3] = np.nan
+        elif case == "g² overflows":
+            grad[p // 2] = big
+        elif case == "inf state":
+            s1[7] = np.inf
+        yield case, theta, grad, s1, s2
+
+
+_UPDATES = {
+    "sgd": (lambda th, g, s1, s2: (th, g, 1e-3), K.sgd_update, K.sgd_update_is_finite),
+    "momentum": (lambda th, g, s1, s2: (th, g, s1, 1e-3, 0.9, True), K.momentum_update,
+                 K.momentum_update_is_finite),
+    "adam": (lambda th, g, s1, s2: (th, g, s1, s2, 1e-3, 0.9, 0.999, 1e-8, 3), K.adam_update,
+             K.adam_update_is_finite),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rule", sorted(_UPDATES))
+def test_update_checks_say_whether_the_update_stays_finite(rule, dtype):
+    make, update, check = _UPDATES[rule]
+    answers = {}
+    for case, theta, grad, s1, s2 in _update_cases(dtype):
+        args = make(theta, grad, s1, s2)
+        before = [a.copy() for a in args if isinstance(a, np.ndarray)]
+        with np.errstate(all="ignore"):
+            ok = check(*args)
+        assert all(np.array_equal(b, a, equal_nan=True)
+                   for b, a in zip(before, [a for a in args if isinstance(a, np.ndarray)]))
+        copies = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        with np.errstate(all="ignore"):
+            update(*copies)
+        written = [c for c, a in zip(copies, args) if isinstance(a, np.ndarray)
+                   and a is not grad]
+        assert ok is all(np.isfinite(c).all() for c in written), case
+        answers[case] = ok
+    # Each rule sees the NaN; the overflow is in v (Adam) only; sgd keeps no state.
+    assert answers["finite"] and not answers["nan grad"]
+    assert answers["g² overflows"] is (rule != "adam")
+    assert answers["inf state"] is (rule == "sgd")
+
+
 def test_empty_updates_are_no_ops():
     e = np.zeros(0)
     assert K.momentum_update(e, e.copy(), np.zeros(0), 0.1, 0.9).size == 0

@@ -107,6 +107,20 @@ def cases(n: int, d_in: int, d_out: int, k: int,
         v[...] += 0.001 * (grad * grad)
         theta[...] -= adam_lr_t * m / (np.sqrt(v) + 1e-8)
 
+    # The finite checks: every new value computed into temporaries, nothing written.
+    def np_sgd_check() -> bool:
+        return bool(np.isfinite(theta - 1e-6 * grad).all())
+
+    def np_momentum_check() -> bool:
+        vel = 0.9 * velocity - 1e-6 * grad
+        return bool(np.isfinite(vel).all() and np.isfinite(theta + vel).all())
+
+    def np_adam_check() -> bool:
+        mm = 0.9 * m + 0.1 * grad
+        vv = 0.999 * v + 0.001 * (grad * grad)
+        return bool(np.isfinite(mm).all() and np.isfinite(vv).all()
+                    and np.isfinite(theta - adam_lr_t * mm / (np.sqrt(vv) + 1e-8)).all())
+
     # Each hidden activation's forward and backward pass, as one training step runs them:
     # A = g(Z) and Δ = D ⊙ g'(Z), against numpy (and scipy.special) written the same way.
     from scipy.special import erfc, expit
@@ -162,6 +176,14 @@ def cases(n: int, d_in: int, d_out: int, k: int,
                             np_momentum),
         "adam_update": (lambda: fk.adam_update(theta, grad, m, v, 1e-6, 0.9, 0.999, 1e-8, 1),
                         np_adam),
+        "sgd_update_is_finite": (lambda: fk.sgd_update_is_finite(theta, grad, 1e-6),
+                                 np_sgd_check),
+        "momentum_update_is_finite": (
+            lambda: fk.momentum_update_is_finite(theta, grad, velocity, 1e-6, 0.9),
+            np_momentum_check),
+        "adam_update_is_finite": (
+            lambda: fk.adam_update_is_finite(theta, grad, m, v, 1e-6, 0.9, 0.999, 1e-8, 1),
+            np_adam_check),
         # the first layer on sparse rows (a tenth of A's values stored), against scipy
         "csr_linear_forward": (lambda: fk.csr_linear_forward(A_sparse, W, b, out=out),
                                lambda: np.add(A_sparse @ W, b, out=out)),

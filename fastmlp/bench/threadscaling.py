@@ -10,7 +10,7 @@ cross-entropy; plain SGD and Adam by default) is timed whole, next to its matrix
 products alone (the ``gemms`` peer of peers.py: numpy matmul into preallocated arrays,
 the library fastmlp sends its large products to by default) and to each of its
 element-wise passes run by itself through ``fastmlp.kernels``: bias, ReLU and its mask,
-softmax cross-entropy, the optimizer's update; to the same step with every pass on the
+softmax cross-entropy, the optimizer's finite pre-check and update; to the same step with every pass on the
 calling thread ("step, passes whole": no pass split over fastmlp's worker pool,
 _split.pxi), the passes' split's own A/B; and to the step with its large products sent
 to numpy's thread pool instead of split over fastmlp's workers ("step, products to
@@ -22,11 +22,11 @@ no BLAS pool still spins from the block before (the products alone run in numpy'
 From those: the products' parallel fraction q (Amdahl, from their 1- and 2-thread times),
 the step's serial part (step − products, which runs on one core whatever the thread
 count), the part of it the listed passes do not name (step − products − their sum, at 2
-threads: the bias-gradient sums, the finite pre-check, the call's own overhead), and the
-projected step and products times at 8, 16 and 64 cores.  The passes are timed through
-``fastmlp.kernels``: the update kernels split over fastmlp's workers as the step's
-update does, the bias, ReLU and softmax ones run whole on the calling thread, where the
-step may split a large activation pass.  "serial" counts every split pass as serial, so
+threads: the bias-gradient sums, the loss's pass over the targets, the call's own
+overhead), and the projected step and products times at 8, 16 and 64 cores.  The passes
+are timed through ``fastmlp.kernels``: the update kernels and their finite checks split
+over fastmlp's workers as the step's do, the bias, ReLU and softmax ones run whole on the
+calling thread, where the step may split a large activation pass.  "serial" counts every split pass as serial, so
 the projection is pessimistic:
 
     products(N) = products(1)·((1 − q) + q/N),   step(N) = serial + products(N).
@@ -103,10 +103,16 @@ def passes(dtype, optimizer: str) -> dict:
     n_params = sum(a * b + b for a, b in zip(LAYERS[:-1], LAYERS[1:]))
     theta, grad = (rng.standard_normal(n_params).astype(dtype) for _ in range(2))
     state = [np.zeros(n_params, dtype) for _ in range(2)]
+    # Adam and momentum check every new value before their update (the NaN guard); the
+    # fused SGD step bounds them instead, from passes of max |x| the update row stands for.
     if optimizer == "adam":
+        fns["pre-check (adam)"] = lambda: fk.adam_update_is_finite(
+            theta, grad, state[0], state[1], 1e-9, 0.9, 0.999, 1e-8, 1)
         fns["update (adam)"] = lambda: fk.adam_update(theta, grad, state[0], state[1], 1e-9,
                                                       0.9, 0.999, 1e-8, 1)
     elif optimizer == "momentum":
+        fns["pre-check (momentum)"] = lambda: fk.momentum_update_is_finite(
+            theta, grad, state[0], 1e-9, 0.9)
         fns["update (momentum)"] = lambda: fk.momentum_update(theta, grad, state[0], 1e-9, 0.9)
     else:
         fns["update (sgd)"] = lambda: fk.sgd_update(theta, grad, 1e-9)
