@@ -24,6 +24,8 @@ gather), _batches (a step's batch, and an epoch's batches made from its rows), _
   workspace, and the GIL-free epoch loop;
 - ``_stack.pxi``: ``Stack``, engines of one input width, output width, loss and dtype
   trained on the same batches, each batch gathered once for all;
+- ``_pieces.pxi``: ``run_pieces``, the pieces of one call (groups of models) side by side
+  on the worker pool;
 - ``_kernel_entry.pxi``: the single-kernel entry points of fastmlp.kernels.
 
 The .pxi files are included, not cimported: the classes and the non-inline passes must be
@@ -49,6 +51,7 @@ from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.math cimport INFINITY, sqrt
 from libc.string cimport memcpy, memset
+from cpython.ref cimport PyObject
 from scipy.linalg.cython_blas cimport dgemm, dgemv, dger, sgemm, sgemv, sger
 
 cimport numpy as cnp
@@ -60,7 +63,7 @@ from fastmlp.errors import DivergenceError
 from fastmlp._blas cimport (BLAS_LIBS, DGEMM, DGEMV, DGER, FLOPS_PER_THREAD, SGEMM, SGEMV,
                             SGER, blas_active, blas_libs, blas_serial, call_begin, call_end,
                             get_threads_t, gemm, ger, pool_spin_ns, set_threads_t,
-                            split_products, thread_limit)
+                            split_products, thread_limit, thread_share)
 from fastmlp._fmath cimport all_finite, labels_in_range, max_abs
 from fastmlp._layers cimport (C_ACT_ELU, C_ACT_EXP, C_ACT_GELU, C_ACT_IDENTITY,
                               C_ACT_LEAKY_RELU, C_ACT_LOGISTIC, C_ACT_RELU, C_ACT_SILU,
@@ -76,8 +79,8 @@ from fastmlp._sparse cimport (CSR, csr_index, csr_linear_forward, csr_rows,
                               gather_csr_rows, gathered_values_offset, max_batch_nnz,
                               sparse_linear_forward, sparse_weight_gradient)
 from fastmlp._batches cimport Batch, EpochRows, epoch_batch
-from fastmlp._pool cimport (part_size, pool_helped, pool_no_backoff, pool_run, pool_workers,
-                            split_scale, split_threads)
+from fastmlp._pool cimport (part_size, pool_cpus, pool_helped, pool_no_backoff, pool_run,
+                            pool_run_long, pool_workers, split_scale, split_threads)
 from fastmlp._losses cimport (C_LOSS_MSE, C_LOSS_SK_BINARY_LOG, C_LOSS_SK_LOG,
                               C_LOSS_SK_POISSON, C_LOSS_SK_SQUARED, C_LOSS_SOFTMAX_XENT,
                               mse_loss_delta, output_activation_delta, sk_loss_delta,
@@ -506,6 +509,7 @@ include "_sparse_rows.pxi"
 include "_network.pxi"
 include "_engine.pxi"
 include "_stack.pxi"
+include "_pieces.pxi"
 
 
 cdef object _raise_status(int status, double loss, Py_ssize_t k):

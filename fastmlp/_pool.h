@@ -14,9 +14,14 @@
  * never take a part of a later job.  The result of a part may not depend on which
  * thread runs it, so a pass gives the same bits at every thread count.
  *
+ * The same workers run the pieces of one call that go side by side for its whole length
+ * (the groups of models of an MLPStack or of a search's shared fit, _pieces.pxi): a
+ * job whose parts are long, which the caller, once its own parts are done, waits for
+ * asleep (fastmlp_pool_run_long).
+ *
  * One job at a time: a call that finds the pool busy (fastmlp trained in two Python
- * threads) runs its parts itself, which is what its share of the thread limit would
- * give it anyway.  Workers start lazily, at the first job that wants them; a fork()ed
+ * threads, or a pass inside a long job's part) runs its parts itself, which is what its
+ * share of the thread limit would give it anyway.  Workers start lazily, at the first job that wants them; a fork()ed
  * child starts with none (pthread_atfork).
  */
 #ifndef FASTMLP_POOL_H
@@ -41,12 +46,14 @@ static int fastmlp_pool_no_backoff = 0;
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t wake;
+    pthread_cond_t done;       /* the last part of a long job finished */
     int workers;               /* started and waiting for jobs */
     uint32_t gen;              /* the current job's number */
     fastmlp_part_fn fn;
     void *ctx;
     int n_parts;
     int more;                  /* another job follows this one at once */
+    int sleeper;               /* the caller waits asleep on `done` (a long job) */
     uint64_t ticket;           /* gen << 32 | the next part to claim */
     int left;                  /* parts of the current job not finished */
     int helped;                /* parts of the current job the workers ran */
@@ -54,13 +61,14 @@ static struct {
     int busy;                  /* a caller owns the pool */
     int skip, backoff;         /* jobs to run without waking the workers; log2 of the next skip */
     pthread_once_t once;
-} fastmlp_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0,
-                  0, 0, 0, 0, 0, 0, 0, PTHREAD_ONCE_INIT};
+} fastmlp_pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
+                  .done = PTHREAD_COND_INITIALIZER, .once = PTHREAD_ONCE_INIT};
 
 static void fastmlp_pool_after_fork(void) {
     /* Only the forking thread exists in the child: no worker, no job. */
     pthread_mutex_init(&fastmlp_pool.lock, NULL);
     pthread_cond_init(&fastmlp_pool.wake, NULL);
+    pthread_cond_init(&fastmlp_pool.done, NULL);
     fastmlp_pool.workers = 0;
     fastmlp_pool.busy = 0;
 }
@@ -90,7 +98,13 @@ static int fastmlp_pool_work(uint32_t gen, fastmlp_part_fn fn, void *ctx, int n,
         fn(ctx, p);
         done++;
         if (worker) __atomic_add_fetch(&fastmlp_pool.helped, 1, __ATOMIC_RELAXED);
-        __atomic_sub_fetch(&fastmlp_pool.left, 1, __ATOMIC_RELEASE);
+        if (__atomic_sub_fetch(&fastmlp_pool.left, 1, __ATOMIC_RELEASE) == 0 && worker &&
+                __atomic_load_n(&fastmlp_pool.sleeper, __ATOMIC_ACQUIRE)) {
+            /* under the lock, which the caller holds from its test of `left` to its wait */
+            pthread_mutex_lock(&fastmlp_pool.lock);
+            pthread_cond_broadcast(&fastmlp_pool.done);
+            pthread_mutex_unlock(&fastmlp_pool.lock);
+        }
     }
     return done;
 }
@@ -155,7 +169,9 @@ static int fastmlp_pool_grow(int want) {
     pthread_once(&fastmlp_pool.once, fastmlp_pool_register_fork);
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);     /* the passes use little stack */
+    /* A long job's part may run Python (a group's epochs and their bookkeeping): a
+       Python thread's stack, of which the passes touch only the top pages. */
+    pthread_attr_setstacksize(&attr, 8 * 1024 * 1024);
     while (fastmlp_pool.workers < want &&
            pthread_create(&tid, &attr, fastmlp_pool_worker,
                           (void *)(uintptr_t)fastmlp_pool.gen) == 0)
@@ -178,9 +194,11 @@ static inline void fastmlp_pool_relax(long spins) {
  * workers; returns when every part has finished, its writes visible to the caller.
  * more: another job follows at once (the workers wait for it briefly before sleeping).
  * forced: wake the workers whatever the back-off says, and leave it as it is (a job
- * large enough that a wasted wake-up costs little against it: a split product). */
-static void fastmlp_pool_run_ex(fastmlp_part_fn fn, void *ctx, int n_parts, int threads,
-                                int more, int forced) {
+ * large enough that a wasted wake-up costs little against it: a split product).
+ * sleep: the parts are long (milliseconds or more); the caller, done with its own,
+ * waits for the others asleep instead of spinning (implies forced). */
+static void fastmlp_pool_job(fastmlp_part_fn fn, void *ctx, int n_parts, int threads,
+                             int more, int forced, int sleep) {
     int p, wake, have;
     uint32_t gen;
     long spins = 0;
@@ -189,6 +207,7 @@ static void fastmlp_pool_run_ex(fastmlp_part_fn fn, void *ctx, int n_parts, int 
         for (p = 0; p < n_parts; p++) fn(ctx, p);
         return;
     }
+    if (sleep) forced = 1;
     if (fastmlp_pool.skip > 0 && !fastmlp_pool_no_backoff && !forced) {
         /* the owner of the pool alone reads and writes skip and backoff */
         fastmlp_pool.skip--;
@@ -205,6 +224,7 @@ static void fastmlp_pool_run_ex(fastmlp_part_fn fn, void *ctx, int n_parts, int 
     fastmlp_pool.more = more;
     fastmlp_pool.left = n_parts;
     fastmlp_pool.helped = 0;
+    __atomic_store_n(&fastmlp_pool.sleeper, sleep, __ATOMIC_RELEASE);
     __atomic_store_n(&fastmlp_pool.ticket, (uint64_t)gen << 32, __ATOMIC_RELEASE);
     __atomic_store_n(&fastmlp_pool.gen, gen, __ATOMIC_RELEASE);   /* spinning workers see it */
     pthread_mutex_unlock(&fastmlp_pool.lock);
@@ -213,6 +233,12 @@ static void fastmlp_pool_run_ex(fastmlp_part_fn fn, void *ctx, int n_parts, int 
     else
         for (p = 0; p < wake; p++) pthread_cond_signal(&fastmlp_pool.wake);
     fastmlp_pool_work(gen, fn, ctx, n_parts, 0);
+    if (sleep) {
+        pthread_mutex_lock(&fastmlp_pool.lock);
+        while (__atomic_load_n(&fastmlp_pool.left, __ATOMIC_ACQUIRE) > 0)
+            pthread_cond_wait(&fastmlp_pool.done, &fastmlp_pool.lock);
+        pthread_mutex_unlock(&fastmlp_pool.lock);
+    }
     while (__atomic_load_n(&fastmlp_pool.left, __ATOMIC_ACQUIRE) > 0)
         fastmlp_pool_relax(spins++);
     /* No worker got to a part before the caller had taken them all: their cores are
@@ -230,6 +256,16 @@ static void fastmlp_pool_run_ex(fastmlp_part_fn fn, void *ctx, int n_parts, int 
         }
     }
     __atomic_store_n(&fastmlp_pool.busy, 0, __ATOMIC_RELEASE);
+}
+
+static void fastmlp_pool_run_ex(fastmlp_part_fn fn, void *ctx, int n_parts, int threads,
+                                int more, int forced) {
+    fastmlp_pool_job(fn, ctx, n_parts, threads, more, forced, 0);
+}
+
+/* A job of long parts (see fastmlp_pool_job's `sleep`). */
+static void fastmlp_pool_run_long(fastmlp_part_fn fn, void *ctx, int n_parts, int threads) {
+    fastmlp_pool_job(fn, ctx, n_parts, threads, 0, 1, 1);
 }
 
 static void fastmlp_pool_run(fastmlp_part_fn fn, void *ctx, int n_parts, int threads,

@@ -7,6 +7,8 @@ ctypedef void (*part_fn)(void* ctx, int part) noexcept nogil
 cdef extern from "_pool.h" nogil:
     void pool_run "fastmlp_pool_run"(part_fn fn, void* ctx, int n_parts, int threads,
                                       bint more)
+    void pool_run_long "fastmlp_pool_run_long"(part_fn fn, void* ctx, int n_parts,
+                                               int threads)
     int pool_workers "fastmlp_pool_workers"()
     long pool_helped "fastmlp_pool_helped"()
     int pool_cpus "fastmlp_pool_cpus"()

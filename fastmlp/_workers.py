@@ -1,38 +1,36 @@
-"""The process-wide threads that run independent pieces of one fastmlp call side by side
-(the groups of models of an ``MLPStack`` or of a search's shared fit), started on first
-use, and how models are split into such groups.
+"""The pieces of one fastmlp call that run side by side (the groups of models of an
+``MLPStack`` or of a search's shared fit), and how models are split into such groups.
 
-Each piece is a whole GIL-free loop of its own (a group's epochs), so the threads meet only
-when the call ends: no barrier per step, nothing that spins.  Idle threads wait on the
-executor's queue, holding no CPU, and are shared by every call in the process.
+Each piece is a whole loop of its own (a group's epochs, GIL-free but for the
+bookkeeping between them), so the pieces meet only when the call ends: no barrier per
+step or epoch, nothing that spins.  They run on fastmlp's worker pool (``_core.run_pieces``,
+_pool.h), the same threads the split passes and products use, which sleep, holding no
+CPU, between calls.
 """
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from fastmlp import threads
+from fastmlp import _core, threads
 
 # Work (estimated floating-point operations) a group of models must bring to be trained on
 # a thread of its own: handing a group over and collecting it costs tens of µs.
 GROUP_FLOPS = 4e7
 
-_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
 
-
-def submit(fn: Callable[..., Any], *args: Any) -> Future:
-    """Run ``fn(*args)`` on one of the shared threads (as many as the process may use
-    cores, created as needed)."""
-    global _pool
-    with _lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=max(1, len(os.sched_getaffinity(0))),
-                                       thread_name_prefix="fastmlp")
-        return _pool.submit(fn, *args)
+def side_by_side(pieces: list[Callable[[], Any]]) -> list[Any]:
+    """Each of ``pieces`` called once, side by side on the calling thread and fastmlp's
+    workers (one alone runs on the caller); returns their results in order.  Every piece
+    runs to its end; then the first exception one raised, if any, is raised."""
+    if len(pieces) == 1:
+        return [pieces[0]()]
+    results = []
+    for ok, value in _core.run_pieces(pieces):
+        if not ok:
+            raise value
+        results.append(value)
+    return results
 
 
 def model_work(n_params: int, rows: int, batch_size: int, epochs: int) -> float:

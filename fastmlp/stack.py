@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import warnings
 from collections.abc import Sequence
@@ -176,12 +177,10 @@ class MLPStack:
         progress = EpochProgress(epochs, n) if verbose else None
         args = (rows, Yd, labels, epochs, batch_size, lrs, shuffle, seed, losses)
         with self._locked(), (progress if progress is not None else contextlib.nullcontext()):
-            # The calling thread trains the first group itself; the others run beside it.
-            others = [_workers.submit(self._run, idx, stack, *args, None)
-                      for idx, stack in plan[1:]]
-            stopped = self._run(*plan[0], *args, progress)
-            for job in others:
-                stopped += job.result()
+            # One piece per group (progress only with one group: single=verbose above).
+            stopped = sum(_workers.side_by_side(
+                [functools.partial(self._run, idx, stack, *args, progress)
+                 for idx, stack in plan]), [])
         self._report(stopped, -(-n // batch_size))
         return losses
 

@@ -7,6 +7,7 @@ everything those draws depend on (``batch_key``) draw the same orders epoch afte
 on the same data, so one order serves them all, whatever their learning rates, L2,
 activations, optimizers or stopping rules.
 """
+import functools
 import numbers
 
 import numpy as np
@@ -76,17 +77,13 @@ def _train(index, runs, errors):
     # The runs split into groups that train side by side on fastmlp's threads when the
     # work pays (_workers.split), each group with its own order from its own first
     # run's generator: every run's generator is in the same state, so every group draws
-    # the same orders and the split changes nothing.  The calling thread trains the
-    # first group.
+    # the same orders and the split changes nothing.
     first = runs[0]
     work = [_workers.model_work(run.est._theta.size, first.n_samples, first.batch_size,
                                 run.est.max_iter) for run in runs]
-    groups = _workers.split(work)
-    others = [_workers.submit(_epochs, [index[j] for j in g], [runs[j] for j in g], errors)
-              for g in groups[1:]]
-    _epochs([index[j] for j in groups[0]], [runs[j] for j in groups[0]], errors)
-    for job in others:
-        job.result()
+    _workers.side_by_side([functools.partial(_epochs, [index[j] for j in g],
+                                             [runs[j] for j in g], errors)
+                           for g in _workers.split(work)])
 
 
 def _epochs(index, runs, errors):
