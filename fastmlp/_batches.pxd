@@ -7,7 +7,7 @@ from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcpy
 
 from fastmlp._pool cimport PARTS_PER_THREAD, pool_run, split_threads
-from fastmlp._sparse cimport CSR, csr_rows, gather_csr_rows
+from fastmlp._sparse cimport CSR, copy_csr_rows, csr_rows, gathered_csr_indptr
 
 
 cdef struct Batch:
@@ -41,10 +41,11 @@ cdef struct EpochRows:
     CSR* rows_csr
 
 
-# Bytes of a shuffled batch's rows of X that pay for one more thread in its gather.  A
-# batch's rows are scattered over the data set, so the copy waits on memory, and a second
-# core doubles the requests in flight: 128 rows × 784 float32 (392 KB) are gathered once
-# per step of an mnist-like epoch.
+# Bytes of a shuffled batch's rows of X (dense, or a sparse X's stored columns and
+# values) that pay for one more thread in its gather.  A batch's rows are scattered over
+# the data set, so the copy waits on memory, and a second core doubles the requests in
+# flight: 128 rows × 784 float32 (392 KB) are gathered once per step of an mnist-like
+# epoch.
 cdef enum:
     GATHER_GRAIN = 131072
 
@@ -83,6 +84,58 @@ cdef inline void gather_rows(char* dst, const char* src, const Py_ssize_t* perm,
     pool_run(gather_part, &j, <int>((rows + j.chunk - 1) // j.chunk), threads, False)
 
 
+cdef struct SparseGatherJob:
+    const CSR* src
+    CSR* dst
+    const Py_ssize_t* perm
+    Py_ssize_t isz, rows, chunk
+
+
+cdef inline void sparse_gather_part(void* ctx, int part) noexcept nogil:
+    cdef SparseGatherJob* j = <SparseGatherJob*>ctx
+    cdef Py_ssize_t lo = part * j.chunk
+    cdef Py_ssize_t hi = lo + j.chunk if lo + j.chunk < j.rows else j.rows
+    if j.src.idx64:
+        copy_csr_rows(<const int64_t*>j.src.indptr, <const int64_t*>j.src.indices,
+                      <const char*>j.src.data, j.perm, lo, hi, j.isz,
+                      <const int64_t*>j.dst.indptr, <int64_t*>j.dst.indices,
+                      <char*>j.dst.data)
+    else:
+        copy_csr_rows(<const int32_t*>j.src.indptr, <const int32_t*>j.src.indices,
+                      <const char*>j.src.data, j.perm, lo, hi, j.isz,
+                      <const int32_t*>j.dst.indptr, <int32_t*>j.dst.indices,
+                      <char*>j.dst.data)
+
+
+cdef inline void gather_sparse_rows(const CSR* src, const Py_ssize_t* perm, Py_ssize_t rows,
+                                    Py_ssize_t isz, CSR* dst) noexcept nogil:
+    # dst (its buffers large enough) = rows perm[0..rows) of src, one after the other:
+    # their row pointers first, then their columns and values split by ranges of rows
+    # over fastmlp's workers once large enough, as gather_rows.
+    cdef SparseGatherJob j
+    cdef Py_ssize_t nnz
+    cdef int threads
+    if src.idx64:
+        nnz = gathered_csr_indptr(<const int64_t*>src.indptr, perm, rows,
+                                  <int64_t*>dst.indptr)
+    else:
+        nnz = gathered_csr_indptr(<const int32_t*>src.indptr, perm, rows,
+                                  <int32_t*>dst.indptr)
+    threads = split_threads(
+        nnz * (isz + (sizeof(int64_t) if src.idx64 else sizeof(int32_t))), GATHER_GRAIN)
+    j.src = src
+    j.dst = dst
+    j.perm = perm
+    j.isz = isz
+    j.rows = rows
+    if threads < 2:
+        j.chunk = rows
+        sparse_gather_part(&j, 0)
+        return
+    j.chunk = (rows + threads * PARTS_PER_THREAD - 1) // (threads * PARTS_PER_THREAD)
+    pool_run(sparse_gather_part, &j, <int>((rows + j.chunk - 1) // j.chunk), threads, False)
+
+
 cdef inline void epoch_batch(const EpochRows* e, Py_ssize_t start, Py_ssize_t rows,
                              Batch* b) noexcept nogil:
     # b: the epoch's rows [start, start + rows) in its order, and their weight Σw.
@@ -107,16 +160,8 @@ cdef inline void epoch_batch(const EpochRows* e, Py_ssize_t start, Py_ssize_t ro
                 e.bl[i] = e.labels[j]
             if e.sw != NULL:
                 memcpy(e.bw + i * isz, e.sw + j * isz, isz)
-        if e.csr != NULL and e.csr.idx64:
-            gather_csr_rows(<const int64_t*>e.csr.indptr, <const int64_t*>e.csr.indices,
-                            <const char*>e.csr.data, e.perm + start, rows, isz,
-                            <int64_t*>e.rows_csr.indptr, <int64_t*>e.rows_csr.indices,
-                            <char*>e.rows_csr.data)
-        elif e.csr != NULL:
-            gather_csr_rows(<const int32_t*>e.csr.indptr, <const int32_t*>e.csr.indices,
-                            <const char*>e.csr.data, e.perm + start, rows, isz,
-                            <int32_t*>e.rows_csr.indptr, <int32_t*>e.rows_csr.indices,
-                            <char*>e.rows_csr.data)
+        if e.csr != NULL:
+            gather_sparse_rows(e.csr, e.perm + start, rows, isz, e.rows_csr)
         b.X = e.bx
         b.Y = e.by
         b.labels = e.bl

@@ -5,7 +5,7 @@ call is float32, or every one float64 (``_F``), C-contiguous; they are the unche
 entry points behind ``fastmlp.kernels``, which validates and allocates.
 tests/test_packaging.py checks that these names and parameters match the compiled module.
 """
-from typing import Final, Sequence, TypeVar
+from typing import Any, Callable, Final, Sequence, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,6 +44,7 @@ def _set_split_products(on: bool) -> None: ...
 def _get_split_products() -> bool: ...
 def pool_threads() -> int: ...
 def pool_parts_helped() -> int: ...
+def run_pieces(pieces: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]: ...
 
 class Layout:
     """The flat parameter layout of a network of widths ``dims``, and the sizes that

@@ -70,13 +70,13 @@ from fastmlp._layers cimport (C_ACT_ELU, C_ACT_EXP, C_ACT_GELU, C_ACT_IDENTITY,
                               C_ACT_SOFTMAX, C_ACT_SOFTPLUS, C_ACT_TANH, ELU_ALPHA,
                               LEAKY_RELU_SLOPE, activation_backward, activation_forward,
                               activation_max_slope, activation_needs_z, backprop_delta,
-                              backprop_product,
-                              column_sums, dropout_backward, dropout_forward,
-                              linear_backward, linear_forward, relu_forward,
+                              backprop_product, column_sums, column_sums_range,
+                              dropout_backward, dropout_forward, linear_backward,
+                              linear_forward, linear_weight_gradient, relu_forward,
                               relu_mask_delta, softmax_rows)
 from fastmlp._sparse cimport (CSR, csr_index, csr_linear_forward, csr_rows,
                               csr_structure_ok, csr_touched_rows, csr_transposed_accumulate,
-                              gather_csr_rows, gathered_values_offset, max_batch_nnz,
+                              gathered_values_offset, max_batch_nnz,
                               sparse_linear_forward, sparse_weight_gradient)
 from fastmlp._batches cimport Batch, EpochRows, epoch_batch
 from fastmlp._pool cimport (part_size, pool_cpus, pool_helped, pool_no_backoff, pool_run,

@@ -206,32 +206,48 @@ cdef inline void backprop_delta(int act, const floating* D_next, Py_ssize_t n,
     activation_backward(act, A, Z, D, n * d)
 
 
-cdef inline void column_sums(const floating* D, Py_ssize_t n, Py_ssize_t d,
-                             floating* out) noexcept nogil:
-    # out = 1ᵀ·D for D (n, d), row by row so the inner loop runs over contiguous memory.
+cdef inline void column_sums_range(const floating* D, Py_ssize_t n, Py_ssize_t d,
+                                   Py_ssize_t lo, Py_ssize_t hi, floating* out) noexcept nogil:
+    # out[lo:hi] = (1ᵀ·D)[lo:hi] for D (n, d), row by row so the inner loop runs over
+    # contiguous memory; each column summed in row order, whatever the range.  One row
+    # is copied, so that a −0 stays −0 (0 + −0 is +0).
     cdef Py_ssize_t i, j
     cdef const floating* row
-    memset(out, 0, d * sizeof(floating))
+    if n == 1:
+        memcpy(out + lo, D + lo, (hi - lo) * sizeof(floating))
+        return
+    memset(out + lo, 0, (hi - lo) * sizeof(floating))
     for i in range(n):
         row = D + i * d
-        for j in range(d):
+        for j in range(lo, hi):
             out[j] += row[j]
+
+
+cdef inline void column_sums(const floating* D, Py_ssize_t n, Py_ssize_t d,
+                             floating* out) noexcept nogil:
+    # out = 1ᵀ·D for D (n, d): the bias gradient (seed 003 eq. 41).
+    column_sums_range(D, n, d, 0, d, out)
+
+
+cdef inline void linear_weight_gradient(const floating* A_prev, Py_ssize_t n,
+                                        Py_ssize_t d_in, const floating* D,
+                                        Py_ssize_t d_out, floating* dW) noexcept nogil:
+    # dW(l) = A(l-1)ᵀ·Δ(l) (seed 003 eq. 33).  Seed 003 puts the 1/N on this sum;
+    # fastmlp's output deltas already carry it (see _losses.pxd), which gives the same
+    # gradients with one scaling pass over (n, dL) instead of one over every parameter.
+    if n == 1:
+        memset(dW, 0, d_in * d_out * sizeof(floating))
+        ger(<int>d_in, <int>d_out, <floating>1.0, A_prev, D, dW, <int>d_out)
+        return
+    gemm(True, False, <int>d_in, <int>d_out, <int>n, <floating>1.0, A_prev, <int>d_in,
+         D, <int>d_out, <floating>0.0, dW, <int>d_out)
 
 
 cdef inline void linear_backward(const floating* A_prev, Py_ssize_t n, Py_ssize_t d_in,
                                  const floating* D, Py_ssize_t d_out,
                                  floating* dW, floating* db) noexcept nogil:
-    # dW(l) = A(l-1)ᵀ·Δ(l) (seed 003 eq. 33), db(l) = 1ᵀ·Δ(l) (eq. 41).  Seed 003 puts
-    # the 1/N on these sums; fastmlp's output deltas already carry it (see _losses.pxd),
-    # which gives the same gradients with one scaling pass over (n, dL) instead of one
-    # over every parameter.
-    if n == 1:
-        memset(dW, 0, d_in * d_out * sizeof(floating))
-        ger(<int>d_in, <int>d_out, <floating>1.0, A_prev, D, dW, <int>d_out)
-        memcpy(db, D, d_out * sizeof(floating))
-        return
-    gemm(True, False, <int>d_in, <int>d_out, <int>n, <floating>1.0, A_prev, <int>d_in,
-         D, <int>d_out, <floating>0.0, dW, <int>d_out)
+    # dW(l) = A(l-1)ᵀ·Δ(l) (eq. 33) and db(l) = 1ᵀ·Δ(l) (eq. 41).
+    linear_weight_gradient(A_prev, n, d_in, D, d_out, dW)
     column_sums(D, n, d_out, db)
 
 

@@ -145,7 +145,7 @@ cdef void backward_pass(const Net* net, floating* theta, floating* grad, const S
         if fused:
             bias = theta + net.b_off[l]
             db = grad + net.b_off[l]
-            column_sums(D, n, d_out, db)
+            split_column_sums(D, n, d_out, db)
             for j in range(d_out):
                 bias[j] -= flr * db[j]
             if n == 1 and beta == 1:
@@ -156,10 +156,10 @@ cdef void backward_pass(const Net* net, floating* theta, floating* grad, const S
         else:
             if l == 0 and csr != NULL:
                 sparse_weight_gradient(csr, n, D, d_out, grad + net.w_off[0])
-                column_sums(D, n, d_out, grad + net.b_off[0])
+                split_column_sums(D, n, d_out, grad + net.b_off[0])
             else:
-                linear_backward(A_prev, n, d_in, D, d_out, grad + net.w_off[l],
-                                grad + net.b_off[l])
+                linear_weight_gradient(A_prev, n, d_in, D, d_out, grad + net.w_off[l])
+                split_column_sums(D, n, d_out, grad + net.b_off[l])
             if scale:
                 scale_gradients(grad + net.w_off[l], W, d_in * d_out, net.l2, norm,
                                 net.sk_scaling)

@@ -173,18 +173,28 @@ cdef inline Py_ssize_t max_batch_nnz(const csr_index* indptr, const Py_ssize_t* 
     return best
 
 
-cdef inline void gather_csr_rows(const csr_index* indptr, const csr_index* indices,
-                          const char* data, const Py_ssize_t* rows, Py_ssize_t n,
-                          Py_ssize_t isz, csr_index* out_indptr, csr_index* out_indices,
-                          char* out_data) noexcept nogil:
-    # The sparse batch of rows[0..n) of a CSR matrix: their stored columns and values
-    # (isz bytes each) one after the other, out_indptr their n + 1 row pointers.
-    cdef Py_ssize_t i, lo, count, pos = 0
+cdef inline Py_ssize_t gathered_csr_indptr(const csr_index* indptr, const Py_ssize_t* rows,
+                                           Py_ssize_t n, csr_index* out_indptr) noexcept nogil:
+    # The n + 1 row pointers of the sparse batch of rows[0..n) of a CSR matrix, their
+    # stored values one after the other; returns how many values that is.
+    cdef Py_ssize_t i, pos = 0
     out_indptr[0] = 0
     for i in range(n):
-        lo = indptr[rows[i]]
-        count = indptr[rows[i] + 1] - lo
-        memcpy(out_indices + pos, indices + lo, count * sizeof(csr_index))
-        memcpy(out_data + pos * isz, data + lo * isz, count * isz)
-        pos += count
+        pos += indptr[rows[i] + 1] - indptr[rows[i]]
         out_indptr[i + 1] = <csr_index>pos
+    return pos
+
+
+cdef inline void copy_csr_rows(const csr_index* indptr, const csr_index* indices,
+                               const char* data, const Py_ssize_t* rows, Py_ssize_t lo,
+                               Py_ssize_t hi, Py_ssize_t isz, const csr_index* out_indptr,
+                               csr_index* out_indices, char* out_data) noexcept nogil:
+    # Rows lo..hi of that batch (out_indptr from gathered_csr_indptr): their stored
+    # columns and values (isz bytes each).
+    cdef Py_ssize_t i, src, pos, count
+    for i in range(lo, hi):
+        src = indptr[rows[i]]
+        pos = out_indptr[i]
+        count = out_indptr[i + 1] - pos
+        memcpy(out_indices + pos, indices + src, count * sizeof(csr_index))
+        memcpy(out_data + pos * isz, data + src * isz, count * isz)

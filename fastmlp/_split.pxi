@@ -180,6 +180,7 @@ cdef enum:
     ELEM_ACT_BACKWARD = 1    # x ⊙= g'(a, z)
     ELEM_FINITE = 2          # all of x finite
     ELEM_MAX_ABS = 3         # max |x|
+    ELEM_COLUMN_SUMS = 4     # x = 1ᵀ·a, a (rows, size): parts are ranges of columns
 
 
 cdef struct ElemJob:
@@ -189,6 +190,7 @@ cdef struct ElemJob:
     const void* a
     const void* z
     Py_ssize_t size, chunk
+    Py_ssize_t rows          # ELEM_COLUMN_SUMS: a's rows
     bint f64
     int bad                  # ELEM_FINITE: a part found a non-finite value
     double* maxes            # ELEM_MAX_ABS: each part's maximum
@@ -211,6 +213,8 @@ cdef void elem_range(ElemJob* j, floating* x, const floating* a, const floating*
     elif j.what == ELEM_FINITE:
         if not all_finite(<const floating*>x + lo, m):
             flag_set(&j.bad)
+    elif j.what == ELEM_COLUMN_SUMS:
+        column_sums_range(a, j.rows, j.size, lo, hi, x)
     else:
         j.maxes[part] = max_abs(<const floating*>x + lo, m)
 
@@ -275,6 +279,19 @@ cdef void split_activation_backward(int act, const floating* A, const floating* 
         activation_backward(act, A, Z, D, size)
         return
     elem_job(&j, ELEM_ACT_BACKWARD, act, D, A, Z, size, floating is double)
+    elem_split(&j, threads, NULL)
+
+
+cdef void split_column_sums(const floating* D, Py_ssize_t n, Py_ssize_t d,
+                            floating* out) noexcept nogil:
+    # column_sums, split by ranges of columns: each column's sum is the whole pass's.
+    cdef ElemJob j
+    cdef int threads = split_threads(n * d, CHEAP_GRAIN)
+    if threads < 2:
+        column_sums(D, n, d, out)
+        return
+    elem_job(&j, ELEM_COLUMN_SUMS, 0, out, D, NULL, d, floating is double)
+    j.rows = n
     elem_split(&j, threads, NULL)
 
 

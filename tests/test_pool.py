@@ -84,6 +84,29 @@ def test_split_activations_and_guards_are_bit_identical(split_everything, activa
         np.testing.assert_array_equal(o, out)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_bias_gradients_match_the_transcription(split_everything, dtype):
+    # The bias gradients are column sums of each layer's Δ, split by ranges of columns
+    # (the 192- and 96-wide layers: several parts): the same bits at every limit, and
+    # reference.py's float64 backpropagation within the dtype's rounding (float64 1e-12,
+    # float32 1e-5 relative to the largest sum: 16 rows of float32 terms).
+    import reference as ref
+    X, y = _data(dtype)
+    grads = []
+    for limit in (1, 2, 3):
+        fastmlp.set_num_threads(limit)
+        net = fastmlp.MLP(LAYERS, loss="softmax_cross_entropy", dtype=dtype, seed=3)
+        grads.append(net.loss_and_grad(X, y)[1])
+    for g in grads[1:]:
+        for (dW, db), (dW0, db0) in zip(g, grads[0]):
+            np.testing.assert_array_equal(dW, dW0)
+            np.testing.assert_array_equal(db, db0)
+    _, want = ref.loss_and_grad(net.weights, net.biases, X, y, "softmax_cross_entropy")
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for l, ((_, db), (_, want_db)) in enumerate(zip(grads[0], want)):
+        assert np.max(np.abs(db - want_db)) <= tol * max(1.0, np.max(np.abs(want_db))), l
+
+
 @pytest.mark.filterwarnings("ignore:Stochastic Optimizer")     # 5 epochs, by design
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
 def test_split_update_of_the_estimators_is_bit_identical(split_everything, solver):
@@ -170,6 +193,32 @@ def test_a_shuffled_epochs_gather_split_is_bit_identical(split_everything, dtype
         params.append(net.params.copy())
     for p in params[1:]:
         np.testing.assert_array_equal(p, params[0])
+
+
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+def test_a_shuffled_sparse_epochs_gather_split_is_bit_identical(split_everything, index):
+    # A sparse X's batches gather their rows' stored columns and values (_batches.pxd,
+    # gather_sparse_rows), split by ranges of rows: the same fit at every thread limit,
+    # and the fit of the same rows dense (an independent path: gather_rows and the
+    # dense first layer) to the rounding of a different order of sums (float64, 1e-12).
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(4)
+    dense = rng.normal(size=(200, LAYERS[0])) * (rng.random((200, LAYERS[0])) < 0.1)
+    X = sparse.csr_matrix(dense)
+    X.indices, X.indptr = X.indices.astype(index), X.indptr.astype(index)
+    Y = np.eye(LAYERS[-1])[rng.integers(0, LAYERS[-1], 200)]
+    fit = dict(epochs=2, batch_size=64, lr=1e-2, shuffle=True, seed=5)
+    params = []
+    for limit in (1, 2, 3):
+        fastmlp.set_num_threads(limit)
+        net = fastmlp.MLP(LAYERS, loss="softmax_cross_entropy", dtype=np.float64, seed=0)
+        net.fit(X, Y, **fit)
+        params.append(net.params.copy())
+    for p in params[1:]:
+        np.testing.assert_array_equal(p, params[0])
+    on_dense = fastmlp.MLP(LAYERS, loss="softmax_cross_entropy", dtype=np.float64, seed=0)
+    on_dense.fit(dense, Y, **fit)
+    np.testing.assert_allclose(params[0], on_dense.params, rtol=0, atol=1e-12)
 
 
 def test_a_diverging_split_step_leaves_the_parameters_unchanged(split_everything):
