@@ -9,8 +9,8 @@ One mnist-like step (``MLP.train_step``, [784, 256, 128, 10], 128 rows, softmax
 cross-entropy; plain SGD and Adam by default) is timed whole, next to its matrix
 products alone (the ``gemms`` peer of peers.py: numpy matmul into preallocated arrays,
 the library fastmlp sends its large products to by default) and to each of its
-element-wise passes run by itself through ``fastmlp.kernels``: bias, ReLU and its mask,
-softmax cross-entropy, the optimizer's finite pre-check and update; to the same step with every pass on the
+element-wise passes run by itself: bias, ReLU and its mask, softmax cross-entropy, the
+optimizer's finite pre-check and update; to the same step with every pass on the
 calling thread ("step, passes whole": no pass split over fastmlp's worker pool,
 _split.pxi), the passes' split's own A/B; and to the step with its large products sent
 to numpy's thread pool instead of split over fastmlp's workers ("step, products to
@@ -24,10 +24,11 @@ the step's serial part (step − products, which runs on one core whatever the t
 count), the part of it the listed passes do not name (step − products − their sum, at 2
 threads: the bias-gradient sums, the loss's pass over the targets, the call's own
 overhead), and the projected step and products times at 8, 16 and 64 cores.  The passes
-are timed through ``fastmlp.kernels``: the update kernels and their finite checks split
+are timed through the core's entries behind ``fastmlp.kernels`` (without its argument
+checks, which the step does not pay): the update kernels and their finite checks split
 over fastmlp's workers as the step's do, the bias, ReLU and softmax ones run whole on the
-calling thread, where the step may split a large activation pass.  "serial" counts every split pass as serial, so
-the projection is pessimistic:
+calling thread, where the step may split a large activation pass.  "serial" counts every
+split pass as serial, so the projection is pessimistic:
 
     products(N) = products(1)·((1 − q) + q/N),   step(N) = serial + products(N).
 
@@ -60,7 +61,6 @@ def passes(dtype, optimizer: str) -> dict:
     """{name: callable} of the step, its products, and its element-wise passes."""
     import fastmlp
     from fastmlp import _core
-    from fastmlp import kernels as fk
     X, Y = harness.make_data(ROWS, LAYERS, LOSS, dtype)
     model, whole, pooled = (fastmlp.MLP(LAYERS, loss=LOSS, dtype=dtype, seed=0,
                                         optimizer=optimizer) for _ in range(3))
@@ -88,34 +88,36 @@ def passes(dtype, optimizer: str) -> dict:
     out_k = np.empty_like(logits)
     outs = [np.empty_like(h) for h in hidden]
 
+    # The passes through the core's own entry points (fastmlp._core.k_*), which check
+    # only shapes: fastmlp.kernels' argument checks cost 5-25 µs a call in Python, which
+    # the step, checking its inputs once, never pays.
     def bias_and_relu():
         for Z, b, A in zip(hidden, biases, outs):
             np.add(Z, b, out=A)          # numpy: fastmlp's bias add is inside its kernel
-            fk.relu_forward(A, out=A)
+            _core.k_relu_forward(A)
 
     def relu_masks():
         for A, D in zip(outs, hidden):
-            fk.relu_backward(A, D, out=D)
+            _core.k_relu_mask_delta(A, D)
 
     fns["bias + relu"] = bias_and_relu
     fns["relu masks"] = relu_masks
-    fns["softmax xent"] = lambda: fk.softmax_cross_entropy_loss_delta(logits, Y, out=out_k)
+    fns["softmax xent"] = lambda: _core.k_softmax_xent_labels(logits, Y, out_k)
     n_params = sum(a * b + b for a, b in zip(LAYERS[:-1], LAYERS[1:]))
     theta, grad = (rng.standard_normal(n_params).astype(dtype) for _ in range(2))
     state = [np.zeros(n_params, dtype) for _ in range(2)]
     # Adam and momentum check every new value before their update (the NaN guard); the
     # fused SGD step bounds them instead, from passes of max |x| the update row stands for.
     if optimizer == "adam":
-        fns["pre-check (adam)"] = lambda: fk.adam_update_is_finite(
-            theta, grad, state[0], state[1], 1e-9, 0.9, 0.999, 1e-8, 1)
-        fns["update (adam)"] = lambda: fk.adam_update(theta, grad, state[0], state[1], 1e-9,
-                                                      0.9, 0.999, 1e-8, 1)
+        adam = (theta, grad, state[0], state[1], 1e-9, 0.9, 0.999, 1e-8, 1)
+        fns["pre-check (adam)"] = lambda: _core.k_adam_update(*adam, check=True)
+        fns["update (adam)"] = lambda: _core.k_adam_update(*adam)
     elif optimizer == "momentum":
-        fns["pre-check (momentum)"] = lambda: fk.momentum_update_is_finite(
-            theta, grad, state[0], 1e-9, 0.9)
-        fns["update (momentum)"] = lambda: fk.momentum_update(theta, grad, state[0], 1e-9, 0.9)
+        momentum = (theta, grad, state[0], 1e-9, 0.9, False)
+        fns["pre-check (momentum)"] = lambda: _core.k_momentum_update(*momentum, check=True)
+        fns["update (momentum)"] = lambda: _core.k_momentum_update(*momentum)
     else:
-        fns["update (sgd)"] = lambda: fk.sgd_update(theta, grad, 1e-9)
+        fns["update (sgd)"] = lambda: _core.k_sgd_update(theta, grad, 1e-9)
     return fns
 
 
