@@ -319,17 +319,28 @@ def softmax(Z: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
     return P
 
 
+# Below what magnitude a float64 rounds to a finite value of each dtype: float32 rounds
+# to nearest even, so from the midpoint between its largest value (2¹²⁸ − 2¹⁰⁴) and 2¹²⁸
+# up it gives inf.  A comparison, not a conversion under np.errstate: these checks run
+# on every call of the update kernels.
+_FINITE_BELOW = {np.dtype(np.float32): 2.0**128 - 2.0**103, np.dtype(np.float64): math.inf}
+
+
+def _finite_in_dtype(x: float, dt: np.dtype) -> bool:
+    """Whether the float x stays finite once rounded to dt (False for NaN)."""
+    return abs(x) < _FINITE_BELOW[dt]
+
+
 def _real_in_dtype(name: str, value: object, dt: np.dtype) -> float:
     """A real number (not bool) that stays finite once rounded to ``dt``, as a float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if type(value) is not float and (isinstance(value, (bool, np.bool_))
+                                     or not isinstance(value, numbers.Real)):
         raise TypeError(f"{name}: expected a real number, got {value!r}")
     try:
         x = float(value)
     except OverflowError:
         x = float("inf")
-    with np.errstate(over="ignore"):
-        in_dtype = dt.type(x)
-    if not np.isfinite(x) or not np.isfinite(in_dtype):
+    if not _finite_in_dtype(x, dt):
         raise ValueError(f"{name}: expected a number finite in {dt}, got {x}")
     return x
 
@@ -564,10 +575,9 @@ def _adam_args(theta: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray,
     # The core's η_t, so that a step size overflowing the dtype is refused here instead
     # of writing ±inf/NaN into theta.
     lr_t = _core.adam_step_size(lr, beta_1, beta_2, t)
-    with np.errstate(over="ignore"):
-        if not np.isfinite(dt.type(lr_t)):
-            raise ValueError(f"lr: the step size lr·√(1 − beta_2**t)/(1 − beta_1**t) = "
-                             f"{lr_t} is not finite in {dt}")
+    if not _finite_in_dtype(lr_t, dt):
+        raise ValueError(f"lr: the step size lr·√(1 − beta_2**t)/(1 − beta_1**t) = "
+                         f"{lr_t} is not finite in {dt}")
     return theta, grad, m, v, lr, beta_1, beta_2, epsilon, t
 
 
