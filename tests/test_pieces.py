@@ -114,3 +114,48 @@ def test_a_stack_trains_its_groups_on_the_pool_and_nothing_else(two_threads, mon
         assert np.array_equal(a.params, b.params)
     assert _core.pool_threads() >= max(1, workers_before)
     assert not [t for t in threading.enumerate() if t.name.startswith("fastmlp")]
+
+
+def test_pieces_inside_a_piece_run_on_its_thread(two_threads):
+    # A piece that itself runs pieces (a stack fitted inside a group's bookkeeping) finds
+    # the pool taken: its own pieces run one after the other on its thread, no deadlock.
+    def inner(tag):
+        def piece():
+            return [tag, threading.get_native_id()]
+        return piece
+
+    def outer(tag):
+        def piece():
+            here = threading.get_native_id()
+            got = _workers.side_by_side([inner(tag + "1"), inner(tag + "2")])
+            assert [tid for _, tid in got] == [here, here]
+            return [t for t, _ in got]
+        return piece
+
+    assert _workers.side_by_side([outer("a"), outer("b")]) == [["a1", "a2"], ["b1", "b2"]]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_two_python_threads_fitting_stacks_at_once_match_their_serial_fits(two_threads,
+                                                                           monkeypatch):
+    # The second caller finds the pool taken and runs its groups itself: the same bits.
+    monkeypatch.setattr(_workers, "GROUP_FLOPS", 1.0)
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(64, 6)), rng.normal(size=(64, 2))
+
+    def stack(seed):
+        return fastmlp.MLPStack([fastmlp.MLP([6, 12, 2], seed=seed + k) for k in range(4)])
+
+    serial = [stack(0), stack(10)]
+    for s in serial:
+        s.fit(X, y, epochs=4, batch_size=8)
+    together = [stack(0), stack(10)]
+    threads = [threading.Thread(target=s.fit, args=(X, y), kwargs=dict(epochs=4, batch_size=8))
+               for s in together]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(serial, together):
+        for m, n in zip(a.models, b.models):
+            assert np.array_equal(m.params, n.params)
