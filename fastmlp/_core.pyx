@@ -83,7 +83,8 @@ from fastmlp._pool cimport (part_size, pool_cpus, pool_helped, pool_no_backoff, 
                             pool_run_long, pool_workers, split_scale, split_threads)
 from fastmlp._losses cimport (C_LOSS_MSE, C_LOSS_SK_BINARY_LOG, C_LOSS_SK_LOG,
                               C_LOSS_SK_POISSON, C_LOSS_SK_SQUARED, C_LOSS_SOFTMAX_XENT,
-                              mse_loss_delta, output_activation_delta, sk_loss_delta,
+                              MAX_LOSS_BLOCKS, loss_block_rows, loss_delta, loss_rows,
+                              loss_total, mse_loss_delta, sk_loss_delta,
                               softmax_xent_loss_delta)
 from fastmlp._optim cimport (C_OPT_ADAM, C_OPT_MOMENTUM, C_OPT_NESTEROV, C_OPT_SGD, Optim,
                              add_squares, adam_update, momentum_update, scale_gradients,

@@ -34,16 +34,14 @@ cdef void forward_pass(const Net* net, const floating* theta, const floating* X,
 cdef double output_loss_delta(const Net* net, const floating* out, const Batch* b,
                               floating* D) noexcept nogil:
     # The loss of the batch, and Δ(L) into D.
+    # Split over the pool by blocks of rows (split_loss_delta); the MSE's output
+    # activation after it, as the hidden layers' derivatives are.
     cdef Py_ssize_t k = net.dims[net.n_layers]
-    cdef double loss
+    cdef double loss = split_loss_delta(net.loss, out, <const floating*>b.Y, b.labels,
+                                        <const floating*>b.sw, b.n, k, b.norm, D)
     if net.loss == C_LOSS_MSE:
-        loss = mse_loss_delta(out, <const floating*>b.Y, b.n, k, D)
-        output_activation_delta(net.acts[net.n_layers - 1], out, D, b.n * k)
-        return loss
-    if net.loss == C_LOSS_SOFTMAX_XENT:
-        return softmax_xent_loss_delta(out, <const floating*>b.Y, b.labels, b.n, k, D)
-    return sk_loss_delta(net.loss, out, <const floating*>b.Y, <const floating*>b.sw,
-                         b.n, k, b.norm, D)
+        split_activation_backward(net.acts[net.n_layers - 1], out, NULL, D, b.n * k)
+    return loss
 
 
 cdef double l2_penalty(const Net* net, const floating* theta,

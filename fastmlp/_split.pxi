@@ -295,6 +295,65 @@ cdef void split_column_sums(const floating* D, Py_ssize_t n, Py_ssize_t d,
     elem_split(&j, threads, NULL)
 
 
+cdef struct LossJob:
+    int kind
+    const void* out
+    const void* Y
+    const int64_t* labels
+    const void* sw
+    void* D
+    Py_ssize_t n, k, rows   # rows: a block's (loss_block_rows)
+    bint f64
+    double* sums            # each block's sum of the loss over its rows
+
+
+cdef void loss_part(void* ctx, int part) noexcept nogil:
+    cdef LossJob* j = <LossJob*>ctx
+    cdef Py_ssize_t lo = part * j.rows
+    cdef Py_ssize_t hi = lo + j.rows if lo + j.rows < j.n else j.n
+    if j.f64:
+        j.sums[part] = loss_rows[double](j.kind, <const double*>j.out, <const double*>j.Y,
+                                         j.labels, <const double*>j.sw, lo, hi, j.n, j.k,
+                                         <double*>j.D)
+    else:
+        j.sums[part] = loss_rows[float](j.kind, <const float*>j.out, <const float*>j.Y,
+                                        j.labels, <const float*>j.sw, lo, hi, j.n, j.k,
+                                        <float*>j.D)
+
+
+cdef double split_loss_delta(int kind, const floating* out, const floating* Y,
+                             const int64_t* labels, const floating* sw, Py_ssize_t n,
+                             Py_ssize_t k, double norm, floating* D) noexcept nogil:
+    # loss_delta, its blocks of rows split over the pool: each block's sum as the whole
+    # pass computes it, added in the same order.  The squared errors are cheap; the
+    # softmax (an exp per value) and the logarithms of the other losses are not.
+    cdef LossJob j
+    cdef double sums[MAX_LOSS_BLOCKS]
+    cdef double total = 0.0
+    cdef int p, blocks
+    cdef int threads = split_threads(
+        n * k, CHEAP_GRAIN if kind == C_LOSS_MSE or kind == C_LOSS_SK_SQUARED
+        else COSTLY_GRAIN)
+    j.rows = loss_block_rows(n, k)
+    blocks = <int>((n + j.rows - 1) // j.rows)      # ≤ MAX_LOSS_BLOCKS
+    if threads < 2 or blocks < 2:
+        return loss_delta(kind, out, Y, labels, sw, n, k, norm, D)
+    j.kind = kind
+    j.out = out
+    j.Y = Y
+    j.labels = labels
+    j.sw = sw
+    j.D = D
+    j.n = n
+    j.k = k
+    j.f64 = floating is double
+    j.sums = sums
+    pool_run(loss_part, &j, blocks, threads, False)
+    for p in range(blocks):
+        total += sums[p]
+    return loss_total(kind, total, n, k, norm)
+
+
 cdef bint split_all_finite(const floating* x, Py_ssize_t size) noexcept nogil:
     # all_finite.
     cdef ElemJob j

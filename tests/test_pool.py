@@ -107,6 +107,38 @@ def test_split_bias_gradients_match_the_transcription(split_everything, dtype):
         assert np.max(np.abs(db - want_db)) <= tol * max(1.0, np.max(np.abs(want_db))), l
 
 
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse"])
+def test_split_loss_is_the_whole_loss_summed_by_blocks(split_everything, loss):
+    # 700 rows × 7 outputs: two blocks of the loss's sum (_losses.pxd, loss_block_rows),
+    # split over the pool.  The same loss and gradients at every limit, the very loss of
+    # the whole pass (fastmlp.kernels, on the step's outputs), and reference.py's within
+    # float64 rounding (1e-12 relative).
+    import reference as ref
+    from fastmlp import kernels as K
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(700, 12))
+    Y = rng.integers(0, 7, 700) if loss == "softmax_cross_entropy" else rng.normal(size=(700, 7))
+    runs = []
+    for limit in (1, 2, 3):
+        fastmlp.set_num_threads(limit)
+        net = fastmlp.MLP([12, 16, 7], loss=loss, dtype=np.float64, seed=0)
+        runs.append(net.loss_and_grad(X, Y))
+    for value, grads in runs[1:]:
+        assert value == runs[0][0]
+        for (dW, db), (dW0, db0) in zip(grads, runs[0][1]):
+            np.testing.assert_array_equal(dW, dW0)
+            np.testing.assert_array_equal(db, db0)
+    out = net.forward(X)
+    if loss == "softmax_cross_entropy":
+        whole, _ = K.softmax_cross_entropy_loss_delta(out, Y)
+        want, _ = ref.softmax_xent_loss_delta(out, Y)
+    else:
+        whole, _ = K.mse_loss_delta(out, Y)
+        want, _ = ref.mse_loss_delta(out, Y)
+    assert runs[0][0] == whole
+    assert abs(runs[0][0] - want) <= 1e-12 * abs(want)
+
+
 @pytest.mark.filterwarnings("ignore:Stochastic Optimizer")     # 5 epochs, by design
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
 def test_split_update_of_the_estimators_is_bit_identical(split_everything, solver):
