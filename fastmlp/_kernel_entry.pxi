@@ -152,11 +152,13 @@ def k_sgd_update(floating[::1] theta, const floating[::1] grad, double lr,
 
 
 def k_all_finite(const floating[::1] x):
+    """Whether every value of x is finite: the up-front check of a fit's rows (one pass
+    over the whole data set, split over the pool as the step's guards are)."""
     cdef bint ok
     if x.shape[0] < 1:
         return True
     with nogil:
-        ok = all_finite(&x[0], x.shape[0])
+        ok = split_all_finite(&x[0], x.shape[0])
     return ok
 
 

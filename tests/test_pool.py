@@ -139,6 +139,22 @@ def test_split_loss_is_the_whole_loss_summed_by_blocks(split_everything, loss):
     assert abs(runs[0][0] - want) <= 1e-12 * abs(want)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_fits_up_front_finite_check_splits_and_finds_every_bad_value(split_everything,
+                                                                       dtype):
+    # The check of a fit's rows (model.py, _core.k_all_finite) split over the pool: a
+    # NaN or an infinity anywhere, in any part, is found at every limit.
+    x = np.ones(10_000, dtype=dtype)
+    for limit in (1, 2, 3):
+        fastmlp.set_num_threads(limit)
+        assert _core.k_all_finite(x)
+        for where in (0, 4_999, 9_999):
+            for bad in (np.nan, np.inf, -np.inf):
+                y = x.copy()
+                y[where] = bad
+                assert not _core.k_all_finite(y), (limit, where, bad)
+
+
 @pytest.mark.filterwarnings("ignore:Stochastic Optimizer")     # 5 epochs, by design
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
 def test_split_update_of_the_estimators_is_bit_identical(split_everything, solver):
