@@ -6,7 +6,7 @@
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcpy
 
-from fastmlp._pool cimport PARTS_PER_THREAD, pool_run, split_threads
+from fastmlp._pool cimport PARTS_PER_THREAD, part_fn, pool_run, split_threads
 from fastmlp._sparse cimport CSR, copy_csr_rows, csr_rows, gathered_csr_indptr
 
 
@@ -50,6 +50,18 @@ cdef enum:
     GATHER_GRAIN = 131072
 
 
+cdef inline void run_by_rows(part_fn fn, void* ctx, Py_ssize_t* chunk, Py_ssize_t rows,
+                             int threads) noexcept nogil:
+    # fn over ranges of the batch's rows, *chunk rows each (fn reads it): one range on the
+    # calling thread below two threads, else PARTS_PER_THREAD per thread over the pool.
+    if threads < 2:
+        chunk[0] = rows
+        fn(ctx, 0)
+        return
+    chunk[0] = (rows + threads * PARTS_PER_THREAD - 1) // (threads * PARTS_PER_THREAD)
+    pool_run(fn, ctx, <int>((rows + chunk[0] - 1) // chunk[0]), threads, False)
+
+
 cdef struct GatherJob:
     char* dst
     const char* src
@@ -76,12 +88,7 @@ cdef inline void gather_rows(char* dst, const char* src, const Py_ssize_t* perm,
     j.perm = perm
     j.rows = rows
     j.row_bytes = row_bytes
-    if threads < 2:
-        j.chunk = rows
-        gather_part(&j, 0)
-        return
-    j.chunk = (rows + threads * PARTS_PER_THREAD - 1) // (threads * PARTS_PER_THREAD)
-    pool_run(gather_part, &j, <int>((rows + j.chunk - 1) // j.chunk), threads, False)
+    run_by_rows(gather_part, &j, &j.chunk, rows, threads)
 
 
 cdef struct SparseGatherJob:
@@ -128,12 +135,7 @@ cdef inline void gather_sparse_rows(const CSR* src, const Py_ssize_t* perm, Py_s
     j.perm = perm
     j.isz = isz
     j.rows = rows
-    if threads < 2:
-        j.chunk = rows
-        sparse_gather_part(&j, 0)
-        return
-    j.chunk = (rows + threads * PARTS_PER_THREAD - 1) // (threads * PARTS_PER_THREAD)
-    pool_run(sparse_gather_part, &j, <int>((rows + j.chunk - 1) // j.chunk), threads, False)
+    run_by_rows(sparse_gather_part, &j, &j.chunk, rows, threads)
 
 
 cdef inline void epoch_batch(const EpochRows* e, Py_ssize_t start, Py_ssize_t rows,
