@@ -207,7 +207,8 @@ cdef inline void backprop_delta(int act, const floating* D_next, Py_ssize_t n,
 
 
 cdef inline void column_sums_range(const floating* D, Py_ssize_t n, Py_ssize_t d,
-                                   Py_ssize_t lo, Py_ssize_t hi, floating* out) noexcept nogil:
+                                   Py_ssize_t lo, Py_ssize_t hi,
+                                   floating* out) noexcept nogil:
     # out[lo:hi] = (1ᵀ·D)[lo:hi] for D (n, d), row by row so the inner loop runs over
     # contiguous memory; each column summed in row order, whatever the range.  One row
     # is copied, so that a −0 stays −0 (0 + −0 is +0).

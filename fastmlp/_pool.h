@@ -21,8 +21,8 @@
  *
  * One job at a time: a call that finds the pool busy (fastmlp trained in two Python
  * threads, or a pass inside a long job's part) runs its parts itself, which is what its
- * share of the thread limit would give it anyway.  Workers start lazily, at the first job that wants them; a fork()ed
- * child starts with none (pthread_atfork).
+ * share of the thread limit would give it anyway.  Workers start lazily, at the first
+ * job that wants them; a fork()ed child starts with none (pthread_atfork).
  */
 #ifndef FASTMLP_POOL_H
 #define FASTMLP_POOL_H

@@ -173,8 +173,9 @@ cdef inline Py_ssize_t max_batch_nnz(const csr_index* indptr, const Py_ssize_t* 
     return best
 
 
-cdef inline Py_ssize_t gathered_csr_indptr(const csr_index* indptr, const Py_ssize_t* rows,
-                                           Py_ssize_t n, csr_index* out_indptr) noexcept nogil:
+cdef inline Py_ssize_t gathered_csr_indptr(const csr_index* indptr,
+                                           const Py_ssize_t* rows, Py_ssize_t n,
+                                           csr_index* out_indptr) noexcept nogil:
     # The n + 1 row pointers of the sparse batch of rows[0..n) of a CSR matrix, their
     # stored values one after the other; returns how many values that is.
     cdef Py_ssize_t i, pos = 0

@@ -55,7 +55,8 @@ def test_at_one_thread_the_pieces_run_one_after_the_other_on_the_caller():
     fastmlp.set_num_threads(1)
     try:
         seen: list[int] = []
-        assert _workers.side_by_side([_recorder(seen, None, k) for k in range(3)]) == [0, 1, 2]
+        got = _workers.side_by_side([_recorder(seen, None, k) for k in range(3)])
+        assert got == [0, 1, 2]
     finally:
         fastmlp.set_num_threads(before)
     assert seen == [threading.get_native_id()] * 3
@@ -150,8 +151,8 @@ def test_two_python_threads_fitting_stacks_at_once_match_their_serial_fits(two_t
     for s in serial:
         s.fit(X, y, epochs=4, batch_size=8)
     together = [stack(0), stack(10)]
-    threads = [threading.Thread(target=s.fit, args=(X, y), kwargs=dict(epochs=4, batch_size=8))
-               for s in together]
+    threads = [threading.Thread(target=s.fit, args=(X, y),
+                                kwargs=dict(epochs=4, batch_size=8)) for s in together]
     for t in threads:
         t.start()
     for t in threads:

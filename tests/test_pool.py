@@ -117,7 +117,8 @@ def test_split_loss_is_the_whole_loss_summed_by_blocks(split_everything, loss):
     from fastmlp import kernels as K
     rng = np.random.default_rng(6)
     X = rng.normal(size=(700, 12))
-    Y = rng.integers(0, 7, 700) if loss == "softmax_cross_entropy" else rng.normal(size=(700, 7))
+    Y = (rng.integers(0, 7, 700) if loss == "softmax_cross_entropy"
+         else rng.normal(size=(700, 7)))
     runs = []
     for limit in (1, 2, 3):
         fastmlp.set_num_threads(limit)
