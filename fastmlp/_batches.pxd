@@ -138,11 +138,33 @@ cdef inline void gather_sparse_rows(const CSR* src, const Py_ssize_t* perm, Py_s
     run_by_rows(sparse_gather_part, &j, &j.chunk, rows, threads)
 
 
+cdef inline void batch_weights(const char* sw, const Py_ssize_t* perm, Py_ssize_t start,
+                               Py_ssize_t rows, Py_ssize_t isz, bint f64, char* bw,
+                               Batch* b) noexcept nogil:
+    # b.sw and b.norm for the epoch's rows [start, start + rows) in its order: sw (n,) of
+    # the model's dtype, or NULL (no weights: norm = rows); a shuffled epoch's (perm not
+    # NULL) gathered into bw (rows,).
+    cdef Py_ssize_t i
+    cdef double w_sum = 0.0
+    b.norm = rows
+    b.sw = NULL
+    if sw == NULL:
+        return
+    if perm == NULL:
+        b.sw = sw + start * isz
+    else:
+        for i in range(rows):
+            memcpy(bw + i * isz, sw + perm[start + i] * isz, isz)
+        b.sw = bw
+    for i in range(rows):
+        w_sum += (<const double*>b.sw)[i] if f64 else (<const float*>b.sw)[i]
+    b.norm = w_sum
+
+
 cdef inline void epoch_batch(const EpochRows* e, Py_ssize_t start, Py_ssize_t rows,
                              Batch* b) noexcept nogil:
     # b: the epoch's rows [start, start + rows) in its order, and their weight Σw.
     cdef Py_ssize_t i, j, d0 = e.d0, k = e.k, isz = e.isz
-    cdef double w_sum
     b.csr = NULL if e.csr == NULL else e.rows_csr
     if e.perm == NULL:
         b.X = NULL if e.X == NULL else e.X + start * d0 * isz
@@ -150,7 +172,6 @@ cdef inline void epoch_batch(const EpochRows* e, Py_ssize_t start, Py_ssize_t ro
             csr_rows(e.csr, start, e.rows_csr)
         b.Y = NULL if e.Y == NULL else e.Y + start * k * isz
         b.labels = NULL if e.labels == NULL else e.labels + start
-        b.sw = NULL if e.sw == NULL else e.sw + start * isz
     else:
         if e.X != NULL:
             gather_rows(e.bx, e.X, e.perm + start, rows, d0 * isz)
@@ -160,18 +181,10 @@ cdef inline void epoch_batch(const EpochRows* e, Py_ssize_t start, Py_ssize_t ro
                 memcpy(e.by + i * k * isz, e.Y + j * k * isz, k * isz)
             else:
                 e.bl[i] = e.labels[j]
-            if e.sw != NULL:
-                memcpy(e.bw + i * isz, e.sw + j * isz, isz)
         if e.csr != NULL:
             gather_sparse_rows(e.csr, e.perm + start, rows, isz, e.rows_csr)
         b.X = e.bx
         b.Y = e.by
         b.labels = e.bl
-        b.sw = e.bw
     b.n = rows
-    b.norm = rows
-    if e.sw != NULL:
-        w_sum = 0.0
-        for i in range(rows):
-            w_sum += (<const double*>b.sw)[i] if e.f64 else (<const float*>b.sw)[i]
-        b.norm = w_sum
+    batch_weights(e.sw, e.perm, start, rows, isz, e.f64, e.bw, b)

@@ -64,7 +64,7 @@ from fastmlp._blas cimport (BLAS_LIBS, DGEMM, DGEMV, DGER, FLOPS_PER_THREAD, SGE
                             SGER, blas_active, blas_libs, blas_serial, call_begin, call_end,
                             get_threads_t, gemm, ger, pool_spin_ns, set_threads_t,
                             split_products, thread_limit, thread_share)
-from fastmlp._fmath cimport all_finite, labels_in_range, max_abs
+from fastmlp._fmath cimport all_finite, labels_in_range, max_abs, weights_valid
 from fastmlp._layers cimport (C_ACT_ELU, C_ACT_EXP, C_ACT_GELU, C_ACT_IDENTITY,
                               C_ACT_LEAKY_RELU, C_ACT_LOGISTIC, C_ACT_RELU, C_ACT_SILU,
                               C_ACT_SOFTMAX, C_ACT_SOFTPLUS, C_ACT_TANH, ELU_ALPHA,
@@ -78,7 +78,7 @@ from fastmlp._sparse cimport (CSR, csr_index, csr_linear_forward, csr_rows,
                               csr_structure_ok, csr_touched_rows, csr_transposed_accumulate,
                               gathered_values_offset, max_batch_nnz,
                               sparse_linear_forward, sparse_weight_gradient)
-from fastmlp._batches cimport Batch, EpochRows, epoch_batch
+from fastmlp._batches cimport Batch, EpochRows, batch_weights, epoch_batch
 from fastmlp._pool cimport (part_size, pool_cpus, pool_helped, pool_no_backoff, pool_run,
                             pool_run_long, pool_workers, split_scale, split_threads)
 from fastmlp._losses cimport (C_LOSS_MSE, C_LOSS_SK_BINARY_LOG, C_LOSS_SK_LOG,
@@ -504,6 +504,16 @@ cdef inline bint _is_carray(object a, int typenum, int ndim):
 cdef inline bint _is_writable_carray(object a, int typenum, int ndim):
     return (_is_carray(a, typenum, ndim)
             and cnp.PyArray_CHKFLAGS(<cnp.ndarray>a, cnp.NPY_ARRAY_WRITEABLE))
+
+
+cdef bint _weights_nonnegative(cnp.ndarray w):
+    # Every value of w (float32 or float64, contiguous: _is_carray) finite and >= 0.
+    cdef void* p = cnp.PyArray_DATA(w)
+    cdef Py_ssize_t n = w.size
+    with nogil:
+        if cnp.PyArray_TYPE(w) == cnp.NPY_FLOAT64:
+            return weights_valid(<const double*>p, n)
+        return weights_valid(<const float*>p, n)
 
 
 include "_sparse_rows.pxi"

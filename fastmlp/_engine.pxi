@@ -226,10 +226,14 @@ cdef class Engine:
                 raise ValueError(f"Y: expected {n} int64 labels")
         if sw is None:
             return <double>n
-        if not self.net.sk_scaling:
-            raise ValueError("sample_weight: only supported with scikit-learn scaling")
         if not _is_carray(sw, self.typenum, 1) or sw.shape[0] != n:
             raise ValueError(f"sample_weight: expected {n} values of the model's dtype")
+        if not self.net.sk_scaling:
+            # The seeds' losses weigh each row's term of the mean (_losses.pxd): any
+            # finite weights >= 0, a batch of zero weight included.
+            if not _weights_nonnegative(sw):
+                raise ValueError("sample_weight: expected finite weights >= 0")
+            return <double>n
         total = float(np.sum(sw, dtype=np.float64))
         if not (total > 0 and total < float("inf")):
             raise ValueError("sample_weight: expected finite weights with a positive sum")

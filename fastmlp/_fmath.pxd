@@ -3,7 +3,7 @@
 
 from cython cimport floating
 from libc.float cimport DBL_EPSILON, FLT_EPSILON
-from libc.math cimport (erfc, erfcf, exp, expf, expm1, expm1f, log, log1p, log1pf,
+from libc.math cimport (INFINITY, erfc, erfcf, exp, expf, expm1, expm1f, log, log1p, log1pf,
                         logf, sqrt, sqrtf, tanh, tanhf)
 from libc.stdint cimport int64_t
 
@@ -90,6 +90,15 @@ cdef inline bint labels_in_range(const int64_t* y, Py_ssize_t n, int64_t k) noex
     cdef int bad = 0
     for i in range(n):
         bad |= (y[i] < 0) | (y[i] >= k)
+    return not bad
+
+
+cdef inline bint weights_valid(const floating* w, Py_ssize_t n) noexcept nogil:
+    # Every sample weight finite and >= 0 (NaN fails the comparison).
+    cdef Py_ssize_t i
+    cdef int bad = 0
+    for i in range(n):
+        bad |= not (0 <= w[i] < INFINITY)
     return not bad
 
 

@@ -42,36 +42,48 @@ cdef inline Py_ssize_t loss_block_rows(Py_ssize_t n, Py_ssize_t k) noexcept nogi
 
 # ---------------------------------------------------------------- the seeds' losses
 
-cdef inline double mse_rows(const floating* Yhat, const floating* Y, Py_ssize_t lo,
-                            Py_ssize_t hi, Py_ssize_t n, Py_ssize_t k,
+cdef inline double mse_rows(const floating* Yhat, const floating* Y, const floating* sw,
+                            Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, Py_ssize_t k,
                             floating* D) noexcept nogil:
-    # Σ over rows [lo, hi) of ‖ŷᵢ − yᵢ‖², and those rows of ∇ŷ = (2/n)·(Ŷ − Y) (seed 000
-    # eq. 10–11, seed 001 §3: R = f(X) − Y, factor 2 kept).  Through an element-wise
-    # output activation ŷ = g(a), seed 002's ∇a = g'(a) ⊙ ∇ŷ follows (activation_backward
-    # with g' written through ŷ, output_loss_delta).
-    cdef Py_ssize_t i
-    cdef double total = 0.0
-    cdef floating r
+    # Σ over rows [lo, hi) of wᵢ·‖ŷᵢ − yᵢ‖², and those rows of ∇ŷ = (2/n)·wᵢ·(ŷᵢ − yᵢ)
+    # (seed 000 eq. 10–11, seed 001 §3: R = f(X) − Y, factor 2 kept; a sample weight wᵢ
+    # scales row i's term of the mean, sw NULL: all 1).  Through an element-wise output
+    # activation ŷ = g(a), seed 002's ∇a = g'(a) ⊙ ∇ŷ follows (activation_backward with
+    # g' written through ŷ, output_loss_delta).
+    cdef Py_ssize_t i, j
+    cdef double total = 0.0, row
+    cdef floating r, w
     cdef floating scale = <floating>(2.0 / n)
-    for i in range(lo * k, hi * k):
-        r = Yhat[i] - Y[i]
-        total += <double>r * r
-        D[i] = scale * r
+    if sw == NULL:
+        for i in range(lo * k, hi * k):
+            r = Yhat[i] - Y[i]
+            total += <double>r * r
+            D[i] = scale * r
+        return total
+    for i in range(lo, hi):
+        w = sw[i]
+        row = 0.0
+        for j in range(i * k, i * k + k):
+            r = Yhat[j] - Y[j]
+            row += <double>r * r
+            D[j] = (scale * w) * r
+        total += row * w
     return total
 
 
 cdef inline double softmax_xent_rows(const floating* logits, const floating* Y,
-                                     const int64_t* labels, Py_ssize_t lo, Py_ssize_t hi,
-                                     Py_ssize_t n, Py_ssize_t k,
+                                     const int64_t* labels, const floating* sw,
+                                     Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, Py_ssize_t k,
                                      floating* D) noexcept nogil:
-    # Σ over rows [lo, hi) of −Σₖ yᵢₖ·log pᵢₖ with p = softmax(logits), and those rows of
-    # Δ(L) = (P·sᵢ − Y)/n with sᵢ = Σₖ yᵢₖ (seed 003 eq. 3–4, 10: δ = p − y once rows of
-    # Y sum to 1, as they do).  log pᵢₖ = zᵢₖ − (m + log Σ exp(z − m)), m = max z: finite
-    # for logits of any size.  Y is either dense (n, k) or, when Y is NULL, int labels (n,).
+    # Σ over rows [lo, hi) of −wᵢ·Σₖ yᵢₖ·log pᵢₖ with p = softmax(logits), and those rows
+    # of Δ(L) = wᵢ·(P·sᵢ − Y)/n with sᵢ = Σₖ yᵢₖ (seed 003 eq. 3–4, 10: δ = p − y once rows
+    # of Y sum to 1, as they do; a sample weight wᵢ scales row i's term of the mean, sw
+    # NULL: all 1).  log pᵢₖ = zᵢₖ − (m + log Σ exp(z − m)), m = max z: finite for logits
+    # of any size.  Y is either dense (n, k) or, when Y is NULL, int labels (n,).
     cdef Py_ssize_t i, j
     cdef double total = 0.0
     cdef double row_loss, y_sum
-    cdef floating m, s, scale
+    cdef floating m, s, scale, w_n
     cdef const floating* z
     cdef const floating* y
     cdef floating* d
@@ -84,13 +96,16 @@ cdef inline double softmax_xent_rows(const floating* logits, const floating* Y,
         s = 0
         for j in range(k):
             s += d[j]
+        # The unweighted row's factor is 1/n itself, so that weights of 1 (or none) give
+        # the bits of the unweighted loss.
+        w_n = inv_n if sw == NULL else inv_n * sw[i]
         if Y == NULL:
             # (m − z) first: for huge logits m + log s would round log s away.
-            total += (<double>m - z[labels[i]]) + log(<double>s)
-            scale = inv_n / s
+            row_loss = (<double>m - z[labels[i]]) + log(<double>s)
+            scale = w_n / s
             for j in range(k):
                 d[j] *= scale
-            d[labels[i]] -= inv_n
+            d[labels[i]] -= w_n
         else:
             y = Y + i * k
             row_loss = 0.0
@@ -98,10 +113,10 @@ cdef inline double softmax_xent_rows(const floating* logits, const floating* Y,
             for j in range(k):
                 row_loss += <double>y[j] * ((<double>m - z[j]) + log(<double>s))
                 y_sum += y[j]
-            total += row_loss
-            scale = <floating>(y_sum / s) * inv_n
+            scale = <floating>(y_sum / s) * w_n
             for j in range(k):
-                d[j] = d[j] * scale - y[j] * inv_n
+                d[j] = d[j] * scale - y[j] * w_n
+        total += row_loss if sw == NULL else row_loss * sw[i]
     return total
 
 
@@ -147,15 +162,16 @@ cdef inline double loss_rows(int kind, const floating* out, const floating* Y,
                              floating* D) noexcept nogil:
     # The sum of loss `kind` over rows [lo, hi), and those rows of its delta.
     if kind == C_LOSS_MSE:
-        return mse_rows(out, Y, lo, hi, n, k, D)
+        return mse_rows(out, Y, sw, lo, hi, n, k, D)
     if kind == C_LOSS_SOFTMAX_XENT:
-        return softmax_xent_rows(out, Y, labels, lo, hi, n, k, D)
+        return softmax_xent_rows(out, Y, labels, sw, lo, hi, n, k, D)
     return sk_rows(kind, out, Y, sw, lo, hi, k, D)
 
 
 cdef inline double loss_total(int kind, double total, Py_ssize_t n, Py_ssize_t k,
                               double norm) noexcept nogil:
-    # The batch's loss from the sum over its rows: the seeds' mean over rows,
+    # The batch's loss from the sum over its rows: the seeds' mean over rows (of the
+    # weighted terms: a weight multiplies its row's term, as repeating the row would),
     # scikit-learn's weighted mean (and its squared error's ½ and mean over outputs).
     if kind == C_LOSS_MSE or kind == C_LOSS_SOFTMAX_XENT:
         return total / n

@@ -58,8 +58,9 @@ cdef class Stack:
                   sample_weight=None):
         """One epoch of every active engine on the same batches, in one GIL-free loop.
 
-        X, Y, labels, perm, batch_size, sample_weight as in ``Engine.fit_epoch`` (checked
-        finite and in range by the caller).  lrs: (K,) float64, each finite and > 0;
+        X, Y, labels, perm, batch_size as in ``Engine.fit_epoch`` (checked finite and in
+        range by the caller).  sample_weight: None, (n,) weights of every engine as in
+        ``Engine.fit_epoch``, or (K, n), row k engine k's.  lrs: (K,) float64, each finite and > 0;
         active: (K,) bool, the engines to train (an inactive one is not touched).  An
         engine whose step diverges stops there, its parameters those after its last good
         step (the NaN guard); the others go on.  Returns (totals, status, steps), each
@@ -73,6 +74,10 @@ cdef class Stack:
         cdef Batch b
         cdef Engine eng
         cdef StepTarget* t = <StepTarget*>cnp.PyArray_DATA(self.targets)
+        cdef Batch bk
+        cdef const char* wp = NULL      # (K, n) weights, one row an engine, or NULL
+        cdef char* wb = NULL            # (K, batch_size): a shuffled batch's, gathered
+        cdef cnp.ndarray gathered_w
         if not _is_carray(lrs, cnp.NPY_FLOAT64, 1) or lrs.shape[0] != K:
             raise ValueError(f"lrs: expected ({K},) float64 learning rates")
         if not _is_carray(active, cnp.NPY_BOOL, 1) or active.shape[0] != K:
@@ -89,9 +94,23 @@ cdef class Stack:
         cdef Py_ssize_t[::1] done = steps
         cdef cnp.ndarray going = np.array(active, dtype=np.uint8)
         cdef unsigned char[::1] on = going
+        shared = sample_weight
+        if sample_weight is not None and np.ndim(sample_weight) == 2:
+            shared = None
+            eng = <Engine>self.engines[0]
+            if (not _is_carray(sample_weight, eng.typenum, 2)
+                    or sample_weight.shape[0] != K or sample_weight.shape[1] != X.shape[0]):
+                raise ValueError(f"sample_weight: expected ({K}, {X.shape[0]}) values of "
+                                 "the models' dtype")
+            for k in range(K):
+                (<Engine>self.engines[k])._check_batch(X, Y, labels, sample_weight[k])
+            wp = <const char*>cnp.PyArray_DATA(<cnp.ndarray>sample_weight)
         batch_size = (<Engine>self.engines[0])._prepare_epoch(
-            X, Y, labels, perm, batch_size, sample_weight, &e, &batch_rows)
+            X, Y, labels, perm, batch_size, shared, &e, &batch_rows)
         n = X.shape[0]
+        if wp != NULL and perm is not None:
+            gathered_w = np.empty(K * batch_size, dtype=sample_weight.dtype)
+            wb = <char*>cnp.PyArray_DATA(gathered_w)
         for k in range(K):
             eng = <Engine>self.engines[k]
             if k > 0:
@@ -113,7 +132,14 @@ cdef class Stack:
                 for k in range(K):
                     if not on[k]:
                         continue
-                    st[k] = target_step(&t[k], &b, lr[k], True, False, &loss)
+                    if wp == NULL:
+                        st[k] = target_step(&t[k], &b, lr[k], True, False, &loss)
+                    else:
+                        bk = b
+                        batch_weights(wp + k * n * e.isz, e.perm, start, rows, e.isz,
+                                      e.f64, NULL if wb == NULL
+                                      else wb + k * batch_size * e.isz, &bk)
+                        st[k] = target_step(&t[k], &bk, lr[k], True, False, &loss)
                     if st[k] != OK:
                         on[k] = 0
                         n_active -= 1

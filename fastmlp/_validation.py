@@ -262,6 +262,24 @@ def as_matrix(name: str, a, dtype: np.dtype, n_cols: int) -> np.ndarray:
     return arr
 
 
+def as_sample_weight(name: str, a, dtype: np.dtype, shape: tuple[int, ...],
+                     some_positive: bool = True) -> np.ndarray:
+    """Sample weights → C-contiguous array of `dtype` and exactly `shape`: finite, >= 0,
+    and with `some_positive` (a fit's: a model whose every row weighs 0 has nothing to
+    learn from) at least one > 0 in each row (the last axis: one model's weights)."""
+    arr = _numeric_array(name, a)
+    if arr.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
+    arr = np.require(arr, dtype=dtype, requirements=("C", "A"))
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"{name}: expected finite weights >= 0")
+    empty = np.flatnonzero(~np.any(arr.reshape(-1, shape[-1]) > 0, axis=1))
+    if some_positive and empty.size:
+        where = f"{name}[{empty[0]}]" if arr.ndim == 2 else name
+        raise ValueError(f"{where}: expected at least one weight > 0, got all zero")
+    return arr
+
+
 def as_targets(a, loss: str, dtype: np.dtype, n: int, n_out: int):
     """Targets → (Y, labels): exactly one is an array, the other None.
 

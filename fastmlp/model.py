@@ -232,37 +232,51 @@ class MLP:
         Yd, labels = v.as_targets(Y, self.loss_name, self.dtype, n, self.layer_sizes[-1])
         return rows, Yd, labels
 
-    def loss(self, X: ArrayLike, Y: ArrayLike) -> float:
-        """Loss (float) of the model on (X, Y); parameters are not changed."""
-        return self.loss_and_grad(X, Y, _copy=False)[0]
+    def _weights(self, sample_weight: ArrayLike | None, n: int, fit: bool = False
+                 ) -> np.ndarray | None:
+        # (n,) sample weights of the model's dtype, checked, or None; a fit's not all 0.
+        if sample_weight is None:
+            return None
+        return v.as_sample_weight("sample_weight", sample_weight, self.dtype, (n,), fit)
+
+    def loss(self, X: ArrayLike, Y: ArrayLike, sample_weight: ArrayLike | None = None
+             ) -> float:
+        """Loss (float) of the model on (X, Y); parameters are not changed.
+        ``sample_weight``: as ``fit``'s."""
+        return self.loss_and_grad(X, Y, _copy=False, sample_weight=sample_weight)[0]
 
     @overload
-    def loss_and_grad(self, X: ArrayLike, Y: ArrayLike, _copy: Literal[True] = ...
+    def loss_and_grad(self, X: ArrayLike, Y: ArrayLike, _copy: Literal[True] = ...,
+                      sample_weight: ArrayLike | None = ...
                       ) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]: ...
 
     @overload
-    def loss_and_grad(self, X: ArrayLike, Y: ArrayLike,
-                      _copy: Literal[False]) -> tuple[float, None]: ...
+    def loss_and_grad(self, X: ArrayLike, Y: ArrayLike, _copy: Literal[False],
+                      sample_weight: ArrayLike | None = ...) -> tuple[float, None]: ...
 
-    def loss_and_grad(self, X: ArrayLike, Y: ArrayLike, _copy: bool = True
+    def loss_and_grad(self, X: ArrayLike, Y: ArrayLike, _copy: bool = True,
+                      sample_weight: ArrayLike | None = None
                       ) -> tuple[float, list[tuple[np.ndarray, np.ndarray]] | None]:
         """Loss and gradients: ``(loss, [(dW1, db1), (dW2, db2), …])``, fresh arrays.
 
-        dW(l) has the shape of ``weights[l]``, db(l) of ``biases[l]``.  Raises
-        DivergenceError if the loss or a gradient is not finite.
+        dW(l) has the shape of ``weights[l]``, db(l) of ``biases[l]``.
+        ``sample_weight``: as ``fit``'s.  Raises DivergenceError if the loss or a
+        gradient is not finite.
         """
         rows, Yd, labels = self._batch(X, Y)
+        sw = self._weights(sample_weight, rows.shape[0])
         with self._lock:
-            loss = self._engine.train_step(rows, Yd, labels, 1.0, False)
+            loss = self._engine.train_step(rows, Yd, labels, 1.0, False, sw)
             if not _copy:
                 return loss, None
             grads = [(dW.copy(), db.copy())
                      for dW, db in zip(self._grad_weights, self._grad_biases)]
         return loss, grads
 
-    def train_step(self, X: ArrayLike, Y: ArrayLike, lr: float = 0.01) -> float:
+    def train_step(self, X: ArrayLike, Y: ArrayLike, lr: float = 0.01,
+                   sample_weight: ArrayLike | None = None) -> float:
         """One step of the model's optimizer on the batch (X, Y); returns the loss before
-        the update.
+        the update.  ``sample_weight``: as ``fit``'s.
 
         If the loss or a gradient is not finite, raises DivergenceError and leaves the
         parameters (and optimizer state) exactly as they were.
@@ -270,11 +284,13 @@ class MLP:
         with self._lock:
             # Inputs already in final form go straight to the core; the others are
             # converted and validated here first.
-            loss = self._engine.train_step_fast(X, Y, lr)
+            loss = (self._engine.train_step_fast(X, Y, lr) if sample_weight is None
+                    else None)
             if loss is None:
                 lr = v.check_positive_float("lr", lr)
                 rows, Yd, labels = self._batch(X, Y)
-                loss = self._engine.train_step(rows, Yd, labels, lr, True)
+                sw = self._weights(sample_weight, rows.shape[0])
+                loss = self._engine.train_step(rows, Yd, labels, lr, True, sw)
         return loss
 
     def _fit_inputs(self, X: ArrayLike, Y: ArrayLike, batch_size: int
@@ -298,7 +314,8 @@ class MLP:
         return rows, Yd, labels, batch_size
 
     def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 10, batch_size: int = 32, lr: float = 0.01,
-            shuffle: bool = True, seed: int | None = 0, verbose: bool = False) -> list[float]:
+            shuffle: bool = True, seed: int | None = 0, verbose: bool = False,
+            sample_weight: ArrayLike | None = None) -> list[float]:
         """Minibatch training over (X, Y) with the model's optimizer; returns the mean
         training loss of each epoch.
 
@@ -306,6 +323,13 @@ class MLP:
         drawn from ``seed`` when ``shuffle``.  An epoch's loss is the mean over samples of
         the per-batch losses before each update.  If a step diverges, the parameters are
         those after the last good step and DivergenceError names the epoch and step.
+
+        ``sample_weight``: (n,) finite weights >= 0, not all zero, or None (all 1).  Row
+        i's term of its batch's mean is multiplied by wᵢ: a batch's loss is
+        (1/rows)·Σ wᵢ·ℓᵢ, so weights are absolute (doubling them all doubles the data's
+        pull against the L2 penalty, which is unchanged), a bootstrap's counts or a
+        Poisson bootstrap's draws give a bagged model, and a zero-weight row adds
+        nothing (a batch of zero weight steps on the penalty alone).
 
         ``verbose=True`` draws a tqdm bar on stderr that advances once per epoch (an epoch
         is one call into the core), with the epoch's loss and samples/s; without tqdm
@@ -322,6 +346,7 @@ class MLP:
         lr = v.check_positive_float("lr", lr)
         rows, Yd, labels, batch_size = self._fit_inputs(X, Y, batch_size)
         n = rows.shape[0]
+        sw = self._weights(sample_weight, n, fit=True)
         rng = v.make_rng("seed", seed)
         losses: list[float] = []
         n_steps = -(-n // batch_size)
@@ -331,7 +356,7 @@ class MLP:
                 perm = rng.permutation(n).astype(np.intp, copy=False) if shuffle else None
                 start = time.perf_counter()
                 total, status, step = self._engine.fit_epoch(rows, Yd, labels, perm,
-                                                             batch_size, lr)
+                                                             batch_size, lr, sw)
                 perm = None     # freed before the next epoch draws one: one alive at a time
                 if status != 0:
                     raise DivergenceError("fit: " + divergence_text(epoch, step, n_steps))

@@ -116,13 +116,31 @@ class MLPStack:
             plan.append((np.array(idx, dtype=np.intp), self._groups[idx]))
         return plan
 
-    def _run(self, idx: np.ndarray, stack: _core.Stack, rows, Yd, labels, epochs: int,
+    def _weights(self, sample_weight: ArrayLike | None, n: int, fit: bool
+                 ) -> np.ndarray | None:
+        # None, (n,) weights of every model, or (K, n) one row a model: checked, of the
+        # models' dtype (a fit's: not all 0 for any model).
+        if sample_weight is None:
+            return None
+        shape = (n,) if np.ndim(sample_weight) < 2 else (len(self.models), n)
+        return v.as_sample_weight("sample_weight", sample_weight, self.models[0].dtype,
+                                  shape, fit)
+
+    @staticmethod
+    def _group_weights(sw: np.ndarray | None, idx: np.ndarray, K: int) -> np.ndarray | None:
+        # A group's share of the weights: its rows of a (K, n) array (a copy, once a fit).
+        if sw is None or sw.ndim == 1 or len(idx) == K:
+            return sw
+        return np.ascontiguousarray(sw[idx])
+
+    def _run(self, idx: np.ndarray, stack: _core.Stack, rows, Yd, labels, sw, epochs: int,
              batch_size: int, lrs: np.ndarray, shuffle: bool, seed: int | None,
              losses: np.ndarray, progress: EpochProgress | None
              ) -> list[tuple[int, int, int]]:
         # The epochs of one group, with its own generator from seed: the same permutations
-        # MLP.fit draws.  Fills its rows of losses; returns (epoch, model, step) of each
-        # model that diverged, for the caller to report.
+        # MLP.fit draws.  sw: the group's weights (_group_weights).  Fills its rows of
+        # losses; returns (epoch, model, step) of each model that diverged, for the caller
+        # to report.
         n = rows.shape[0]
         rng = v.make_rng("seed", seed)
         active = self.active[idx].copy()
@@ -133,7 +151,7 @@ class MLPStack:
             perm = rng.permutation(n).astype(np.intp, copy=False) if shuffle else None
             start = time.perf_counter()
             totals, status, steps = stack.fit_epoch(rows, Yd, labels, perm, batch_size,
-                                                    lrs[idx], active)
+                                                    lrs[idx], active, sw)
             perm = None     # freed before the next epoch draws one: one alive at a time
             ok = active & (status == 0)
             losses[idx, epoch] = np.where(ok, totals / n, np.nan)
@@ -156,13 +174,16 @@ class MLPStack:
 
     def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 10, batch_size: int = 32,
             lr: float | ArrayLike = 0.01, shuffle: bool = True, seed: int | None = 0,
-            verbose: bool = False) -> np.ndarray:
+            verbose: bool = False, sample_weight: ArrayLike | None = None) -> np.ndarray:
         """Minibatch training of every active model over (X, Y), as ``MLP.fit`` with the
         same arguments trains one; returns the mean training loss of each model and
         epoch, a (K, epochs) float64 array (NaN where a model was not training).
 
         ``lr``: one learning rate, or K of them (one per model).  ``verbose``: as
         ``MLP.fit``, showing the mean loss of the models still training.
+        ``sample_weight``: None, (n,) weights of every model, or (K, n), row k the
+        weights of ``models[k]`` (each as ``MLP.fit``'s): K bootstrap or Poisson-bootstrap
+        draws make a bagged ensemble in one call, on one gathered batch at a time.
 
         With more than one thread allowed (``fastmlp.set_num_threads``) and enough work,
         the models are split into groups that train side by side on fastmlp's threads,
@@ -172,28 +193,33 @@ class MLPStack:
         lrs = self._lrs(lr)
         rows, Yd, labels, batch_size = self._inputs(X, Y, batch_size)
         n = rows.shape[0]
-        losses = np.full((len(self.models), epochs), np.nan)
+        sw = self._weights(sample_weight, n, fit=True)
+        K = len(self.models)
+        losses = np.full((K, epochs), np.nan)
         plan = self._plan(n, batch_size, epochs, single=verbose)
         progress = EpochProgress(epochs, n) if verbose else None
-        args = (rows, Yd, labels, epochs, batch_size, lrs, shuffle, seed, losses)
+        args = (epochs, batch_size, lrs, shuffle, seed, losses)
         with self._locked(), (progress if progress is not None else contextlib.nullcontext()):
             # One piece per group (progress only with one group: single=verbose above).
             stopped = sum(_workers.side_by_side(
-                [functools.partial(self._run, idx, stack, *args, progress)
+                [functools.partial(self._run, idx, stack, rows, Yd, labels,
+                                   self._group_weights(sw, idx, K), *args, progress)
                  for idx, stack in plan]), [])
         self._report(stopped, -(-n // batch_size))
         return losses
 
-    def train_step(self, X: ArrayLike, Y: ArrayLike, lr: float | ArrayLike = 0.01
-                   ) -> np.ndarray:
+    def train_step(self, X: ArrayLike, Y: ArrayLike, lr: float | ArrayLike = 0.01,
+                   sample_weight: ArrayLike | None = None) -> np.ndarray:
         """One step of every active model's optimizer on the batch (X, Y); returns each
-        model's loss before its update, (K,) float64 (NaN where a model did not train)."""
+        model's loss before its update, (K,) float64 (NaN where a model did not train).
+        ``sample_weight``: as ``fit``'s."""
         lrs = self._lrs(lr)
         rows, Yd, labels, n = self._inputs(X, Y, np.shape(X)[0] or 1)
+        sw = self._weights(sample_weight, rows.shape[0], fit=False)
         losses = np.full((len(self.models), 1), np.nan)
         with self._locked():
             stopped = self._run(np.arange(len(self.models)), self._stack, rows, Yd, labels,
-                                1, n, lrs, False, None, losses, None)
+                                sw, 1, n, lrs, False, None, losses, None)
         self._report(stopped, 1)
         return losses[:, 0]
 

@@ -92,17 +92,24 @@ def linear_backward(A_prev, D):
     return dW, db
 
 
-def mse_loss_delta(Yhat, Y):
-    """L = (1/n)·Σᵢ‖ŷᵢ − yᵢ‖² and D = ∂L/∂Ŷ = (2/n)·(Ŷ − Y).
+def _row_weights(sample_weight, n: int) -> np.ndarray:
+    # (n, 1) weights wᵢ of the rows' terms in a mean (all 1 when None).
+    return np.ones((n, 1)) if sample_weight is None else _f64(sample_weight).reshape(n, 1)
+
+
+def mse_loss_delta(Yhat, Y, sample_weight=None):
+    """L = (1/n)·Σᵢ wᵢ·‖ŷᵢ − yᵢ‖² and D = ∂L/∂Ŷ = (2/n)·wᵢ·(ŷᵢ − yᵢ).
 
     Seed 001 §1 (loss summed over outputs, averaged over samples) and §3 (R = f(X) − Y,
     gradients carry 2/n); seed 000 eq. (2), (8): ∂l/∂ŷ = 2(ŷ − y), averaged over m in (12).
-    Returns (loss as a Python float, D (n, k)).
+    A sample weight wᵢ (all 1 when None) multiplies row i's term of the mean, and so
+    its row of D.  Returns (loss as a Python float, D (n, k)).
     """
     Yhat, Y = _f64(Yhat), _f64(Y)
     n = Yhat.shape[0]
+    w = _row_weights(sample_weight, n)
     R = Yhat - Y
-    return float((R * R).sum() / n), (2.0 / n) * R
+    return float((w * R * R).sum() / n), (2.0 / n) * w * R
 
 
 def log_softmax(Z) -> np.ndarray:
@@ -133,13 +140,14 @@ def _dense_targets(Y, n: int, k: int) -> np.ndarray:
     return _f64(Y)
 
 
-def softmax_xent_loss_delta(logits, Y):
-    """L = −(1/n)·Σᵢ Σₖ yᵢₖ·log pᵢₖ with p = softmax(logits), and D = ∂L/∂logits.
+def softmax_xent_loss_delta(logits, Y, sample_weight=None):
+    """L = −(1/n)·Σᵢ wᵢ·Σₖ yᵢₖ·log pᵢₖ with p = softmax(logits), and D = ∂L/∂logits.
 
     Seed 003 eq. (3): e = −Σₖ yₖ log pₖ = −Σₖ yₖ sₖ + (Σₖ yₖ)·log Σⱼ exp(sⱼ); its derivative
     (before the seed uses Σₖ yₖ = 1) is ∂e/∂sⱼ = −yⱼ + (Σₖ yₖ)·pⱼ, which is eq. (4)
     δ = p − y for probability rows.  Averaged over the n rows (the 1/N of eq. 9):
-    D = (P·rowsum(Y) − Y)/n.
+    D = (P·rowsum(Y) − Y)/n.  A sample weight wᵢ (all 1 when None) multiplies row i's
+    term of the mean, and so its row of D.
 
     Y: (n,) integer labels (one-hot rows) or (n, k) rows of weights/probabilities.
     Returns (loss as a Python float, D (n, k)).
@@ -150,9 +158,10 @@ def softmax_xent_loss_delta(logits, Y):
     logP = log_softmax(Z)
     # 0·log p is taken as 0 even where p underflows (log p = −huge is still finite here,
     # since log_softmax never takes the log of an underflowed exp).
-    loss = float(-(T * logP).sum() / n)
+    w = _row_weights(sample_weight, n)
+    loss = float(-(w * T * logP).sum() / n)
     P = np.exp(logP)
-    D = (P * T.sum(axis=1, keepdims=True) - T) / n
+    D = w * (P * T.sum(axis=1, keepdims=True) - T) / n
     return loss, D
 
 
@@ -170,14 +179,15 @@ def forward(weights, biases, X) -> np.ndarray:
     return A
 
 
-def loss_and_grad(weights, biases, X, Y, loss: str):
+def loss_and_grad(weights, biases, X, Y, loss: str, sample_weight=None):
     """Loss and all gradients by back-propagation (seed 003 eq. 29–42; seed 001 §3).
 
     loss: "mse" (Y (n, k), or (n,) when k == 1) or "softmax_cross_entropy" (Y integer
     labels (n,) or probability rows (n, k)).
     Output delta Δ(L) = ∂L/∂S(L) from ``mse_loss_delta`` / ``softmax_xent_loss_delta``;
     then for l = L…1: dW(l) = X(l-1)ᵀ·Δ(l), db(l) = 1ᵀ·Δ(l) (eq. 33, 41) and
-    Δ(l-1) = θ'(S(l-1)) ⊙ (Δ(l)·W(l)ᵀ) (eq. 34).
+    Δ(l-1) = θ'(S(l-1)) ⊙ (Δ(l)·W(l)ᵀ) (eq. 34).  sample_weight: (n,) or None, as the
+    loss deltas take it.
     Returns (loss as float, [(dW(1), db(1)), …, (dW(L), db(L))]).
     """
     L = len(weights)
@@ -190,9 +200,9 @@ def loss_and_grad(weights, biases, X, Y, loss: str):
         Yd = _f64(Y)
         if Yd.ndim == 1:
             Yd = Yd.reshape(-1, 1)
-        value, D = mse_loss_delta(out, Yd)
+        value, D = mse_loss_delta(out, Yd, sample_weight)
     elif loss == "softmax_cross_entropy":
-        value, D = softmax_xent_loss_delta(out, Y)
+        value, D = softmax_xent_loss_delta(out, Y, sample_weight)
     else:
         raise ValueError(f"reference: unknown loss {loss!r}")
     grads = [None] * L
