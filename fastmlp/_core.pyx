@@ -70,7 +70,8 @@ from fastmlp._layers cimport (C_ACT_ELU, C_ACT_EXP, C_ACT_GELU, C_ACT_IDENTITY,
                               C_ACT_SOFTMAX, C_ACT_SOFTPLUS, C_ACT_TANH, ELU_ALPHA,
                               LEAKY_RELU_SLOPE, activation_backward, activation_forward,
                               activation_max_slope, activation_needs_z, backprop_delta,
-                              backprop_product, column_sums, column_sums_range,
+                              add_bias_block, backprop_product, column_sums,
+                              column_sums_range, copy_block,
                               dropout_backward, dropout_forward, linear_backward,
                               linear_forward, linear_weight_gradient, relu_forward,
                               relu_mask_delta, softmax_rows)
@@ -475,6 +476,15 @@ cdef struct StepTarget:
     bint f64
 
 
+cdef struct FirstLayer:
+    # A step whose first layer is computed for a whole stack at once (_stack_first.pxi):
+    # this model's column block of the stack's Z(1) = X·[W(1)…] + [b(1)…] (n, ld), and
+    # of the stack's Δ(1), which its backward pass fills for the one product Xᵀ·[Δ(1)…].
+    const void* z
+    void* d
+    Py_ssize_t ld
+
+
 # --------------------------------------------------------------------------------------
 # Whole-network passes over the flat parameter buffer: forward and backward, the
 # optimizer's update, the step
@@ -484,6 +494,7 @@ include "_passes.pxi"
 include "_update.pxi"
 include "_split.pxi"
 include "_step.pxi"
+include "_stack_first.pxi"
 
 
 # --------------------------------------------------------------------------------------

@@ -70,6 +70,27 @@ cdef inline void linear_forward(const floating* A, Py_ssize_t n, Py_ssize_t d_in
          W, <int>d_out, <floating>1.0, Z, <int>d_out)
 
 
+cdef inline void copy_block(const floating* src, Py_ssize_t ld_src, Py_ssize_t rows,
+                            Py_ssize_t width, floating* dst, Py_ssize_t ld_dst) noexcept nogil:
+    # rows × width values from a row-major matrix of leading dimension ld_src into one of
+    # ld_dst: a model's column block of a stack's Z(1), Δ(1) or W(1), in or out.
+    cdef Py_ssize_t i
+    for i in range(rows):
+        memcpy(dst + i * ld_dst, src + i * ld_src, width * sizeof(floating))
+
+
+cdef inline void add_bias_block(const floating* P, Py_ssize_t ld, Py_ssize_t n,
+                                Py_ssize_t width, const floating* b,
+                                floating* Z) noexcept nogil:
+    # Z = P + 1·bᵀ (n, width) from a column block of a wider product P (leading dimension
+    # ld): a model's Z(1) out of a stack's X·[W(1)…] (seed 003, s(l) = b(l) + Σ w·x).
+    # The sum a GEMM onto a bias-filled Z makes, so the bits of linear_forward's.
+    cdef Py_ssize_t i, j
+    for i in range(n):
+        for j in range(width):
+            Z[i * width + j] = P[i * ld + j] + b[j]
+
+
 cdef inline void relu_forward(floating* Z, Py_ssize_t size) noexcept nogil:
     # A = θ(Z) = max(Z, 0) in place (seeds 001, 003).  The derivative mask θ'(Z) = [Z > 0]
     # (θ'(0) = 0) equals [A > 0], so this single pass also records the mask, in A itself.

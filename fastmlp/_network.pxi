@@ -136,12 +136,12 @@ cdef class Network:
                     forward_pass[double](&self.net, <const double*>tp,
                                          <const double*>xp + start * d0,
                                          &chunk_rows if csr != NULL else NULL, rows, &s,
-                                         False)
+                                         False, NULL)
                 else:
                     forward_pass[float](&self.net, <const float*>tp,
                                         <const float*>xp + start * d0,
                                         &chunk_rows if csr != NULL else NULL, rows, &s,
-                                        False)
+                                        False, NULL)
                 start += rows
             call_end()
         if not ok:

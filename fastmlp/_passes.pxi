@@ -3,12 +3,14 @@
 # and the backward pass (seeds 001, 002, 003).
 
 cdef void forward_pass(const Net* net, const floating* theta, const floating* X,
-                       const CSR* csr, Py_ssize_t n, Scratch* s, bint drop) noexcept nogil:
+                       const CSR* csr, Py_ssize_t n, Scratch* s, bint drop,
+                       const FirstLayer* first) noexcept nogil:
     # s.acts[l] receives A(l+1), (n, dims[l+1]); the last holds the network's output,
     # after the output activation (identity for raw outputs and logits).  Where s has
     # them, Z(l+1) is kept before the activation, and with `drop` (training) the hidden
     # layers with a dropout mask are dropped, their output kept before it in s.pre.
     # The input is X (n, d0), or when csr is not NULL its n sparse rows (X unused).
+    # first: NULL, or X·W(1) already computed by the stack this model trains in.
     cdef int l, L = net.n_layers
     cdef Py_ssize_t size
     cdef const floating* A_prev = X
@@ -16,7 +18,10 @@ cdef void forward_pass(const Net* net, const floating* theta, const floating* X,
     for l in range(L):
         A = <floating*>s.acts[l]
         size = n * net.dims[l + 1]
-        if l == 0 and csr != NULL:
+        if l == 0 and first != NULL:
+            add_bias_block(<const floating*>first.z, first.ld, n, net.dims[1],
+                           theta + net.b_off[0], A)
+        elif l == 0 and csr != NULL:
             sparse_linear_forward(csr, n, theta + net.w_off[0], theta + net.b_off[0],
                                   net.dims[1], A)
         else:
@@ -96,7 +101,7 @@ cdef bint fused_sgd_is_safe(const Net* net, const floating* theta, const Scratch
 cdef void backward_pass(const Net* net, floating* theta, floating* grad, const Scratch* s,
                         bint dropped, floating* D, floating* D_other, const floating* X,
                         const CSR* csr, Py_ssize_t n, bint fused, double lr, bint scale,
-                        double norm) noexcept nogil:
+                        double norm, const FirstLayer* first) noexcept nogil:
     # Backpropagation from Δ(L) in D: seed 003's recursion (eq. 33, 34, 41, 42), of which
     # seed 001's two-layer gradients are the L = 2 case.  For l = L … 1:
     #   Δ(l-1) = g'(Z(l-1)) ⊙ (Δ(l)·W(l)ᵀ),  dW(l) = A(l-1)ᵀ·Δ(l),  db(l) = 1ᵀ·Δ(l),
@@ -116,6 +121,8 @@ cdef void backward_pass(const Net* net, floating* theta, floating* grad, const S
     # - sparse input (csr not NULL, X unused; never fused): dW(1) = Xᵀ·Δ(1) is added into
     #   grad's W(1) block, whose rows the batch reaches the caller has zeroed (the others
     #   hold zeros, as the dense product would give them).
+    # - first not NULL (never fused, never scale): Δ(1) goes to the stack's block, for
+    #   the stack's one product Xᵀ·[Δ(1)…]; grad's W(1) block is left to the caller.
     cdef int l, L = net.n_layers
     cdef Py_ssize_t j, d_in, d_out
     cdef floating* tmp
@@ -152,7 +159,10 @@ cdef void backward_pass(const Net* net, floating* theta, floating* grad, const S
                 gemm(True, False, <int>d_in, <int>d_out, <int>n, -flr, A_prev, <int>d_in,
                      D, <int>d_out, beta, W, <int>d_out)
         else:
-            if l == 0 and csr != NULL:
+            if l == 0 and first != NULL:
+                copy_block(D, d_out, n, d_out, <floating*>first.d, first.ld)
+                split_column_sums(D, n, d_out, grad + net.b_off[0])
+            elif l == 0 and csr != NULL:
                 sparse_weight_gradient(csr, n, D, d_out, grad + net.w_off[0])
                 split_column_sums(D, n, d_out, grad + net.b_off[0])
             else:

@@ -7,6 +7,9 @@ cdef class Stack:
 
     Each engine's step is its own ``train_step`` on the same rows, so an engine trained
     in a stack ends exactly where ``Engine.fit_epoch`` with the same rows would leave it.
+    ``first_product = 1`` takes the first layer of dense batches as one product over the
+    engines instead (_stack_first.pxi), to the same bits; -1 (the default) where
+    first_product_pays, 0 never.
 
     Parameters
     ----------
@@ -16,6 +19,13 @@ cdef class Stack:
     cdef readonly tuple engines
     cdef Py_ssize_t K
     cdef cnp.ndarray targets     # K StepTargets, refreshed before each loop
+    # The first layer as one product over the models (_stack_first.pxi) on dense
+    # batches of 2 rows or more: 1 always, 0 never, -1 where it pays (first_product_pays:
+    # nowhere measured yet).
+    cdef public int first_product
+    cdef cnp.ndarray first_off   # (K,) intp: each model's first column of Z(1)
+    cdef Py_ssize_t first_width  # S = Σ d1
+    cdef readonly list first_arrays  # w, z, d, g, loss: FirstBuffers' arrays
 
     def __cinit__(self, engines, str name="engines"):
         cdef Engine first, e
@@ -50,6 +60,42 @@ cdef class Stack:
                 raise ValueError(f"{name}[{k}]: another loss than {name}[0]'s; a stack "
                                  "shares the targets, so its models share the loss")
         self.targets = np.empty(self.K * sizeof(StepTarget), dtype=np.uint8)
+        # Plain SGD's step folds its update into the weight products (backward_pass), the
+        # first layer's included: those models keep their own step, so that every model
+        # ends bit for bit where its own fit would (first_off -1).
+        self.first_off = np.full(self.K, -1, dtype=np.intp)
+        self.first_width = 0
+        for k in range(self.K):
+            e = <Engine>self.engines[k]
+            if e.opt.kind != C_OPT_SGD or e.net.sk_scaling:
+                self.first_off[k] = self.first_width
+                self.first_width += e.net.dims[1]
+        self.first_product = -1
+        self.first_arrays = []
+
+    cdef bint _first_buffers(self, Py_ssize_t batch_size, FirstBuffers* f) except -1:
+        # FirstBuffers for batches of up to batch_size rows, zeroed when allocated, within
+        # the workspace limit.
+        cdef Engine first = <Engine>self.engines[0]
+        cdef Py_ssize_t d0 = first.net.dims[0], S = self.first_width
+        cdef Py_ssize_t isz = first.isz
+        dtype = first.network.theta.dtype
+        # A model stopped in an earlier call has zero Δ(1) columns (stop_first); one the
+        # caller set inactive keeps its last finite ones, whose gradient goes unused.
+        if not self.first_arrays or self.first_arrays[1].shape[0] < batch_size * S:
+            check_workspace("batch_size", (2 * d0 * S + 2 * batch_size * S) * isz,
+                            batch_size)
+            self.first_arrays = [np.zeros(d0 * S, dtype), np.zeros(batch_size * S, dtype),
+                                 np.zeros(batch_size * S, dtype), np.zeros(d0 * S, dtype),
+                                 np.zeros(self.K, np.float64)]
+        f.w = cnp.PyArray_DATA(<cnp.ndarray>self.first_arrays[0])
+        f.z = cnp.PyArray_DATA(<cnp.ndarray>self.first_arrays[1])
+        f.d = cnp.PyArray_DATA(<cnp.ndarray>self.first_arrays[2])
+        f.g = cnp.PyArray_DATA(<cnp.ndarray>self.first_arrays[3])
+        f.loss = <double*>cnp.PyArray_DATA(<cnp.ndarray>self.first_arrays[4])
+        f.off = <const Py_ssize_t*>cnp.PyArray_DATA(self.first_off)
+        f.S, f.isz = S, isz
+        return True
 
     def __len__(self):
         return self.K
@@ -74,10 +120,12 @@ cdef class Stack:
         cdef Batch b
         cdef Engine eng
         cdef StepTarget* t = <StepTarget*>cnp.PyArray_DATA(self.targets)
-        cdef Batch bk
         cdef const char* wp = NULL      # (K, n) weights, one row an engine, or NULL
         cdef char* wb = NULL            # (K, batch_size): a shuffled batch's, gathered
-        cdef cnp.ndarray gathered_w
+        cdef Batch* own = NULL          # (K,) with wp: b with each engine's weights
+        cdef cnp.ndarray gathered_w, own_batches
+        cdef FirstBuffers f
+        cdef bint fuse
         if not _is_carray(lrs, cnp.NPY_FLOAT64, 1) or lrs.shape[0] != K:
             raise ValueError(f"lrs: expected ({K},) float64 learning rates")
         if not _is_carray(active, cnp.NPY_BOOL, 1) or active.shape[0] != K:
@@ -123,29 +171,45 @@ cdef class Stack:
         for k in range(K):
             t[k] = (<Engine>self.engines[k])._target()
             n_active += on[k]
+        fuse = e.csr == NULL and self.first_width > 0 and (self.first_product == 1 or (
+            self.first_product == -1 and first_product_pays(t, K, batch_size)))
+        if fuse:
+            self._first_buffers(batch_size, &f)
+        if wp != NULL:
+            own_batches = np.empty(K * sizeof(Batch), dtype=np.uint8)
+            own = <Batch*>cnp.PyArray_DATA(own_batches)
         with nogil:
             call_begin()
             start = 0
             while start < n and n_active > 0:
                 rows = batch_size if start + batch_size <= n else n - start
                 epoch_batch(&e, start, rows, &b)
-                for k in range(K):
-                    if not on[k]:
-                        continue
-                    if wp == NULL:
-                        st[k] = target_step(&t[k], &b, lr[k], True, False, &loss)
-                    else:
-                        bk = b
+                if wp != NULL:
+                    for k in range(K):
+                        own[k] = b
                         batch_weights(wp + k * n * e.isz, e.perm, start, rows, e.isz,
                                       e.f64, NULL if wb == NULL
-                                      else wb + k * batch_size * e.isz, &bk)
-                        st[k] = target_step(&t[k], &bk, lr[k], True, False, &loss)
-                    if st[k] != OK:
-                        on[k] = 0
-                        n_active -= 1
-                        continue
-                    tot[k] += loss * rows
-                    done[k] += 1
+                                      else wb + k * batch_size * e.isz, &own[k])
+                # A batch of one row takes gemv and ger, whose sums for a column are not
+                # those of a narrower call bit for bit: its models step one by one.
+                if fuse and rows > 1 and e.f64:
+                    n_active -= stack_first_batch[double](t, K, &on[0], &st[0], &tot[0],
+                                                          &done[0], &b, own, &lr[0], &f, 0)
+                elif fuse and rows > 1:
+                    n_active -= stack_first_batch[float](t, K, &on[0], &st[0], &tot[0],
+                                                         &done[0], &b, own, &lr[0], &f, 0)
+                else:
+                    for k in range(K):
+                        if not on[k]:
+                            continue
+                        st[k] = target_step(&t[k], &b if own == NULL else &own[k], lr[k],
+                                            True, False, &loss)
+                        if st[k] != OK:
+                            on[k] = 0
+                            n_active -= 1
+                            continue
+                        tot[k] += loss * rows
+                        done[k] += 1
                 start += rows
             call_end()
         return totals, status, steps

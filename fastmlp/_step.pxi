@@ -32,7 +32,7 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
         s.w1_grad_zero = False
         s.w1_acc_known = False
         return dense_or_sparse_step(net, opt, theta, grad, s, D_a, D_b, b, lr, update,
-                                    check_inputs, loss_out)
+                                    check_inputs, loss_out, NULL)
     if not s.w1_grad_zero:
         memset(gW1, 0, net.dims[0] * width * sizeof(floating))
     if b.csr.idx64:
@@ -42,7 +42,7 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
         s.n_touched = csr_touched_rows(<const int32_t*>b.csr.indices,
                                        <const int32_t*>b.csr.indptr, b.n, s.seen, s.touched)
     status = dense_or_sparse_step(net, opt, theta, grad, s, D_a, D_b, b, lr, update,
-                                  check_inputs, loss_out)
+                                  check_inputs, loss_out, NULL)
     # Back to the state between steps: no row flagged, and (unless the caller is to read
     # the whole gradient) grad's W(1) block zero again, by clearing the rows written.
     for r in range(s.n_touched):
@@ -56,16 +56,17 @@ cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
 cdef int dense_or_sparse_step(const Net* net, Optim* opt, floating* theta, floating* grad,
                               Scratch* s, floating* D_a, floating* D_b, const Batch* b,
                               double lr, bint update, bint check_inputs,
-                              double* loss_out) noexcept nogil:
-    # train_step's work, once a sparse batch's rows are flagged.
+                              double* loss_out, const FirstLayer* first) noexcept nogil:
+    # train_step's work, once a sparse batch's rows are flagged.  With `first` (dense
+    # rows, update, no input checks: a stack's step, _stack_first.pxi), Z(1) is the
+    # stack's and the step stops once Δ(1) is in the stack's block: the caller makes
+    # W(1)'s gradient and calls finish_step.
     cdef int L = net.n_layers
     cdef Py_ssize_t n = b.n, k = net.dims[L]
     cdef const floating* X = <const floating*>b.X
     cdef double norm = b.norm if net.sk_scaling else <double>n
     cdef double penalty = 0.0
     cdef bint fused, sparse = b.csr != NULL
-    cdef W1Rows rows
-    cdef const W1Rows* w1 = NULL
     if check_inputs:
         if not sparse and not split_all_finite(X, n * net.dims[0]):
             return BAD_X
@@ -73,7 +74,7 @@ cdef int dense_or_sparse_step(const Net* net, Optim* opt, floating* theta, float
             return BAD_Y
         if b.Y == NULL and not labels_in_range(b.labels, n, k):
             return BAD_LABEL
-    forward_pass(net, theta, X, b.csr, n, s, update)
+    forward_pass(net, theta, X, b.csr, n, s, update, first)
     loss_out[0] = output_loss_delta(net, <const floating*>s.acts[L - 1], b, D_a)
     if net.l2 != 0:
         penalty = l2_penalty(net, theta, s.w1_acc if s.w1_acc_known else NULL)
@@ -81,14 +82,27 @@ cdef int dense_or_sparse_step(const Net* net, Optim* opt, floating* theta, float
     s.w1_acc_known = False
     if not (loss_out[0] - loss_out[0] == 0):
         return DIVERGED
-    fused = (update and not sparse and opt.kind == C_OPT_SGD and not net.sk_scaling
-             and fused_sgd_is_safe(net, theta, s, X, n, D_a, lr))
+    fused = (update and not sparse and first == NULL and opt.kind == C_OPT_SGD
+             and not net.sk_scaling and fused_sgd_is_safe(net, theta, s, X, n, D_a, lr))
     backward_pass(net, theta, grad, s, update, D_a, D_b, X, b.csr, n, fused, lr, not update,
-                  norm)
-    if fused:
+                  norm, first)
+    if fused or first != NULL:
         return OK
     if not update:
         return OK if split_all_finite(grad, net.n_params) else DIVERGED
+    return finish_step(net, opt, theta, grad, s, b, lr, penalty)
+
+
+cdef int finish_step(const Net* net, Optim* opt, floating* theta, floating* grad,
+                     Scratch* s, const Batch* b, double lr, double penalty) noexcept nogil:
+    # An updating step's end, its gradient in grad: the optimizer's pre-check (the NaN
+    # guard: nothing is written unless every new value is finite), then its update.
+    # penalty: the step's Σ‖W‖² (l2_penalty), read for sparse rows only.
+    cdef Py_ssize_t n = b.n
+    cdef double norm = b.norm if net.sk_scaling else <double>n
+    cdef bint sparse = b.csr != NULL
+    cdef W1Rows rows
+    cdef const W1Rows* w1 = NULL
     if sparse:
         w1 = &rows
         rows.seen = s.seen
