@@ -106,8 +106,8 @@ cdef class Stack:
 
         X, Y, labels, perm, batch_size as in ``Engine.fit_epoch`` (checked finite and in
         range by the caller).  sample_weight: None, (n,) weights of every engine as in
-        ``Engine.fit_epoch``, or (K, n), row k engine k's.  lrs: (K,) float64, each finite and > 0;
-        active: (K,) bool, the engines to train (an inactive one is not touched).  An
+        ``Engine.fit_epoch``, or (K, n), row k engine k's.  lrs: (K,) float64, each
+        finite and > 0; active: (K,) bool, the engines to train (an inactive one is not touched).  An
         engine whose step diverges stops there, its parameters those after its last good
         step (the NaN guard); the others go on.  Returns (totals, status, steps), each
         (K,): Σ over its batches of loss·rows (float64), its status (int32, 0: OK) and

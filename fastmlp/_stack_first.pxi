@@ -1,12 +1,12 @@
 # A stack's first layer as one product over its models (included by _core.pyx, after the
 # step): X·[W(1)⁽¹⁾ … W(1)⁽ᴷ⁾] for the forward pass (each model adds its bias as it takes
-# its block), and
-# [dW(1)⁽¹⁾ … dW(1)⁽ᴷ⁾] = Xᵀ·[Δ(1)⁽¹⁾ … Δ(1)⁽ᴷ⁾] for the gradients (seed 003 eq. 33 with the
-# models' columns side by side: each column of a product depends on its own column of
-# the right factor only).  The two products with the data's width d0 are the widest of
-# a small model's step; as one product of width S = Σ d1⁽ᵏ⁾ they run BLAS nearer its
-# peak than K narrow ones.  Each model's layers above the first, its loss, its optimizer
-# and its NaN guard stay its own step (dense_or_sparse_step with `first`, finish_step).
+# its block), and [dW(1)⁽¹⁾ … dW(1)⁽ᴷ⁾] = Xᵀ·[Δ(1)⁽¹⁾ … Δ(1)⁽ᴷ⁾] for the gradients (seed
+# 003 eq. 33 with the models' columns side by side: each column of a product depends on
+# its own column of the right factor only).  The two products with the data's width d0
+# are the widest of a small model's step: one product of width S = Σ d1⁽ᵏ⁾ instead of K
+# narrow ones is meant to run BLAS nearer its peak (first_product_pays: where it does).
+# Each model's layers above the first, its loss, its optimizer and its NaN guard stay
+# its own step (dense_or_sparse_step with `first`, finish_step).
 
 cdef struct FirstBuffers:
     # The stack's side-by-side first layers, each (rows, S) row-major, model k's columns
