@@ -478,8 +478,9 @@ cdef struct StepTarget:
 
 cdef struct FirstLayer:
     # A step whose first layer is computed for a whole stack at once (_stack_first.pxi):
-    # this model's column block of the stack's Z(1) = X·[W(1)…] + [b(1)…] (n, ld), and
-    # of the stack's Δ(1), which its backward pass fills for the one product Xᵀ·[Δ(1)…].
+    # this model's column block of the stack's X·[W(1)…] (n, ld; the model adds its own
+    # bias), and of the stack's Δ(1), which its backward pass fills for the one product
+    # Xᵀ·[Δ(1)…].
     const void* z
     void* d
     Py_ssize_t ld

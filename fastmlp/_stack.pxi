@@ -107,9 +107,9 @@ cdef class Stack:
         X, Y, labels, perm, batch_size as in ``Engine.fit_epoch`` (checked finite and in
         range by the caller).  sample_weight: None, (n,) weights of every engine as in
         ``Engine.fit_epoch``, or (K, n), row k engine k's.  lrs: (K,) float64, each
-        finite and > 0; active: (K,) bool, the engines to train (an inactive one is not touched).  An
-        engine whose step diverges stops there, its parameters those after its last good
-        step (the NaN guard); the others go on.  Returns (totals, status, steps), each
+        finite and > 0; active: (K,) bool, the engines to train (an inactive one is not
+        touched).  An engine whose step diverges stops there, its parameters those after
+        its last good step (the NaN guard); the others go on.  Returns (totals, status, steps), each
         (K,): Σ over its batches of loss·rows (float64), its status (int32, 0: OK) and
         the steps it completed (intp).
         """
@@ -200,16 +200,10 @@ cdef class Stack:
                                                          &done[0], &b, own, &lr[0], &f, 0)
                 else:
                     for k in range(K):
-                        if not on[k]:
-                            continue
-                        st[k] = target_step(&t[k], &b if own == NULL else &own[k], lr[k],
-                                            True, False, &loss)
-                        if st[k] != OK:
-                            on[k] = 0
-                            n_active -= 1
-                            continue
-                        tot[k] += loss * rows
-                        done[k] += 1
+                        if on[k]:
+                            n_active -= stack_step(&t[k], &b if own == NULL else &own[k],
+                                                   lr[k], &on[k], &st[k], &tot[k],
+                                                   &done[k], &loss)
                 start += rows
             call_end()
         return totals, status, steps

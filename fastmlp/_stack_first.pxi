@@ -39,14 +39,8 @@ cdef Py_ssize_t stack_first_batch(const StepTarget* t, Py_ssize_t K, unsigned ch
     d0 = t[0].net.dims[0]
     for k in range(K):
         if on[k] and f.off[k] < 0:
-            st[k] = target_step(&t[k], b if own == NULL else &own[k], lr[k], True, False,
-                                &f.loss[k])
-            if st[k] != OK:
-                on[k] = 0
-                stopped += 1
-                continue
-            tot[k] += f.loss[k] * n
-            done[k] += 1
+            stopped += stack_step(&t[k], b if own == NULL else &own[k], lr[k], &on[k],
+                                  &st[k], &tot[k], &done[k], &f.loss[k])
         elif on[k]:
             net = t[k].net
             theta = <floating*>t[k].theta

@@ -13,6 +13,21 @@ cdef int target_step(const StepTarget* t, const Batch* b, double lr, bint update
                              loss_out)
 
 
+cdef Py_ssize_t stack_step(const StepTarget* t, const Batch* b, double lr, unsigned char* on,
+                           int* st, double* tot, Py_ssize_t* done,
+                           double* loss) noexcept nogil:
+    # One model's own step in a stack's loop (Stack.fit_epoch, _stack_first.pxi): its
+    # status into *st; on success tot += loss·rows and done += 1, else *on = 0.  Returns
+    # 1 if it stopped, else 0.
+    st[0] = target_step(t, b, lr, True, False, loss)
+    if st[0] != OK:
+        on[0] = 0
+        return 1
+    tot[0] += loss[0] * b.n
+    done[0] += 1
+    return 0
+
+
 cdef int train_step(const Net* net, Optim* opt, floating* theta, floating* grad,
                     Scratch* s, floating* D_a, floating* D_b, const Batch* b,
                     double lr, bint update, bint check_inputs,
